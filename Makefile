@@ -1,0 +1,30 @@
+# Quick start: `make search` runs the main job, `make test` the whole test suite; both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.effnas-installed
+
+.PHONY: setup search test bench clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 is the local CPU wheel; any looser spec on a machine without torch pulls a CUDA build of several GB.
+# A torch already importable in the venv is kept.
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test,export]'
+	touch $(STAMP)
+
+search: setup
+	$(PY) -m nas.search --target-flops 400M
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/flops_counters.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,38 @@
+"""How long each FLOPs counter takes per spec, for EfficientNet-B0 at 224.
+
+Run: .venv/bin/python bench/flops_counters.py
+The measured counter includes building the model, as a caller that only has a spec must do.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nas.builder import build_model
+from nas.flops import FLOPS_CONVENTION, count_flops, format_flops, measure_flops
+from nas.spec import efficientnet_b0
+
+
+def per_call(fn, repeats: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    spec = efficientnet_b0()
+    analytic = per_call(lambda: count_flops(spec, 224), 2000)
+    measured = per_call(lambda: measure_flops(build_model(spec), 224), 10)
+    profile_only_model = build_model(spec)
+    profile_only = per_call(lambda: measure_flops(profile_only_model, 224), 10)
+    print(f"EfficientNet-B0 at 224: {format_flops(count_flops(spec, 224))} ({FLOPS_CONVENTION})")
+    print(f"analytic (spec only)        : {analytic * 1e6:10.1f} us per spec")
+    print(f"thop (build + profile)      : {measured * 1e6:10.1f} us per spec")
+    print(f"thop (profile, model built) : {profile_only * 1e6:10.1f} us per spec")
+    print(f"speed-up analytic vs thop   : {measured / analytic:10.0f}x (vs profile only: {profile_only / analytic:.0f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Streamlit dashboard: reads the database and draws searches, Pareto fronts and families."""

@@ -1,0 +1,169 @@
+"""The ORM models: searches and their trials, families and their members and grid points.
+
+Only plain column types (JSON, Text, BigInteger, DateTime) so the same schema runs on SQLite and PostgreSQL.
+Architectures are stored as JSON (our spec format) and as canonical block strings; `arch_key` is a SHA-256 of
+the canonical architecture so that lookups by architecture use a short indexed column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+SEARCH_STATUSES = ("running", "finished", "interrupted", "failed")
+TRIAL_STATUSES = ("running", "complete", "failed", "rejected", "interrupted")
+TRIAL_ROLES = ("candidate", "reference")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class SchemaInfo(Base):
+    """One row naming the schema version, so that a database of another schema is recognised."""
+
+    __tablename__ = "effnas_schema"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SearchRecord(Base):
+    __tablename__ = "searches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="running", index=True)
+    strategy: Mapped[str] = mapped_column(String(40))
+    dataset: Mapped[str] = mapped_column(String(200))
+    target_flops: Mapped[int] = mapped_column(BigInteger)
+    resolution: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    max_trials: Mapped[Optional[int]] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[Optional[datetime]]
+    finished_at: Mapped[Optional[datetime]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+
+    trials: Mapped[list[TrialRecord]] = relationship(back_populates="search", cascade="all, delete-orphan")
+
+
+class TrialRecord(Base):
+    __tablename__ = "trials"
+    __table_args__ = (
+        UniqueConstraint("search_id", "number", name="uq_trials_search_number"),
+        UniqueConstraint("search_id", "role", "arch_key", name="uq_trials_search_role_arch"),
+        Index("ix_trials_search_arch", "search_id", "arch_key"),
+        Index("ix_trials_search_status", "search_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(20), default="candidate")
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    block_strings: Mapped[str] = mapped_column(Text)
+    arch_key: Mapped[str] = mapped_column(String(64))
+    sample: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    flops: Mapped[Optional[int]] = mapped_column(BigInteger)
+    params: Mapped[Optional[int]] = mapped_column(BigInteger)
+    reward: Mapped[Optional[float]] = mapped_column(Float)
+    build_seconds: Mapped[Optional[float]] = mapped_column(Float)
+    train_seconds: Mapped[Optional[float]] = mapped_column(Float)
+    eval_seconds: Mapped[Optional[float]] = mapped_column(Float)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[Optional[datetime]]
+
+    search: Mapped[SearchRecord] = relationship(back_populates="trials")
+
+
+class FamilyRecord(Base):
+    __tablename__ = "families"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    baseline_kind: Mapped[str] = mapped_column(String(20))
+    baseline_trial_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("trials.id", ondelete="SET NULL"), index=True
+    )
+    baseline_ref: Mapped[Optional[str]] = mapped_column(Text)
+    baseline_arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    coefficient_source: Mapped[str] = mapped_column(String(20))
+    alpha: Mapped[Optional[float]] = mapped_column(Float)
+    beta: Mapped[Optional[float]] = mapped_column(Float)
+    gamma: Mapped[Optional[float]] = mapped_column(Float)
+    phi_max: Mapped[int] = mapped_column(Integer)
+    base_resolution: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default="complete")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[FamilyMemberRecord]] = relationship(
+        back_populates="family", cascade="all, delete-orphan", order_by="FamilyMemberRecord.phi"
+    )
+    grid_points: Mapped[list[GridPointRecord]] = relationship(
+        back_populates="family", cascade="all, delete-orphan", order_by="GridPointRecord.id"
+    )
+
+
+class FamilyMemberRecord(Base):
+    __tablename__ = "family_members"
+    __table_args__ = (UniqueConstraint("family_id", "phi", name="uq_family_members_phi"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("families.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(40))
+    phi: Mapped[int] = mapped_column(Integer)
+    width: Mapped[float] = mapped_column(Float)
+    depth: Mapped[float] = mapped_column(Float)
+    resolution_mult: Mapped[float] = mapped_column(Float)
+    resolution: Mapped[int] = mapped_column(Integer)
+    dropout: Mapped[float] = mapped_column(Float)
+    params: Mapped[int] = mapped_column(BigInteger)
+    flops: Mapped[int] = mapped_column(BigInteger)
+    flops_ratio: Mapped[float] = mapped_column(Float)
+    arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    block_strings: Mapped[str] = mapped_column(Text)
+    accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    train_seconds: Mapped[Optional[float]] = mapped_column(Float)
+
+    family: Mapped[FamilyRecord] = relationship(back_populates="members")
+
+
+class GridPointRecord(Base):
+    """One point of the compound-scaling grid search (alpha, beta, gamma at phi = 1)."""
+
+    __tablename__ = "scaling_grid_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("families.id", ondelete="CASCADE"), index=True)
+    alpha: Mapped[float] = mapped_column(Float)
+    beta: Mapped[float] = mapped_column(Float)
+    gamma: Mapped[float] = mapped_column(Float)
+    flops_factor: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(20))
+    accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    flops: Mapped[Optional[int]] = mapped_column(BigInteger)
+    params: Mapped[Optional[int]] = mapped_column(BigInteger)
+    resolution: Mapped[Optional[int]] = mapped_column(Integer)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    arch: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+
+    family: Mapped[FamilyRecord] = relationship(back_populates="grid_points")

@@ -1,0 +1,142 @@
+"""Engines and sessions: which database, how to open it, and one clear error when it cannot be opened."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import SCHEMA_VERSION, Base, SchemaInfo
+
+DEFAULT_DB_FILE = "effnas.db"
+DB_ENV_VAR = "EFFNAS_DB"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message is one line meant for the user."""
+
+
+def resolve_url(value: str | None = None) -> str:
+    """The database URL from `--db`, else $EFFNAS_DB, else `effnas.db` here. A plain path means a SQLite file."""
+    chosen = value or os.environ.get(DB_ENV_VAR) or DEFAULT_DB_FILE
+    if "://" not in chosen:
+        return f"sqlite:///{chosen}"
+    return chosen
+
+
+def describe_url(url: str) -> str:
+    """The URL as it may be shown: password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other back ends and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _enable_sqlite_concurrency(engine: Engine) -> None:
+    # WAL lets the dashboard read while a search writes; the busy timeout makes a writer wait instead of failing.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else type(original).__name__
+
+
+def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
+    """An engine for `url`, checked by connecting once. `must_exist` refuses to create a new SQLite file."""
+    shown = describe_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"invalid database URL {shown!r}") from None
+    path = sqlite_path(url)
+    if path is not None:
+        if must_exist and not path.exists():
+            raise DatabaseError(f"database file {str(path)!r} does not exist")
+        if path.exists() and path.is_dir():
+            raise DatabaseError(f"database path {str(path)!r} is a directory, not a file")
+        if not path.parent.exists():
+            raise DatabaseError(f"cannot create database {str(path)!r}: folder {str(path.parent)!r} does not exist")
+    kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}} if parsed.get_backend_name() == "sqlite" else {"pool_pre_ping": True}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise DatabaseError(f"unsupported database URL {shown!r}: {_first_line(exc)}") from None
+    except (ArgumentError, TypeError, ValueError) as exc:
+        raise DatabaseError(f"invalid database URL {shown!r}: {_first_line(exc)}") from None
+    if parsed.get_backend_name() == "sqlite":
+        _enable_sqlite_concurrency(engine)
+    try:
+        with engine.connect() as connection:
+            inspect(connection).get_table_names()
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DatabaseError(f"cannot open database {shown}: {_first_line(exc)}") from None
+    return engine
+
+
+def schema_state(engine: Engine) -> str:
+    """'empty' (no tables), 'current' (our schema), or 'foreign' (tables of some other program or version)."""
+    tables = set(inspect(engine).get_table_names())
+    if not tables:
+        return "empty"
+    if SchemaInfo.__tablename__ not in tables:
+        return "foreign"
+    with Session(engine) as session:
+        version = session.scalar(select(SchemaInfo.version).order_by(SchemaInfo.id.desc()).limit(1))
+    return "current" if version == SCHEMA_VERSION else "foreign"
+
+
+def init_schema(engine: Engine) -> None:
+    """Create the tables if they are missing; safe to call on every start."""
+    state = schema_state(engine)
+    if state == "foreign":
+        raise DatabaseError(
+            f"database {describe_url(str(engine.url))} holds tables that are not an effnas schema "
+            f"(version {SCHEMA_VERSION}); use another --db"
+        )
+    try:
+        Base.metadata.create_all(engine)
+        if state == "empty":
+            with Session(engine) as session, session.begin():
+                session.add(SchemaInfo(version=SCHEMA_VERSION))
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot create the schema in {describe_url(str(engine.url))}: {_first_line(exc)}") from None
+
+
+def open_database(url: str | None = None, *, create: bool = True) -> sessionmaker[Session]:
+    """A session factory on the resolved database; with `create`, the schema is made if missing.
+
+    Without `create` the database must already exist and hold the effnas schema.
+    """
+    resolved = resolve_url(url)
+    engine = create_db_engine(resolved, must_exist=not create)
+    if create:
+        init_schema(engine)
+    else:
+        state = schema_state(engine)
+        if state != "current":
+            engine.dispose()
+            what = "is empty" if state == "empty" else "is not an effnas database"
+            raise DatabaseError(f"database {describe_url(resolved)} {what}")
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,1 @@
+"""effnas: architecture spec, builder, counters, proxy evaluation and the NAS search."""

@@ -1,0 +1,1 @@
+"""Compound scaling of a baseline into a B0-B7 family, and export of the family."""

@@ -1,0 +1,89 @@
+import pytest
+from sqlalchemy import select
+
+from db import DatabaseError, FamilyMemberRecord, FamilyRecord, SearchRecord, TrialRecord, open_database, resolve_url
+from nas.spec import efficientnet_b0, spec_to_dict
+
+
+def make_search(session, **overrides) -> SearchRecord:
+    values = dict(name="s", strategy="evolution", dataset="mnist", target_flops=400_000_000, resolution=224, seed=0,
+                  config={"epochs": 1})
+    values.update(overrides)
+    search = SearchRecord(**values)
+    session.add(search)
+    session.flush()
+    return search
+
+
+def test_create_insert_query_on_a_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    factory = open_database(url)
+    spec = efficientnet_b0()
+    with factory.begin() as session:
+        search = make_search(session)
+        for number, acc in enumerate([0.5, 0.7]):
+            session.add(TrialRecord(search_id=search.id, number=number, status="complete", arch=spec_to_dict(spec),
+                                    block_strings=" ".join(spec.block_strings()), arch_key=f"k{number}",
+                                    accuracy=acc, flops=385_814_752, params=5_288_548, reward=acc))
+        family = FamilyRecord(name="f", baseline_kind="name", baseline_ref="efficientnet-b0",
+                              baseline_arch=spec_to_dict(spec), coefficient_source="paper", phi_max=7,
+                              base_resolution=224, config={})
+        family.members.append(FamilyMemberRecord(name="B0", phi=0, width=1, depth=1, resolution_mult=1, resolution=224,
+                                                 dropout=0.2, params=1, flops=2, flops_ratio=1.0,
+                                                 arch=spec_to_dict(spec), block_strings=""))
+        session.add(family)
+    # a second open is idempotent and sees the data
+    factory = open_database(url)
+    with factory() as session:
+        trials = session.scalars(select(TrialRecord).order_by(TrialRecord.accuracy.desc())).all()
+        assert [t.accuracy for t in trials] == [0.7, 0.5]
+        assert trials[0].arch["blocks"] == spec.block_strings()
+        assert trials[0].search.name == "s"
+        assert session.scalars(select(FamilyRecord)).one().members[0].name == "B0"
+        assert session.execute(select(SearchRecord.status)).scalar() == "running"
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    factory = open_database(str(tmp_path / "w.db"))
+    with factory() as session:
+        assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_same_architecture_cannot_be_stored_twice_in_one_search(tmp_path):
+    factory = open_database(str(tmp_path / "u.db"))
+    with pytest.raises(Exception):
+        with factory.begin() as session:
+            search = make_search(session)
+            for number in range(2):
+                session.add(TrialRecord(search_id=search.id, number=number, arch={}, block_strings="", arch_key="same"))
+
+
+def test_a_file_that_is_not_a_database_gives_one_clear_error_and_is_left_alone(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, not a database\n" * 100)
+    before = path.read_bytes()
+    with pytest.raises(DatabaseError, match="not a database"):
+        open_database(str(path))
+    assert path.read_bytes() == before
+
+
+def test_unreachable_or_malformed_urls_give_database_error(tmp_path):
+    for url in ("postgresql+nosuchdriver://x/y", "://", f"sqlite:///{tmp_path}/missing/dir/x.db",
+                "notadialect://host/db"):
+        with pytest.raises(DatabaseError):
+            open_database(url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_opening_without_create_refuses_missing_file(tmp_path):
+    with pytest.raises(DatabaseError, match="does not exist"):
+        open_database(str(tmp_path / "nope.db"), create=False)
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_url_resolution_order(monkeypatch):
+    monkeypatch.delenv("EFFNAS_DB", raising=False)
+    assert resolve_url(None) == "sqlite:///effnas.db"
+    monkeypatch.setenv("EFFNAS_DB", "sqlite:////tmp/env.db")
+    assert resolve_url(None) == "sqlite:////tmp/env.db"
+    assert resolve_url("other.db") == "sqlite:///other.db"
