@@ -1,0 +1,67 @@
+"""What every effnas command shares: one-line usage errors with exit code 2, FLOPs and duration parsing."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from typing import NoReturn
+
+USAGE_ERROR = 2
+
+_SUFFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9, "T": 1e12}
+
+
+class UsageError(Exception):
+    """Bad input from the user; the message is the one line they see."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the problem (and exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(message)
+
+
+def fail(message: str, code: int = USAGE_ERROR, prog: str | None = None) -> NoReturn:
+    name = prog or _prog()
+    print(f"{name}: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _prog() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return f"python -m {spec.name}" if spec is not None and spec.name else "effnas"
+
+
+def parse_flops(text: str) -> int:
+    """'400M', '0.4G', '4e8', '400000000' -> 400000000 multiply-accumulates."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGBT]?)\s*(?:FLOPs?|MACs?)?\s*", str(text), re.I)
+    if match is None:
+        raise UsageError(f"cannot read FLOPs {text!r}; write e.g. 400M, 0.4G, 4e8 or 400000000")
+    value = float(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+    if not math.isfinite(value) or value < 1:
+        raise UsageError(f"FLOPs must be positive, got {text!r}")
+    return int(round(value))
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '1.5h', '600' (seconds) -> seconds."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text), re.I)
+    if match is None:
+        raise UsageError(f"cannot read duration {text!r}; write e.g. 90s, 10m or 1.5h")
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2).lower()]
+    if seconds <= 0:
+        raise UsageError(f"duration must be positive, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -1,0 +1,338 @@
+"""One search: settings, evaluation of candidates, and their rows in the database.
+
+Every trial is committed when it ends (complete, failed with its error, or rejected without training), so a
+killed process loses no finished trial. Results are keyed by the canonical architecture: a candidate already in
+the search is never trained again. That is also how `--resume` works: the strategy is started again with the
+stored seed and replays its earlier proposals from the database, at no training cost, until it reaches new
+ground; the trials it then adds are the ones an uninterrupted run would have added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import SearchRecord, TrialRecord, utcnow
+from nas.data import ProxyData
+from nas.flops import count_flops, count_params
+from nas.reward import reward
+from nas.space import SearchSpace
+from nas.spec import ArchSpec, spec_from_dict, spec_to_dict
+from nas.train import ProxyConfig, train_and_evaluate
+
+TERMINAL = ("complete", "failed", "rejected")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything that defines a search; stored as the search's config so `--resume` needs nothing else."""
+
+    target_flops: int
+    strategy: str = "evolution"
+    trials: int = 24
+    time_budget: float | None = None
+    resolution: int = 224
+    proxy_resolution: int = 32
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    constraint: str = "soft"
+    w: float | None = None
+    max_flops_ratio: float = 4.0
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    subset: int | None = None
+    val_fraction: float = 0.2
+    fixed: dict[str, Any] = field(default_factory=dict)
+    reference: bool = True
+
+    def to_config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SearchSettings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in config.items() if key in known})
+
+    def proxy_config(self) -> ProxyConfig:
+        return ProxyConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    number: int
+    role: str
+    status: str
+    block_strings: list[str]
+    flops: int
+    params: int
+    accuracy: float | None = None
+    reward: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class SearchEvents:
+    """What a runner tells its user interface; the default hears nothing."""
+
+    def search_started(self, done: int) -> None: ...
+
+    def trial_started(self, number: int, role: str, spec: ArchSpec) -> None: ...
+
+    def epoch_done(self, epoch: int, epochs: int) -> None: ...
+
+    def trial_finished(self, outcome: TrialOutcome, done: int, best: TrialOutcome | None) -> None: ...
+
+
+def arch_key(spec: ArchSpec) -> str:
+    """SHA-256 of the canonical architecture: equal networks, equal keys."""
+    return hashlib.sha256(spec.arch_key().encode()).hexdigest()
+
+
+def join_blocks(spec: ArchSpec) -> str:
+    return " ".join(spec.canonical().block_strings())
+
+
+def create_search(factory: sessionmaker[Session], settings: SearchSettings, name: str | None) -> int:
+    with factory.begin() as session:
+        record = SearchRecord(
+            name=name or f"{settings.strategy}-{settings.dataset}-{settings.target_flops / 1e6:g}M",
+            status="running",
+            strategy=settings.strategy,
+            dataset=settings.dataset,
+            target_flops=settings.target_flops,
+            resolution=settings.resolution,
+            seed=settings.seed,
+            max_trials=settings.trials,
+            config=settings.to_config(),
+        )
+        session.add(record)
+        session.flush()
+        return record.id
+
+
+def best_trial(session: Session, search_id: int) -> TrialRecord | None:
+    """The completed candidate with the highest reward (earliest on ties)."""
+    return session.scalars(
+        select(TrialRecord)
+        .where(TrialRecord.search_id == search_id, TrialRecord.role == "candidate", TrialRecord.status == "complete")
+        .order_by(TrialRecord.reward.desc(), TrialRecord.number)
+        .limit(1)
+    ).first()
+
+
+def reference_trial(session: Session, search_id: int) -> TrialRecord | None:
+    return session.scalars(
+        select(TrialRecord).where(TrialRecord.search_id == search_id, TrialRecord.role == "reference")
+    ).first()
+
+
+def trial_spec(trial: TrialRecord) -> ArchSpec:
+    return spec_from_dict(trial.arch)
+
+
+class SearchRunner:
+    """Evaluates candidates for one search and writes each one to the database as it ends."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        search_id: int,
+        settings: SearchSettings,
+        data: ProxyData,
+        events: SearchEvents | None = None,
+    ) -> None:
+        self.factory = factory
+        self.search_id = search_id
+        self.settings = settings
+        self.data = data
+        self.events = events or SearchEvents()
+        self.space = SearchSpace(
+            num_classes=data.num_classes, in_channels=data.in_channels, resolution=settings.resolution,
+            fixed=dict(settings.fixed),
+        )
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._results: dict[tuple[str, str], float] = {}
+        self._best: TrialOutcome | None = None
+        self._done = 0
+        self._idle_hits = 0
+        self._started = time.monotonic()
+
+    # -- state -------------------------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        with self.factory.begin() as session:
+            session.execute(
+                update(TrialRecord)
+                .where(TrialRecord.search_id == self.search_id, TrialRecord.status == "running")
+                .values(status="interrupted", error="the process running this trial stopped before it ended")
+            )
+            rows = session.scalars(select(TrialRecord).where(TrialRecord.search_id == self.search_id)).all()
+            for row in rows:
+                if row.status in TERMINAL:
+                    self._results[(row.role, row.arch_key)] = row.reward if row.status == "complete" else 0.0
+            self._done = sum(1 for row in rows if row.role == "candidate" and row.status in TERMINAL)
+            best = best_trial(session, self.search_id)
+            if best is not None:
+                self._best = self._outcome(best)
+
+    @staticmethod
+    def _outcome(row: TrialRecord) -> TrialOutcome:
+        return TrialOutcome(
+            number=row.number, role=row.role, status=row.status, block_strings=row.block_strings.split(),
+            flops=row.flops or 0, params=row.params or 0, accuracy=row.accuracy, reward=row.reward,
+            seconds=sum(s or 0.0 for s in (row.build_seconds, row.train_seconds, row.eval_seconds)), error=row.error,
+        )
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def budget_available(self) -> bool:
+        settings = self.settings
+        if self._done >= settings.trials:
+            return False
+        if settings.time_budget is not None and self.elapsed() >= settings.time_budget:
+            return False
+        # A strategy that only proposes architectures already evaluated has run out of new ones.
+        return self._idle_hits < 1000 + len(self._results)
+
+    @property
+    def done(self) -> int:
+        return self._done
+
+    @property
+    def best(self) -> TrialOutcome | None:
+        return self._best
+
+    # -- evaluation --------------------------------------------------------------------------------------
+    def evaluate_sample(self, sample: dict[str, Any]) -> float:
+        """The reward of a sample, training it only if this search has not evaluated its architecture yet."""
+        spec = self.space.decode(sample)
+        known = self._results.get(("candidate", arch_key(spec)))
+        if known is not None:
+            self._idle_hits += 1
+            return known
+        self._idle_hits = 0
+        outcome = self.evaluate(spec, "candidate", sample)
+        self._done += 1
+        if outcome.status == "complete" and (self._best is None or outcome.reward > self._best.reward):
+            self._best = outcome
+        self.events.trial_finished(outcome, self._done, self._best)
+        return outcome.reward if outcome.status == "complete" else 0.0
+
+    def evaluate_reference(self) -> TrialOutcome | None:
+        """EfficientNet-B0 for this task, through the same evaluator (once per search)."""
+        spec = self.space.reference_spec()
+        if ("reference", arch_key(spec)) in self._results:
+            return None
+        outcome = self.evaluate(spec, "reference", self.space.b0_sample())
+        self.events.trial_finished(outcome, self._done, self._best)
+        return outcome
+
+    def _claim_row(self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any]) -> TrialRecord:
+        key = arch_key(spec)
+        row = session.scalars(
+            select(TrialRecord).where(
+                TrialRecord.search_id == self.search_id, TrialRecord.role == role, TrialRecord.arch_key == key
+            )
+        ).first()
+        if row is None:
+            number = session.scalar(
+                select(func.coalesce(func.max(TrialRecord.number) + 1, 0)).where(
+                    TrialRecord.search_id == self.search_id
+                )
+            )
+            row = TrialRecord(
+                search_id=self.search_id, number=number, role=role, arch=spec_to_dict(spec),
+                block_strings=join_blocks(spec), arch_key=key, sample=sample, attempts=0,
+            )
+            session.add(row)
+        row.status = "running"
+        row.attempts += 1
+        row.worker = self.worker
+        row.error = None
+        row.started_at = utcnow()
+        row.finished_at = None
+        session.flush()
+        return row
+
+    def evaluate(self, spec: ArchSpec, role: str, sample: dict[str, Any]) -> TrialOutcome:
+        settings = self.settings
+        flops = count_flops(spec, settings.resolution)
+        params = count_params(spec)
+        limit = settings.max_flops_ratio * settings.target_flops
+        with self.factory.begin() as session:
+            row = self._claim_row(session, spec, role, sample)
+            row.flops, row.params = flops, params
+            if role == "candidate" and flops > limit:
+                row.status = "rejected"
+                row.error = f"{flops:,} FLOPs exceed {settings.max_flops_ratio:g}x the target ({limit:,.0f})"
+                row.finished_at = utcnow()
+            number, row_id = row.number, row.id
+        self.events.trial_started(number, role, spec)
+        if row.status == "rejected":
+            self._results[(role, row.arch_key)] = 0.0
+            return TrialOutcome(number, role, "rejected", spec.block_strings(), flops, params, error=row.error)
+
+        start = time.perf_counter()
+        try:
+            result = train_and_evaluate(spec, self.data, settings.proxy_config(), on_epoch=self.events.epoch_done)
+        except KeyboardInterrupt:
+            self._finish(row_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
+            raise
+        except Exception as exc:  # any failure of one candidate is recorded and the search goes on
+            error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self._finish(row_id, status="failed", error=error, train_seconds=time.perf_counter() - start)
+            self._results[(role, row.arch_key)] = 0.0
+            return TrialOutcome(number, role, "failed", spec.block_strings(), flops, params, error=error,
+                                seconds=time.perf_counter() - start)
+        value = reward(result.accuracy, flops, settings.target_flops, settings.constraint, settings.w)
+        self._finish(
+            row_id, status="complete", accuracy=result.accuracy, reward=value, build_seconds=result.build_seconds,
+            train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+        )
+        self._results[(role, row.arch_key)] = value
+        seconds = result.build_seconds + result.train_seconds + result.eval_seconds
+        return TrialOutcome(number, role, "complete", spec.block_strings(), flops, params, result.accuracy, value, seconds)
+
+    def _finish(self, row_id: int, **values: Any) -> None:
+        with self.factory.begin() as session:
+            session.execute(update(TrialRecord).where(TrialRecord.id == row_id).values(finished_at=utcnow(), **values))
+
+    # -- the whole search --------------------------------------------------------------------------------
+    def set_status(self, status: str, error: str | None = None) -> None:
+        values: dict[str, Any] = {"status": status, "error": error}
+        if status == "running":
+            values["started_at"] = utcnow()
+            values["finished_at"] = None
+        else:
+            values["finished_at"] = utcnow()
+        with self.factory.begin() as session:
+            session.execute(update(SearchRecord).where(SearchRecord.id == self.search_id).values(**values))
+
+    def run(self, explore: Callable[[SearchRunner], None]) -> None:
+        """Evaluate the reference, then let `explore` (the strategy driver) propose candidates."""
+        self._load_state()
+        self._started = time.monotonic()
+        self.set_status("running")
+        self.events.search_started(self._done)
+        try:
+            if self.settings.reference:
+                self.evaluate_reference()
+            explore(self)
+        except KeyboardInterrupt:
+            self.set_status("interrupted")
+            raise
+        except BaseException as exc:
+            self.set_status("failed", error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+            raise
+        self.set_status("finished")

@@ -1,0 +1,378 @@
+"""`python -m nas.search --target-flops 400M`: search for a baseline network under a FLOPs budget.
+
+Each candidate is scored by ACC x (FLOPs/T)^w on a short proxy training; every trial is written to the database
+as it ends. Ctrl-C stops after saving what has finished; `--resume ID` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nas.cli import OneLineParser, UsageError, fail, format_duration, parse_duration, parse_flops
+from nas.data import DATASETS, DataError, ProxyData, load_proxy_data
+from nas.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.reward import CONSTRAINTS
+from nas.runner import (
+    SearchEvents,
+    SearchRunner,
+    SearchSettings,
+    TrialOutcome,
+    best_trial,
+    create_search,
+    reference_trial,
+)
+from nas.space import SearchSpace, SpaceError, parse_fixed
+from nas.spec import ArchSpec
+
+STRATEGY_NAMES = ("evolution", "random", "tpe", "grid")
+LOG_DIR = Path(".effnas") / "logs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m nas.search",
+        description="Multi-objective architecture search (MnasNet space, EfficientNet-B0 stages) under a FLOPs "
+        f"budget. {FLOPS_CONVENTION}.",
+    )
+    what = parser.add_argument_group("what to search for")
+    what.add_argument("--target-flops", help="FLOPs target T, e.g. 400M, 0.4G, 4e8 (multiply-accumulates)")
+    what.add_argument("--resolution", type=int, default=224, help="input resolution the FLOPs are counted at (224)")
+    what.add_argument("--constraint", choices=CONSTRAINTS, default="soft",
+                      help="soft: w=-0.07 on both sides of T; hard: w=0 below T, -1 above (default soft)")
+    what.add_argument("--w", type=float, default=None, help="override the reward exponent w")
+    what.add_argument("--max-flops-ratio", type=float, default=4.0,
+                      help="reject without training candidates above this multiple of T (4)")
+    what.add_argument("--fix", action="append", default=[], metavar="DIM=VALUE",
+                      help="pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: block, kernel, se, "
+                      "skip, width, layers)")
+    how = parser.add_argument_group("how to search")
+    how.add_argument("--strategy", default="evolution", help="evolution (default), random, tpe or grid")
+    how.add_argument("--trials", type=int, default=24, help="distinct architectures to evaluate (24)")
+    how.add_argument("--time-budget", default=None, help="stop starting trials after this long, e.g. 10m, 1.5h")
+    how.add_argument("--seed", type=int, default=0, help="same seed, same trials (0)")
+    how.add_argument("--no-reference", action="store_true", help="do not evaluate EfficientNet-B0 for comparison")
+    proxy = parser.add_argument_group("proxy task")
+    proxy.add_argument("--dataset", default="mnist", help="mnist (embedded, default), cifar10 or imagefolder")
+    proxy.add_argument("--data-dir", default=None, help="folder of the data set (cifar10, imagefolder)")
+    proxy.add_argument("--subset", type=int, default=None, help="use only this many images (train + validation)")
+    proxy.add_argument("--proxy-resolution", type=int, default=32, help="training resolution of the proxy (32)")
+    proxy.add_argument("--epochs", type=int, default=3, help="proxy training epochs (3)")
+    proxy.add_argument("--batch-size", type=int, default=128, help="proxy batch size (128)")
+    proxy.add_argument("--lr", type=float, default=0.05, help="peak learning rate, SGD one-cycle (0.05)")
+    run = parser.add_argument_group("bookkeeping")
+    run.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
+    run.add_argument("--name", default=None, help="a name for this search")
+    run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: all cores)")
+    run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    """Validate everything that needs no database or data; UsageError names the first problem."""
+    if args.target_flops is None:
+        raise UsageError("--target-flops is required (e.g. --target-flops 400M)")
+    target = parse_flops(args.target_flops)
+    if args.strategy not in STRATEGY_NAMES:
+        raise UsageError(f"unknown strategy {args.strategy!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+    if args.dataset not in DATASETS:
+        raise UsageError(f"unknown data set {args.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if args.dataset != "mnist" and not args.data_dir:
+        raise UsageError(f"--dataset {args.dataset} needs --data-dir")
+    positive = {"--trials": args.trials, "--epochs": args.epochs, "--batch-size": args.batch_size}
+    for flag, value in positive.items():
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.resolution < 32 or args.proxy_resolution < 32:
+        raise UsageError("--resolution and --proxy-resolution must be at least 32")
+    if args.subset is not None and args.subset < 10:
+        raise UsageError(f"--subset must be at least 10, got {args.subset}")
+    if args.max_flops_ratio <= 1:
+        raise UsageError(f"--max-flops-ratio must be above 1, got {args.max_flops_ratio}")
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    try:
+        fixed = parse_fixed(args.fix)
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+    settings = SearchSettings(
+        target_flops=target,
+        strategy=args.strategy,
+        trials=args.trials,
+        time_budget=parse_duration(args.time_budget) if args.time_budget else None,
+        resolution=args.resolution,
+        proxy_resolution=args.proxy_resolution,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        constraint=args.constraint,
+        w=args.w,
+        max_flops_ratio=args.max_flops_ratio,
+        dataset=args.dataset,
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        subset=args.subset,
+        fixed=fixed,
+        reference=not args.no_reference,
+    )
+    _check_strategy(settings, SearchSpace(num_classes=10, in_channels=3, fixed=fixed).size())
+    return settings
+
+
+def _check_strategy(settings: SearchSettings, space_size: int) -> None:
+    from nas.driver import make_strategy
+
+    try:
+        make_strategy(settings.strategy, settings.seed, settings.trials, space_size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+_RESUME_CONFLICTS = (
+    "target_flops", "strategy", "resolution", "constraint", "w", "dataset", "data_dir", "subset", "fix", "name",
+    "no_reference", "proxy_resolution", "epochs", "batch_size", "lr", "seed", "max_flops_ratio",
+)
+
+
+def _explicit_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    return [name for name in _RESUME_CONFLICTS if getattr(args, name) != parser.get_default(name)]
+
+
+class ProgressDisplay(SearchEvents):
+    """A bar on a terminal (trial k of N, best reward, time left); one line per trial otherwise."""
+
+    def __init__(self, settings: SearchSettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.started_done = 0
+        self.bar = None
+        self.current = ""
+        self.best_text = "best: -"
+
+    def search_started(self, done: int) -> None:
+        self.started_done = done
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.settings.trials, initial=done, file=sys.stderr, dynamic_ncols=True, unit="trial",
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} trials [{elapsed}] {postfix}",
+            )
+        elif done:
+            print(f"resuming with {done} of {self.settings.trials} trials done", file=sys.stderr, flush=True)
+
+    def _left(self, done: int) -> str:
+        new = done - self.started_done
+        elapsed = self.clock()
+        parts = []
+        if new > 0:
+            parts.append(elapsed / new * (self.settings.trials - done))
+        if self.settings.time_budget is not None:
+            parts.append(max(0.0, self.settings.time_budget - elapsed))
+        return f"~{format_duration(min(parts))} left" if parts else "time left: estimating"
+
+    def trial_started(self, number: int, role: str, spec: ArchSpec) -> None:
+        self.current = "EfficientNet-B0 reference" if role == "reference" else f"trial {number}"
+        if self.bar is not None:
+            self.bar.set_description_str(self.current)
+        else:
+            print(f"{self.current}: training ...", file=sys.stderr, flush=True)
+
+    def epoch_done(self, epoch: int, epochs: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"{self.current} (epoch {epoch}/{epochs})")
+
+    def trial_finished(self, outcome: TrialOutcome, done: int, best: TrialOutcome | None) -> None:
+        if best is not None:
+            self.best_text = f"best reward {best.reward:.4f} (acc {best.accuracy:.3f}, {format_flops(best.flops)} FLOPs)"
+        result = _outcome_text(outcome)
+        left = self._left(done)
+        if self.bar is not None:
+            if outcome.role == "candidate":
+                self.bar.update(done - self.bar.n)
+            self.bar.set_postfix_str(f"{self.best_text} | last: {result} | {left}")
+        else:
+            label = "EfficientNet-B0 reference" if outcome.role == "reference" else f"trial {done}/{self.settings.trials}"
+            print(f"{label}: {result} | {self.best_text} | {left}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _outcome_text(outcome: TrialOutcome) -> str:
+    if outcome.status == "complete":
+        return f"acc {outcome.accuracy:.3f}, {format_flops(outcome.flops)} FLOPs, reward {outcome.reward:.4f}"
+    if outcome.status == "rejected":
+        return f"rejected without training ({format_flops(outcome.flops)} FLOPs)"
+    return f"failed: {outcome.error}"
+
+
+def _summary(factory, search_id: int, settings: SearchSettings, data: ProxyData, db_url: str, seconds: float) -> str:
+    from sqlalchemy import func, select
+
+    from db import SearchRecord, TrialRecord
+
+    with factory() as session:
+        search = session.get(SearchRecord, search_id)
+        counts = dict(
+            session.execute(
+                select(TrialRecord.status, func.count())
+                .where(TrialRecord.search_id == search_id, TrialRecord.role == "candidate")
+                .group_by(TrialRecord.status)
+            ).all()
+        )
+        winner = best_trial(session, search_id)
+        reference = reference_trial(session, search_id)
+    total = sum(counts.values())
+    lines = [
+        f"Search {search_id} ({search.name}) {search.status}: {total} trials "
+        f"({counts.get('complete', 0)} complete, {counts.get('failed', 0)} failed, "
+        f"{counts.get('rejected', 0)} rejected) in {format_duration(seconds)}.",
+        f"{FLOPS_CONVENTION}, counted at {settings.resolution}x{settings.resolution} with {data.in_channels} input "
+        f"channel(s) and {data.num_classes} classes. Target {format_flops(settings.target_flops)}, "
+        f"{settings.constraint} constraint. Accuracy: proxy validation accuracy on {data.name}.",
+        "",
+    ]
+    columns = []
+    if winner is not None:
+        columns.append((f"winner (trial {winner.number})", winner))
+    if reference is not None and reference.status == "complete":
+        columns.append(("EfficientNet-B0 (same evaluator)", reference))
+    if not columns:
+        lines.append("No trial completed.")
+        return "\n".join(lines)
+    blocks = [column[1].block_strings.split() for column in columns]
+    width = max(len(title) for title, _ in columns)
+    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
+    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
+    for index in range(max(len(stages) for stages in blocks)):
+        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
+        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
+    rows: list[tuple[str, Any]] = [
+        ("FLOPs", lambda t: format_flops(t.flops)),
+        ("params", lambda t: format_params(t.params)),
+        ("accuracy", lambda t: f"{t.accuracy:.4f}"),
+        ("reward", lambda t: f"{t.reward:.4f}"),
+    ]
+    for label, show in rows:
+        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
+    db_arg = f" --db {db_url}" if db_url != "sqlite:///effnas.db" else ""
+    lines += [
+        "",
+        f"Search id: {search_id}",
+        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
+        f"Dashboard: streamlit run dashboard/app.py{(' --' + db_arg) if db_arg else ''}",
+    ]
+    return "\n".join(lines)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    if not verbose:
+        warnings.simplefilter("ignore")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_libraries(args.verbose)
+
+    from db import DatabaseError, SearchRecord, open_database, resolve_url
+    from db.session import describe_url
+
+    db_url = resolve_url(args.db)
+    try:
+        if args.threads is not None and args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        if args.resume is not None:
+            conflicts = _explicit_options(args, parser)
+            if conflicts:
+                names = ", ".join("--" + name.replace("_", "-") for name in conflicts)
+                raise UsageError(f"--resume takes the search's stored configuration; drop {names}")
+            factory = open_database(db_url, create=False)
+            with factory() as session:
+                record = session.get(SearchRecord, args.resume)
+                if record is None:
+                    raise UsageError(f"no search with id {args.resume} in {describe_url(db_url)}")
+                settings = SearchSettings.from_config(record.config)
+            overrides: dict[str, Any] = {}
+            if args.trials != parser.get_default("trials"):
+                overrides["trials"] = args.trials
+            if args.time_budget:
+                overrides["time_budget"] = parse_duration(args.time_budget)
+            if overrides:
+                settings = SearchSettings.from_config({**settings.to_config(), **overrides})
+            data = load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution,
+                                   settings.val_fraction, settings.subset)
+            search_id = args.resume
+            if overrides:
+                with factory.begin() as session:
+                    record = session.get(SearchRecord, search_id)
+                    record.config = settings.to_config()
+                    record.max_trials = settings.trials
+        else:
+            settings = settings_from_args(args)
+            data = load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution,
+                                   settings.val_fraction, settings.subset)
+            factory = open_database(db_url)
+            search_id = create_search(factory, settings, args.name)
+    except (UsageError, DataError, DatabaseError) as exc:
+        fail(str(exc))
+
+    import torch
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    from nas.driver import make_strategy, route_nni_logs, run_strategy
+
+    log_file = LOG_DIR / f"search-{search_id}.log"
+    route_nni_logs(log_file, args.verbose)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    print(
+        f"Search {search_id}: {settings.strategy}, {settings.trials} trials"
+        f"{', time budget ' + format_duration(settings.time_budget) if settings.time_budget else ''}, "
+        f"target {format_flops(settings.target_flops)} FLOPs at {settings.resolution}px "
+        f"({FLOPS_CONVENTION}). Data: {data.describe()}. Database: {describe_url(db_url)}. NNI log: {log_file}",
+        file=sys.stderr,
+    )
+    started = time.monotonic()
+    runner = SearchRunner(factory, search_id, settings, data)
+    display = ProgressDisplay(settings, runner.elapsed)
+    runner.events = display
+
+    def explore(active: SearchRunner) -> None:
+        strategy = make_strategy(settings.strategy, settings.seed, settings.trials, active.space.size())
+        run_strategy(active.space, strategy, active.evaluate_sample, active.budget_available)
+
+    try:
+        runner.run(explore)
+    except KeyboardInterrupt:
+        display.close()
+        print(
+            f"\nInterrupted. Every finished trial is saved; continue with: python -m nas.search --resume {search_id}"
+            f"{' --db ' + db_url if db_url != 'sqlite:///effnas.db' else ''}",
+            file=sys.stderr,
+        )
+        return 130
+    except DatabaseError as exc:
+        fail(str(exc), code=1)
+    finally:
+        display.close()
+    print(_summary(factory, search_id, settings, data, db_url, time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
