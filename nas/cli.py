@@ -47,8 +47,10 @@ def parse_flops(text: str) -> int:
     return int(round(value))
 
 
-def parse_duration(text: str) -> float:
-    """'90s', '10m', '1.5h', '600' (seconds) -> seconds."""
+def parse_duration(text: str) -> float | None:
+    """'90s', '10m', '1.5h', '600' (seconds) -> seconds; 'none' -> None (no limit)."""
+    if str(text).strip().lower() == "none":
+        return None
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text), re.I)
     if match is None:
         raise UsageError(f"cannot read duration {text!r}; write e.g. 90s, 10m or 1.5h")

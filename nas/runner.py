@@ -38,8 +38,8 @@ class SearchSettings:
 
     target_flops: int
     strategy: str = "evolution"
-    trials: int = 24
-    time_budget: float | None = None
+    trials: int = 40
+    time_budget: float | None = 540.0
     resolution: int = 224
     proxy_resolution: int = 32
     epochs: int = 3

@@ -34,6 +34,8 @@ from nas.spec import ArchSpec
 
 STRATEGY_NAMES = ("evolution", "random", "tpe", "grid")
 LOG_DIR = Path(".effnas") / "logs"
+# Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
+DEFAULT_TIME_BUDGET = "9m"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "skip, width, layers)")
     how = parser.add_argument_group("how to search")
     how.add_argument("--strategy", default="evolution", help="evolution (default), random, tpe or grid")
-    how.add_argument("--trials", type=int, default=24, help="distinct architectures to evaluate (24)")
-    how.add_argument("--time-budget", default=None, help="stop starting trials after this long, e.g. 10m, 1.5h")
+    how.add_argument("--trials", type=int, default=40, help="distinct architectures to evaluate (40)")
+    how.add_argument("--time-budget", default=DEFAULT_TIME_BUDGET,
+                     help=f"start no trial after this long, e.g. 30m, 1.5h, or none ({DEFAULT_TIME_BUDGET})")
     how.add_argument("--seed", type=int, default=0, help="same seed, same trials (0)")
     how.add_argument("--no-reference", action="store_true", help="do not evaluate EfficientNet-B0 for comparison")
     proxy = parser.add_argument_group("proxy task")
@@ -107,7 +110,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         target_flops=target,
         strategy=args.strategy,
         trials=args.trials,
-        time_budget=parse_duration(args.time_budget) if args.time_budget else None,
+        time_budget=parse_duration(args.time_budget),
         resolution=args.resolution,
         proxy_resolution=args.proxy_resolution,
         epochs=args.epochs,
@@ -310,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides: dict[str, Any] = {}
             if args.trials != parser.get_default("trials"):
                 overrides["trials"] = args.trials
-            if args.time_budget:
+            if args.time_budget != parser.get_default("time_budget"):
                 overrides["time_budget"] = parse_duration(args.time_budget)
             if overrides:
                 settings = SearchSettings.from_config({**settings.to_config(), **overrides})

@@ -94,7 +94,9 @@ def train_and_evaluate(
             images = data.train_x[index].contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(images), data.train_y[index])
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}")
+                raise TrainingDiverged(
+                    f"training diverged: loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -110,6 +112,9 @@ def train_and_evaluate(
     with torch.no_grad():
         for begin in range(0, len(data.val_y), config.eval_batch_size):
             images = data.val_x[begin : begin + config.eval_batch_size].contiguous(memory_format=torch.channels_last)
-            correct += int((model(images).argmax(1) == data.val_y[begin : begin + config.eval_batch_size]).sum())
+            logits = model(images)
+            if not torch.isfinite(logits).all():
+                raise TrainingDiverged("training diverged: the trained network outputs non-finite values")
+            correct += int((logits.argmax(1) == data.val_y[begin : begin + config.eval_batch_size]).sum())
     eval_seconds = time.perf_counter() - start
     return ProxyResult(correct / len(data.val_y), build_seconds, train_seconds, eval_seconds)

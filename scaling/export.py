@@ -1,0 +1,177 @@
+"""`python -m scaling.export --family ID --out DIR`: the family as spec JSON, ONNX and TorchScript files.
+
+Per member `<member>.json` (our spec format, loadable with `nas.spec.from_json` and buildable with
+`nas.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
+summary table, how the family was made, and each member's official TF block strings and global parameters.
+Members are built, exported and freed one at a time, so B7 exports within the memory B7 itself needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nas.cli import OneLineParser, UsageError, fail
+from nas.spec import ArchSpec, spec_from_dict, to_json
+
+FORMATS = ("json", "onnx", "torchscript")
+SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
+MANIFEST = "family.json"
+ONNX_OPSET = 17
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip().lower() for part in text.split(",") if part.strip())
+    unknown = [part for part in chosen if part not in FORMATS]
+    if not chosen or unknown:
+        raise UsageError(f"unknown format {', '.join(unknown) or repr(text)}; choose from {', '.join(FORMATS)}")
+    return chosen
+
+
+def member_file(member: str, fmt: str) -> str:
+    return f"{member.lower()}{SUFFIXES[fmt]}"
+
+
+def tf_params(spec: ArchSpec) -> dict[str, Any]:
+    """The member in the official TF code's terms: blocks_args strings plus its global parameters."""
+    return {
+        "blocks_args": spec.block_strings(),
+        "width_coefficient": spec.width,
+        "depth_coefficient": spec.depth,
+        "resolution": spec.resolution,
+        "dropout_rate": spec.dropout,
+        "drop_connect_rate": spec.drop_connect,
+        "num_classes": spec.num_classes,
+        "depth_divisor": 8,
+        "note": "ds_/cn_ tagged blocks are effnas extensions (depthwise-separable, regular conv)",
+    }
+
+
+def planned_files(summary: dict[str, Any], formats: tuple[str, ...]) -> list[str]:
+    return [MANIFEST] + [member_file(m["name"], fmt) for m in summary["members"] for fmt in formats]
+
+
+def check_output_dir(out: Path, files: list[str], force: bool) -> None:
+    """Refuse before writing anything: a file in the way without --force, or a folder that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    existing = [name for name in files if (out / name).exists()]
+    if existing and not force:
+        raise UsageError(f"{out / existing[0]} already exists (and {len(existing) - 1} more); use --force to overwrite")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"output directory {out} is not writable")
+
+
+def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...]) -> None:
+    import torch
+
+    from nas.builder import build_model
+
+    if "json" in formats:
+        (out / member_file(name, "json")).write_text(to_json(spec) + "\n")
+    if "onnx" not in formats and "torchscript" not in formats:
+        return
+    model = build_model(spec).eval()
+    example = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
+    with torch.no_grad():
+        if "onnx" in formats:
+            torch.onnx.export(
+                model, (example,), str(out / member_file(name, "onnx")), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["image"], output_names=["logits"],
+                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        if "torchscript" in formats:
+            torch.jit.trace(model, example).save(str(out / member_file(name, "torchscript")))
+    del model, example
+    gc.collect()
+
+
+def export_family(
+    summary: dict[str, Any],
+    out: Path,
+    formats: tuple[str, ...] = FORMATS,
+    on_member: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Write the family's files into `out` (which must already be checked); return the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    manifest = {**summary, "formats": list(formats), "members": []}
+    for member in summary["members"]:
+        spec = spec_from_dict(member["arch"])
+        name = member["name"]
+        _export_member(spec, name, out, formats)
+        files = {fmt: member_file(name, fmt) for fmt in formats}
+        written += [out / path for path in files.values()]
+        manifest["members"].append({**{k: v for k, v in member.items() if k != "arch"}, "files": files,
+                                    "tf": tf_params(spec)})
+        if on_member is not None:
+            on_member(name)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return [out / MANIFEST] + written
+
+
+def load_family_summary(db_url: str, family_id: int) -> dict[str, Any]:
+    """The stored family with each member's full spec (for building it)."""
+    from db import FamilyRecord, open_database
+    from scaling.family import family_summary
+
+    factory = open_database(db_url, create=False)
+    with factory() as session:
+        record = session.get(FamilyRecord, family_id)
+        if record is None:
+            raise UsageError(f"no family with id {family_id}")
+        summary = family_summary(record)
+        for member, row in zip(summary["members"], record.members):
+            member["arch"] = row.arch
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="python -m scaling.export", description="Export a stored family.")
+    parser.add_argument("--family", type=int, required=True, metavar="ID", help="family id (from scaling.grow)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated: {', '.join(FORMATS)} (all)")
+    parser.add_argument("--force", action="store_true", help="overwrite files that exist")
+    parser.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    warnings.simplefilter("ignore")
+    from db import DatabaseError, resolve_url
+
+    out = Path(args.out)
+    try:
+        formats = parse_formats(args.format)
+        summary = load_family_summary(resolve_url(args.db), args.family)
+        check_output_dir(out, planned_files(summary, formats), args.force)
+    except (UsageError, DatabaseError) as exc:
+        fail(str(exc))
+    total = len(summary["members"])
+    done = []
+
+    def progress(name: str) -> None:
+        done.append(name)
+        print(f"exported {name} ({len(done)}/{total})", file=sys.stderr, flush=True)
+
+    try:
+        paths = export_family(summary, out, formats, progress)
+    except OSError as exc:
+        fail(f"cannot write to {out}: {exc.strerror or exc}", code=1)
+    print(f"Wrote {len(paths)} files for family {args.family} to {out} (manifest: {out / MANIFEST})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+import os
+import pickle
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.cli import UsageError, parse_duration, parse_flops
+from nas.data import DataError, load_proxy_data
+from nas.flops import count_flops, count_params
+from nas.pareto import pareto_front
+from nas.reward import reward, reward_exponent
+from nas.space import SearchSpace, parse_fixed
+from nas.spec import efficientnet_b0, spec_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
+
+
+def run_search(*args, db, cwd, timeout=300):
+    env = {**os.environ, "EFFNAS_DB": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "nas.search", "--db", str(db), *args], cwd=cwd, capture_output=True, text=True,
+        timeout=timeout, env=env,
+    )
+
+
+def trials(db, search_id=1, role="candidate"):
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        return [dict(r) for r in c.execute(
+            "select * from trials where search_id=? and role=? order by number", (search_id, role))]
+
+
+# -- reward and constraint maths ------------------------------------------------------------------------------
+
+def test_soft_reward_is_accuracy_times_flops_ratio_to_the_minus_0_07():
+    assert reward(0.8, 400e6, 400e6) == pytest.approx(0.8)
+    assert reward(0.8, 800e6, 400e6) == pytest.approx(0.8 * 2 ** -0.07)
+    assert reward(0.8, 200e6, 400e6) == pytest.approx(0.8 * 0.5 ** -0.07)
+    assert reward(0.8, 200e6, 400e6) > reward(0.8, 400e6, 400e6) > reward(0.8, 800e6, 400e6)
+
+
+def test_hard_constraint_ignores_flops_below_target_and_punishes_above():
+    assert reward_exponent(100e6, 400e6, "hard") == 0.0
+    assert reward(0.8, 100e6, 400e6, "hard") == pytest.approx(0.8)
+    assert reward(0.8, 800e6, 400e6, "hard") == pytest.approx(0.4)
+    assert reward(0.8, 800e6, 400e6, "hard", w=-0.5) == pytest.approx(0.8 * 2 ** -0.5)
+    assert reward(0.8, 800e6, 400e6, "soft", w=-0.2) == pytest.approx(0.8 * 2 ** -0.2)
+
+
+@pytest.mark.parametrize("text", ["400M", "0.4G", "4e8", "400000000", "400m", " 400 M ", "0.4B", "400MFLOPs"])
+def test_flops_targets_in_every_spelling_mean_400_million(text):
+    assert parse_flops(text) == 400_000_000
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-5M", "0M", "M", "4e8x", ""])
+def test_bad_flops_targets_are_usage_errors(text):
+    with pytest.raises(UsageError):
+        parse_flops(text)
+
+
+def test_durations():
+    assert parse_duration("10m") == 600 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
+    with pytest.raises(UsageError):
+        parse_duration("soon")
+
+
+# -- space ------------------------------------------------------------------------------------------------------
+
+def test_b0_choices_decode_to_exactly_the_official_b0():
+    space = SearchSpace(num_classes=1000, in_channels=3)
+    assert space.decode(space.b0_sample()) == efficientnet_b0()
+    assert count_params(space.reference_spec()) == 5_288_548
+
+
+def test_nni_model_space_freezes_b0_through_the_foundation_builder():
+    from nas.driver import MnasModelSpace
+
+    space = SearchSpace(num_classes=1000, in_channels=3)
+    model = MnasModelSpace(space).freeze(space.b0_sample())
+    assert sum(p.numel() for p in model.parameters()) == 5_288_548
+    assert not any("nni" in type(m).__module__ for m in model.modules())
+
+
+def test_samples_that_differ_only_in_unused_choices_are_the_same_architecture():
+    space = SearchSpace(num_classes=10, in_channels=1)
+    a = space.b0_sample()
+    b = dict(a, stage1_skip="none")  # stage 1 is one block 32->16: no identity skip can exist there
+    assert space.decode(a) == space.decode(b)
+    assert space.decode(a).arch_key() == space.decode(b).arch_key()
+    c = dict(a, stage2_skip="none")  # stage 2 has a second block with a real skip
+    assert space.decode(a).arch_key() != space.decode(c).arch_key()
+
+
+def test_space_choices_and_fixing():
+    space = SearchSpace(num_classes=10, in_channels=1)
+    assert space.size() == (5 * 2 * 2 * 2 * 3 * 3) ** 7
+    fixed = SearchSpace(num_classes=10, in_channels=1, fixed=parse_fixed(["block=mbconv_e6", "width=1.0"]))
+    assert fixed.size() == (2 * 2 * 2 * 3) ** 7
+    rng = random.Random(0)
+    for _ in range(20):
+        sample = {label: rng.choice(values) for label, values in fixed.choices()}
+        spec = fixed.decode(sample)
+        assert all(stage.expand_ratio == 6 for stage in spec.stages)
+        assert [s.out_channels for s in spec.stages] == [16, 24, 40, 80, 112, 192, 320]
+
+
+# -- Pareto ---------------------------------------------------------------------------------------------------
+
+def brute_force_front(costs, accs):
+    keep = []
+    for i in range(len(costs)):
+        dominated = any(
+            costs[j] <= costs[i] and accs[j] >= accs[i] and (costs[j] < costs[i] or accs[j] > accs[i])
+            for j in range(len(costs))
+        )
+        if not dominated:
+            keep.append(i)
+    return keep
+
+
+def test_pareto_front_equals_brute_force_including_ties():
+    rng = random.Random(7)
+    for _ in range(200):
+        n = rng.randint(1, 40)
+        costs = [rng.choice([1, 2, 3, 5, 8]) for _ in range(n)]
+        accs = [rng.choice([0.1, 0.5, 0.7, 0.9]) for _ in range(n)]
+        front = pareto_front(costs, accs)
+        expected = brute_force_front(costs, accs)
+        # duplicates of one point: the front keeps exactly one of them
+        assert {(costs[i], accs[i]) for i in front} == {(costs[i], accs[i]) for i in expected}
+        assert [costs[i] for i in front] == sorted(costs[i] for i in front)
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+
+def test_embedded_mnist_is_split_deterministically_without_overlap():
+    a = load_proxy_data("mnist", resolution=32)
+    b = load_proxy_data("mnist", resolution=32)
+    assert (len(a.train_y), len(a.val_y)) == (4000, 1000)
+    assert a.train_x.shape[1:] == (1, 32, 32) and a.num_classes == 10
+    assert np.array_equal(a.val_y.numpy(), b.val_y.numpy())
+
+
+def make_cifar(root: Path, batches=2, per_batch=30):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(1, batches + 1):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8),
+                         b"labels": list(rng.integers(0, 10, per_batch))}, f)
+    with open(folder / "test_batch", "wb") as f:
+        f.write(b"the test split must never be read")
+    return root
+
+
+def test_cifar10_pickle_layout_loads_train_batches_only(tmp_path):
+    data = load_proxy_data("cifar10", str(make_cifar(tmp_path)), resolution=32)
+    assert len(data.train_y) + len(data.val_y) == 60
+    assert data.in_channels == 3 and data.resolution == 32
+
+
+def test_imagefolder_loads_one_folder_per_class(tmp_path):
+    from PIL import Image
+
+    for label, colour in (("cats", (255, 0, 0)), ("dogs", (0, 0, 255))):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            Image.new("RGB", (20 + i, 24), colour).save(tmp_path / label / f"{i}.png")
+    data = load_proxy_data("imagefolder", str(tmp_path), resolution=40)
+    assert data.num_classes == 2 and data.train_x.shape[1:] == (3, 40, 40)
+    assert len(data.train_y) + len(data.val_y) == 12
+
+
+def test_malformed_data_directories_give_data_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_proxy_data("cifar10", str(tmp_path / "missing"))
+    with pytest.raises(DataError, match="no CIFAR-10"):
+        load_proxy_data("cifar10", str(tmp_path))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "data_batch_1").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="not a CIFAR-10 batch"):
+        load_proxy_data("cifar10", str(bad))
+    with pytest.raises(DataError, match="two class folders"):
+        load_proxy_data("imagefolder", str(bad))
+
+
+# -- the command end to end -----------------------------------------------------------------------------------
+
+def test_tiny_search_end_to_end_writes_every_trial(tmp_path):
+    db = tmp_path / "s.db"
+    result = run_search("--target-flops", "400M", "--trials", "3", *TINY, db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Search id: 1" in result.stdout and "EfficientNet-B0 (same evaluator)" in result.stdout
+    assert "multiply-accumulates" in result.stdout
+    assert "Traceback" not in result.stderr and "[nni" not in result.stderr.lower()
+    rows = trials(db)
+    assert len(rows) == 3 and len({r["arch_key"] for r in rows}) == 3
+    for row in rows:
+        spec = spec_from_dict(__import__("json").loads(row["arch"]))
+        assert row["flops"] == count_flops(spec, 224) and row["params"] == count_params(spec)
+        if row["status"] == "complete":
+            assert row["reward"] == pytest.approx(row["accuracy"] * (row["flops"] / 400e6) ** -0.07)
+            assert row["train_seconds"] > 0
+    reference = trials(db, role="reference")
+    assert len(reference) == 1 and reference[0]["status"] == "complete"
+    with sqlite3.connect(db) as c:
+        assert c.execute("select status from searches").fetchone()[0] == "finished"
+
+
+def test_same_seed_gives_same_trials(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        db = tmp_path / f"{name}.db"
+        assert run_search("--target-flops", "400M", "--trials", "3", "--no-reference", *TINY, db=db,
+                          cwd=tmp_path).returncode == 0
+        results.append([(r["arch_key"], r["accuracy"]) for r in trials(db)])
+    assert results[0] == results[1]
+
+
+def test_resume_continues_to_the_run_an_uninterrupted_search_reaches(tmp_path):
+    straight = tmp_path / "straight.db"
+    assert run_search("--target-flops", "400M", "--trials", "5", "--no-reference", "--strategy", "evolution", *TINY,
+                      db=straight, cwd=tmp_path).returncode == 0
+    split = tmp_path / "split.db"
+    assert run_search("--target-flops", "400M", "--trials", "2", "--no-reference", "--strategy", "evolution", *TINY,
+                      db=split, cwd=tmp_path).returncode == 0
+    first = trials(split)
+    resumed = run_search("--resume", "1", "--trials", "5", db=split, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = trials(split)
+    assert rows[:2] == first  # finished trials untouched, not retrained
+    assert len(rows) == 5 and len({r["arch_key"] for r in rows}) == 5
+    assert [(r["arch_key"], r["accuracy"]) for r in rows] == [(r["arch_key"], r["accuracy"]) for r in trials(straight)]
+
+
+def test_ctrl_c_keeps_finished_trials_and_resume_redoes_the_interrupted_one(tmp_path):
+    db = tmp_path / "i.db"
+    args = [sys.executable, "-m", "nas.search", "--db", str(db), "--target-flops", "400M", "--trials", "4",
+            "--no-reference", "--epochs", "3", "--subset", "1500", "--threads", "1"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                rows = trials(db)
+            except sqlite3.OperationalError:
+                continue
+            if any(r["status"] == "complete" for r in rows) and any(r["status"] == "running" for r in rows):
+                break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume 1" in err and "Traceback" not in err
+    rows = trials(db)
+    finished = [r for r in rows if r["status"] == "complete"]
+    interrupted = [r for r in rows if r["status"] == "interrupted"]
+    assert finished and len(interrupted) == 1
+    with sqlite3.connect(db) as c:
+        assert c.execute("select status from searches").fetchone()[0] == "interrupted"
+    resumed = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db), "--resume", "1"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after = trials(db)
+    assert len(after) == 4 and len({r["arch_key"] for r in after}) == 4
+    assert all(r["status"] == "complete" for r in after)
+    redone = next(r for r in after if r["id"] == interrupted[0]["id"])
+    assert redone["attempts"] == 2
+    for before in finished:
+        assert next(r for r in after if r["id"] == before["id"]) == before
+
+
+def test_candidates_far_over_budget_are_rejected_without_training(tmp_path):
+    db = tmp_path / "r.db"
+    result = run_search("--target-flops", "50M", "--max-flops-ratio", "1.5", "--trials", "4", "--no-reference",
+                        "--strategy", "random", *TINY, db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rejected = [r for r in trials(db) if r["status"] == "rejected"]
+    assert rejected
+    for row in rejected:
+        assert row["flops"] > 75e6 and row["accuracy"] is None and row["train_seconds"] is None
+        assert "exceed" in row["error"]
+
+
+def test_a_diverging_candidate_is_recorded_as_failed_and_the_search_goes_on(tmp_path):
+    db = tmp_path / "f.db"
+    result = run_search("--target-flops", "400M", "--trials", "2", "--no-reference", "--lr", "1e12", *TINY,
+                        db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = trials(db)
+    assert len(rows) == 2
+    assert all(r["status"] == "failed" and "training diverged" in r["error"] for r in rows)
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_other_strategies_run(tmp_path, strategy):
+    db = tmp_path / "o.db"
+    result = run_search("--target-flops", "400M", "--trials", "2", "--no-reference", "--strategy", strategy, *TINY,
+                        db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert len(trials(db)) == 2
+
+
+def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
+    db = tmp_path / "g.db"
+    pins = ["--fix", "block=mbconv_e1", "--fix", "se=0", "--fix", "skip=identity", "--fix", "width=0.75",
+            "--fix", "layers=-1"]
+    result = run_search("--target-flops", "400M", "--trials", "2", "--no-reference", "--strategy", "grid", *pins,
+                        *TINY, db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = trials(db)
+    assert len(rows) == 2 and all("e1" in r["block_strings"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--target-flops", "lots"], "cannot read FLOPs"),
+        (["--target-flops", "0"], "must be positive"),
+        (["--target-flops", "-400M"], "target-flops"),
+        ([], "--target-flops is required"),
+        (["--target-flops", "400M", "--strategy", "annealing"], "unknown strategy"),
+        (["--target-flops", "400M", "--trials", "0"], "--trials must be at least 1"),
+        (["--target-flops", "400M", "--strategy", "grid"], "grid search needs"),
+        (["--target-flops", "400M", "--fix", "kernel=4"], "--fix kernel"),
+        (["--target-flops", "400M", "--dataset", "cifar10", "--data-dir", "/nonexistent/dir"], "does not exist"),
+        (["--target-flops", "400M", "--dataset", "imagefolder"], "needs --data-dir"),
+        (["--target-flops", "400M", "--time-budget", "soon"], "duration"),
+        (["--target-flops", "400M", "--epochs", "two"], "invalid int"),
+    ],
+)
+def test_bad_input_gives_one_line_exit_2_and_no_database(tmp_path, args, message):
+    db = tmp_path / "never.db"
+    result = run_search(*args, db=db, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not db.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_bad_database_urls_give_one_line_and_exit_2(tmp_path):
+    for url in ("notadialect://x/y", str(tmp_path / "no" / "such" / "dir.db")):
+        result = subprocess.run([sys.executable, "-m", "nas.search", "--db", url, "--target-flops", "400M"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("not a database")
+    result = run_search("--target-flops", "400M", db=not_db, cwd=tmp_path)
+    assert result.returncode == 2 and "not a database" in result.stderr
+    assert not_db.read_text() == "not a database"
+
+
+def test_resume_errors_leave_the_database_unchanged(tmp_path):
+    db = tmp_path / "k.db"
+    assert run_search("--target-flops", "400M", "--trials", "1", "--no-reference", *TINY, db=db,
+                      cwd=tmp_path).returncode == 0
+    before = trials(db)
+    for args, message in ((["--resume", "7"], "no search with id 7"),
+                          (["--resume", "1", "--target-flops", "1G"], "drop --target-flops")):
+        result = run_search(*args, db=db, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert trials(db) == before
+    missing = run_search("--resume", "1", db=tmp_path / "absent.db", cwd=tmp_path)
+    assert missing.returncode == 2 and not (tmp_path / "absent.db").exists()
