@@ -68,6 +68,8 @@ def check_output_dir(out: Path, files: list[str], force: bool) -> None:
     probe = out
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"cannot create output directory {out}: {probe} is a file")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"output directory {out} is not writable")
 
