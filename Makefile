@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.effnas-installed
 
-.PHONY: setup search test bench clean
+.PHONY: setup browser search test bench clean
 
 setup: $(STAMP)
 
@@ -17,14 +17,23 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test,export]'
 	touch $(STAMP)
 
+# The dashboard test drives a real headless Chromium (Debian's chromium + chromium-driver).
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 search: setup
 	$(PY) -m nas.search --target-flops 400M
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
 
 bench: setup
 	$(PY) bench/flops_counters.py
+	$(PY) bench/search_speed.py
+	$(PY) bench/export_memory.py
+	$(PY) bench/dashboard_pareto.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

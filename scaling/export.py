@@ -122,19 +122,17 @@ def export_family(
     return [out / MANIFEST] + written
 
 
-def load_family_summary(db_url: str, family_id: int) -> dict[str, Any]:
+def load_family_summary(session, family_id: int) -> dict[str, Any]:
     """The stored family with each member's full spec (for building it)."""
-    from db import FamilyRecord, open_database
+    from db import FamilyRecord
     from scaling.family import family_summary
 
-    factory = open_database(db_url, create=False)
-    with factory() as session:
-        record = session.get(FamilyRecord, family_id)
-        if record is None:
-            raise UsageError(f"no family with id {family_id}")
-        summary = family_summary(record)
-        for member, row in zip(summary["members"], record.members):
-            member["arch"] = row.arch
+    record = session.get(FamilyRecord, family_id)
+    if record is None:
+        raise UsageError(f"no family with id {family_id}")
+    summary = family_summary(record)
+    for member, row in zip(summary["members"], record.members):
+        member["arch"] = row.arch
     return summary
 
 
@@ -151,12 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore")
-    from db import DatabaseError, resolve_url
+    from db import DatabaseError, open_database, resolve_url
 
     out = Path(args.out)
     try:
         formats = parse_formats(args.format)
-        summary = load_family_summary(resolve_url(args.db), args.family)
+        with open_database(resolve_url(args.db), create=False)() as session:
+            summary = load_family_summary(session, args.family)
         check_output_dir(out, planned_files(summary, formats), args.force)
     except (UsageError, DatabaseError) as exc:
         fail(str(exc))

@@ -1,0 +1,51 @@
+"""Peak memory and time of exporting the official family up to B7 (ONNX + TorchScript), member by member.
+
+Run: .venv/bin/python bench/export_memory.py [--phi-max 7]
+Each member is exported in a fresh child process so its peak resident memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+from nas.spec import named_spec
+from nas.flops import count_params
+from scaling.export import _export_member
+spec = named_spec(sys.argv[1])
+start = time.perf_counter()
+_export_member(spec, sys.argv[1], Path(sys.argv[2]), ("onnx", "torchscript"))
+peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak_kib / 1024, "params": count_params(spec)}))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--phi-max", type=int, default=7)
+    args = parser.parse_args()
+    print(f"{'member':18}{'params':>12}{'export s':>10}{'peak RSS':>12}{'weights':>10}")
+    with tempfile.TemporaryDirectory() as folder:
+        for phi in range(args.phi_max + 1):
+            name = f"efficientnet-b{phi}"
+            result = subprocess.run([sys.executable, "-c", CHILD, name, folder], capture_output=True, text=True)
+            if result.returncode != 0:
+                print(result.stderr, file=sys.stderr)
+                return 1
+            data = json.loads(result.stdout.strip().splitlines()[-1])
+            print(f"{name:18}{data['params']:>12,}{data['seconds']:>10.1f}{data['peak_mib']:>9.0f} MiB"
+                  f"{data['params'] * 4 / 2**20:>7.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

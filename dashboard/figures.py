@@ -1,0 +1,200 @@
+"""What each chart shows (plain functions, testable without a browser) and how it is drawn (Plotly)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import plotly.graph_objects as go
+
+from dashboard.queries import TrialPoint
+from nas.builder import network_layout
+from nas.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.pareto import pareto_front
+from nas.spec import ArchSpec
+
+COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)"}
+STATUS_SYMBOLS = {"complete": "circle", "failed": "x", "rejected": "triangle-down", "running": "hourglass",
+                  "interrupted": "square-open"}
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+
+
+@dataclass(frozen=True)
+class ParetoSeries:
+    """One search on a Pareto chart: its completed candidates, which of them form the front, its reference."""
+
+    search_id: int
+    name: str
+    target_flops: int | None
+    points: list[TrialPoint]
+    front: list[int]
+    reference: TrialPoint | None
+
+
+def pareto_series(search_id: int, name: str, target_flops: int | None, trials: list[TrialPoint],
+                  cost: str) -> ParetoSeries:
+    points = [t for t in trials if t.role == "candidate" and t.status == "complete" and getattr(t, cost)]
+    front = pareto_front([getattr(p, cost) for p in points], [p.accuracy for p in points])
+    reference = next((t for t in trials if t.role == "reference" and t.status == "complete"), None)
+    return ParetoSeries(search_id, name, target_flops, points, front, reference)
+
+
+def _hover(points: list[TrialPoint]) -> list[str]:
+    return [
+        f"trial {p.number}<br>accuracy {p.accuracy:.4f} · reward {p.reward:.4f}<br>"
+        f"{format_flops(p.flops)} FLOPs · {format_params(p.params)} params<br>" + "<br>".join(p.block_strings.split())
+        for p in points
+    ]
+
+
+def pareto_figure(series: list[ParetoSeries], cost: str = "flops", show_dominated: bool = True,
+                  color_by: str = "reward") -> go.Figure:
+    """Accuracy vs. cost: trials as points, each search's non-dominated front as a step line."""
+    figure = go.Figure()
+    for index, s in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        on_front = set(s.front)
+        shown = [p for i, p in enumerate(s.points) if show_dominated or i in on_front]
+        if shown:
+            marker: dict[str, Any] = {"size": 7, "opacity": 0.75}
+            if color_by == "order":
+                marker.update(color=[p.number for p in shown], colorscale="Viridis",
+                              colorbar={"title": "trial"} if index == 0 else None, showscale=index == 0)
+            elif color_by == "reward":
+                marker.update(color=[p.reward for p in shown], colorscale="Plasma",
+                              colorbar={"title": "reward"} if index == 0 else None, showscale=index == 0)
+            else:
+                marker.update(color=colour)
+            figure.add_trace(go.Scattergl(
+                x=[getattr(p, cost) for p in shown], y=[p.accuracy for p in shown], mode="markers",
+                name=f"{s.name}: trials", marker=marker, text=_hover(shown), hoverinfo="text",
+                customdata=[p.id for p in shown],
+            ))
+        front = [s.points[i] for i in s.front]
+        if front:
+            figure.add_trace(go.Scatter(
+                x=[getattr(p, cost) for p in front], y=[p.accuracy for p in front], mode="lines+markers",
+                line={"shape": "hv", "color": colour, "width": 2}, marker={"size": 9, "color": colour},
+                name=f"{s.name}: Pareto front", text=_hover(front), hoverinfo="text",
+            ))
+        if s.reference is not None and getattr(s.reference, cost):
+            figure.add_trace(go.Scatter(
+                x=[getattr(s.reference, cost)], y=[s.reference.accuracy], mode="markers+text",
+                marker={"symbol": "star", "size": 16, "color": colour, "line": {"color": "black", "width": 1}},
+                text=["EfficientNet-B0"], textposition="top center", name=f"{s.name}: EfficientNet-B0",
+                hovertext=_hover([s.reference]), hoverinfo="text",
+            ))
+        if cost == "flops" and s.target_flops:
+            figure.add_vline(x=s.target_flops, line={"dash": "dash", "color": colour},
+                             annotation_text=f"target {format_flops(s.target_flops)}")
+    figure.update_layout(
+        xaxis={"title": {"text": COST_TITLES[cost]}, "type": "log"},
+        yaxis={"title": {"text": "proxy validation accuracy"}},
+        legend={"orientation": "h", "y": -0.2}, margin={"t": 30}, height=560,
+    )
+    return figure
+
+
+@dataclass(frozen=True)
+class ProgressData:
+    numbers: list[int]
+    rewards: list[float]
+    statuses: list[str]
+    best_numbers: list[int]
+    best_so_far: list[float]
+
+
+def progress_data(trials: list[TrialPoint]) -> ProgressData:
+    """Reward per candidate trial (0 for failed/rejected) and the best reward so far, in trial order."""
+    numbers, rewards, statuses, best_numbers, best = [], [], [], [], []
+    current = None
+    for t in (t for t in trials if t.role == "candidate" and t.status != "running"):
+        value = t.reward if t.status == "complete" else 0.0
+        numbers.append(t.number)
+        rewards.append(value)
+        statuses.append(t.status)
+        if t.status == "complete" and (current is None or value > current):
+            current = value
+        if current is not None:
+            best_numbers.append(t.number)
+            best.append(current)
+    return ProgressData(numbers, rewards, statuses, best_numbers, best)
+
+
+def progress_figure(data: ProgressData) -> go.Figure:
+    figure = go.Figure()
+    for status, symbol in STATUS_SYMBOLS.items():
+        picked = [i for i, s in enumerate(data.statuses) if s == status]
+        if picked:
+            figure.add_trace(go.Scatter(
+                x=[data.numbers[i] for i in picked], y=[data.rewards[i] for i in picked], mode="markers",
+                marker={"symbol": symbol, "size": 8}, name=status,
+            ))
+    figure.add_trace(go.Scatter(x=data.best_numbers, y=data.best_so_far, mode="lines", line={"shape": "hv"},
+                                name="best so far"))
+    figure.update_layout(xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": "reward"}}, height=420,
+                         margin={"t": 30})
+    return figure
+
+
+def stage_rows(spec: ArchSpec) -> list[dict[str, Any]]:
+    """One row per stage: what it is and the feature-map size it works at (from the builder's layout)."""
+    layout = network_layout(spec)
+    rows = []
+    for stage, blocks in zip(spec.stages, layout.stages):
+        first = blocks[0]
+        rows.append({
+            "block": {"mbconv": f"MBConv{stage.expand_ratio}", "dsconv": "DSConv", "conv": "Conv"}[stage.block],
+            "kernel": f"{stage.kernel}x{stage.kernel}",
+            "expansion": stage.expand_ratio,
+            "SE": stage.se_ratio,
+            "skip": "identity" if any(b.skip for b in blocks) else "none",
+            "channels": f"{first.in_channels}->{first.out_channels}",
+            "repeats": len(blocks),
+            "stride": stage.stride,
+            "resolution": f"{first.in_size}->{blocks[-1].out_size}",
+        })
+    return rows
+
+
+def architecture_figure(spec: ArchSpec) -> go.Figure:
+    """The network stage by stage: a bar per stage, height its channels, labelled with what it is."""
+    rows = stage_rows(spec)
+    layout = network_layout(spec)
+    labels = ["stem"] + [f"stage {i + 1}" for i in range(len(rows))] + ["head"]
+    heights = [layout.stem_channels] + [int(r["channels"].split("->")[1]) for r in rows] + [layout.head_channels]
+    texts = [f"conv3x3 s2<br>{layout.stem_size}²"] + [
+        f"{r['block']} k{r['kernel'][0]}<br>x{r['repeats']}{' SE' if r['SE'] else ''}<br>{r['resolution'].split('->')[1]}²"
+        for r in rows
+    ] + [f"conv1x1<br>{layout.head_size}²"]
+    figure = go.Figure(go.Bar(x=labels, y=heights, text=texts, textposition="outside", marker={"color": "#4c78a8"}))
+    figure.update_layout(yaxis={"title": {"text": "output channels (log)"}, "type": "log"}, height=380,
+                         margin={"t": 30}, showlegend=False)
+    return figure
+
+
+def family_scaling_figure(members: list[dict[str, Any]]) -> go.Figure:
+    """FLOPs and params against phi (log y), with the ideal 2^phi growth from B0's FLOPs."""
+    phis = [m["phi"] for m in members]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=phis, y=[m["flops"] for m in members], mode="lines+markers", name="FLOPs"))
+    figure.add_trace(go.Scatter(x=phis, y=[members[0]["flops"] * 2**p for p in phis], mode="lines",
+                                line={"dash": "dash"}, name="ideal FLOPs: B0 x 2^phi"))
+    figure.add_trace(go.Scatter(x=phis, y=[m["params"] for m in members], mode="lines+markers", name="params"))
+    figure.update_layout(xaxis={"title": {"text": "phi"}}, yaxis={"title": {"text": "count (log)"}, "type": "log"},
+                         height=420, margin={"t": 30}, title={"text": FLOPS_CONVENTION, "font": {"size": 12}})
+    return figure
+
+
+def family_accuracy_figure(members: list[dict[str, Any]], front: ParetoSeries | None) -> go.Figure:
+    """Proxy accuracy vs. FLOPs of the members that have it, over the search's Pareto front."""
+    figure = pareto_figure([front], "flops", show_dominated=True, color_by="search") if front else go.Figure()
+    measured = [m for m in members if m["accuracy"] is not None]
+    figure.add_trace(go.Scatter(
+        x=[m["flops"] for m in measured], y=[m["accuracy"] for m in measured], mode="lines+markers+text",
+        text=[m["name"] for m in measured], textposition="bottom right", name="family members",
+        marker={"symbol": "diamond", "size": 12, "color": "black"},
+    ))
+    figure.update_layout(xaxis={"title": {"text": COST_TITLES["flops"]}, "type": "log"},
+                         yaxis={"title": {"text": "proxy validation accuracy"}})
+    return figure

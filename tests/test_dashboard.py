@@ -1,0 +1,190 @@
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from nas.pareto import pareto_front
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+def cli(module, *args, cwd):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "EFFNAS_DB": ""})
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def filled_db(tmp_path_factory):
+    """A database filled by a real tiny search (with its B0 reference) and a family grown from it."""
+    folder = tmp_path_factory.mktemp("dash")
+    db = folder / "dash.db"
+    cli("nas.search", "--target-flops", "200M", "--trials", "5", "--epochs", "1", "--subset", "300",
+        "--max-flops-ratio", "1.5", "--strategy", "random", "--db", str(db), cwd=folder)
+    cli("scaling.grow", "--search", "1", "--phi-max", "3", "--evaluate", "--evaluate-max-flops", "100G", "--epochs",
+        "1", "--subset", "200", "--db", str(db), cwd=folder)
+    return db
+
+
+def app_for(db, monkeypatch) -> AppTest:
+    monkeypatch.setenv("EFFNAS_DB", f"sqlite:///{db}")
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def go_to(at: AppTest, page: str) -> AppTest:
+    at.run()
+    at.sidebar.radio[0].set_value(page)
+    at.run()
+    return at
+
+
+def figure_json(at: AppTest, index: int = 0) -> dict:
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+@pytest.mark.parametrize("page", ["Searches", "Pareto fronts", "Progress", "Trials", "Architecture", "Families"])
+def test_every_page_runs_without_exception(filled_db, monkeypatch, page):
+    at = go_to(app_for(filled_db, monkeypatch), page)
+    assert not at.exception, at.exception
+    assert not at.error
+
+
+def test_pareto_chart_has_axis_titles_every_point_and_the_front(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Pareto fronts")
+    with sqlite3.connect(filled_db) as c:
+        rows = c.execute("select flops, params, accuracy from trials where role='candidate' and status='complete'"
+                         ).fetchall()
+        reference = c.execute("select flops, accuracy from trials where role='reference'").fetchone()
+    assert len(rows) >= 2
+    for index, (cost, column) in enumerate((("flops", 0), ("params", 1))):
+        spec = figure_json(at, index)
+        layout = spec["layout"]
+        assert layout["xaxis"]["title"]["text"].startswith("FLOPs" if cost == "flops" else "parameters")
+        assert layout["xaxis"]["type"] == "log"
+        assert layout["yaxis"]["title"]["text"] == "proxy validation accuracy"
+        traces = {t["name"]: t for t in spec["data"]}
+        points = next(t for name, t in traces.items() if name.endswith(": trials"))
+        front = next(t for name, t in traces.items() if name.endswith(": Pareto front"))
+        assert len(points["x"]) == len(rows)
+        expected = pareto_front([r[column] for r in rows], [r[2] for r in rows])
+        assert sorted(zip(front["x"], front["y"])) == sorted((rows[i][column], rows[i][2]) for i in expected)
+        assert front["line"]["shape"] == "hv"
+        star = next(t for name, t in traces.items() if name.endswith("EfficientNet-B0"))
+        assert star["y"] == [reference[1]]
+    flops_layout = figure_json(at, 0)["layout"]
+    assert any(shape.get("x0") == 200_000_000 for shape in flops_layout["shapes"])  # the target line
+
+
+def test_hiding_dominated_points_leaves_only_the_front(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Pareto fronts")
+    at.toggle[0].set_value(False)
+    at.run()
+    traces = {t["name"]: t for t in figure_json(at)["data"]}
+    points = next(t for name, t in traces.items() if name.endswith(": trials"))
+    front = next(t for name, t in traces.items() if name.endswith(": Pareto front"))
+    assert sorted(points["x"]) == sorted(front["x"])
+
+
+def test_progress_shows_rejected_trials_as_such(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Progress")
+    with sqlite3.connect(filled_db) as c:
+        rejected = c.execute("select count(*) from trials where status='rejected'").fetchone()[0]
+    traces = {t["name"]: t for t in figure_json(at)["data"]}
+    assert rejected > 0 and len(traces["rejected"]["x"]) == rejected
+    assert "best so far" in traces
+
+
+def test_family_page_shows_members_and_ideal_line(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Families")
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["B0", "B1", "B2", "B3"]
+    scaling = {t["name"]: t for t in figure_json(at, 0)["data"]}
+    assert scaling["ideal FLOPs: B0 x 2^phi"]["y"][3] == scaling["FLOPs"]["y"][0] * 8
+    assert figure_json(at, 0)["layout"]["yaxis"]["type"] == "log"
+
+
+def test_empty_and_missing_databases_show_how_to_start(tmp_path, monkeypatch):
+    at = app_for(tmp_path / "missing.db", monkeypatch)
+    at.run()
+    assert not at.exception and "python -m nas.search --target-flops 400M" in at.info[0].value
+    assert not (tmp_path / "missing.db").exists()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    at = app_for(empty, monkeypatch)
+    at.run()
+    assert not at.exception and "Start one" in at.info[0].value
+
+
+def test_a_broken_file_or_foreign_schema_shows_one_clear_message(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.db"
+    broken.write_text("this is not sqlite" * 100)
+    at = app_for(broken, monkeypatch)
+    at.run()
+    assert not at.exception and len(at.error) == 1 and "not a database" in at.error[0].value
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as c:
+        c.execute("create table users (id integer primary key, name text)")
+    at = app_for(foreign, monkeypatch)
+    at.run()
+    assert not at.exception and len(at.error) == 1 and "not an effnas database" in at.error[0].value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--", "--db", str(filled_db)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = None
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver.get(f"http://127.0.0.1:{port}/?page=pareto")
+        wait = WebDriverWait(driver, 90)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".js-plotly-plot")))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer, .js-plotly-plot .gl-container"))
+        time.sleep(1)
+        assert not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException'], [data-testid='stAlertContentError']")
+        assert "Pareto fronts" in driver.page_source
+        shot = tmp_path / "pareto.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
