@@ -75,16 +75,14 @@ def pareto_page(factory, searches: list[queries.SearchRow]) -> None:
         trials = queries.trial_points(session, chosen)
     per_search = {i: [t for t in trials if t.search_id == i] for i in chosen}
     right.metric("Completed candidates", sum(1 for t in trials if t.role == "candidate" and t.status == "complete"))
+    # One view at a time: with thousands of trials, drawing both charts would double what the browser receives.
+    cost = st.radio("View", ("flops", "params"), horizontal=True, key="pareto-view",
+                    format_func=lambda c: {"flops": "Accuracy vs. FLOPs", "params": "Accuracy vs. params"}[c])
     st.caption(f"{FLOPS_CONVENTION}. Accuracy: proxy validation accuracy. Dashed line: the FLOPs target.")
-    flops_tab, params_tab = st.tabs(["Accuracy vs. FLOPs", "Accuracy vs. params"])
-    for tab, cost in ((flops_tab, "flops"), (params_tab, "params")):
-        series = [figures.pareto_series(i, by_id[i].name, by_id[i].target_flops, per_search[i], cost) for i in chosen]
-        with tab:
-            st.plotly_chart(figures.pareto_figure(series, cost, show_dominated, colour), width="stretch",
-                            key=f"pareto-{cost}")
-            for s in series:
-                front = [s.points[i] for i in s.front]
-                st.markdown(f"**{s.name}**: {len(s.points)} completed trials, {len(front)} on the front")
+    series = [figures.pareto_series(i, by_id[i].name, by_id[i].target_flops, per_search[i], cost) for i in chosen]
+    st.plotly_chart(figures.pareto_figure(series, cost, show_dominated, colour), width="stretch", key="pareto")
+    for s in series:
+        st.markdown(f"**{s.name}**: {len(s.points)} completed trials, {len(s.front)} on the front")
 
 
 def pick_search(searches: list[queries.SearchRow], key: str) -> queries.SearchRow:
@@ -233,8 +231,10 @@ def main() -> None:
         return
     # ?page=pareto opens a page directly, so a page can be linked to.
     slugs = list(PAGE_SLUGS.values())
-    requested = st.query_params.get("page")
-    page = st.sidebar.radio("Page", PAGES, index=slugs.index(requested) if requested in slugs else 0)
+    if "page" not in st.session_state:
+        requested = st.query_params.get("page")
+        st.session_state["page"] = PAGES[slugs.index(requested)] if requested in slugs else PAGES[0]
+    page = st.sidebar.radio("Page", PAGES, key="page")
     st.query_params["page"] = PAGE_SLUGS[page]
     st.sidebar.caption(f"Database: {describe_url(url)}")
     live = st.sidebar.toggle("Refresh while a search runs", value=True)

@@ -41,8 +41,8 @@ def pareto_series(search_id: int, name: str, target_flops: int | None, trials: l
 
 def _hover(points: list[TrialPoint]) -> list[str]:
     return [
-        f"trial {p.number}<br>accuracy {p.accuracy:.4f} · reward {p.reward:.4f}<br>"
-        f"{format_flops(p.flops)} FLOPs · {format_params(p.params)} params<br>" + "<br>".join(p.block_strings.split())
+        f"trial {p.number}: acc {p.accuracy:.4f}, reward {p.reward:.4f}<br>"
+        f"{format_flops(p.flops)} FLOPs, {format_params(p.params)} params<br>" + p.block_strings.replace(" ", "<br>")
         for p in points
     ]
 
@@ -68,7 +68,6 @@ def pareto_figure(series: list[ParetoSeries], cost: str = "flops", show_dominate
             figure.add_trace(go.Scattergl(
                 x=[getattr(p, cost) for p in shown], y=[p.accuracy for p in shown], mode="markers",
                 name=f"{s.name}: trials", marker=marker, text=_hover(shown), hoverinfo="text",
-                customdata=[p.id for p in shown],
             ))
         front = [s.points[i] for i in s.front]
         if front:

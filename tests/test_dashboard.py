@@ -65,8 +65,10 @@ def test_pareto_chart_has_axis_titles_every_point_and_the_front(filled_db, monke
                          ).fetchall()
         reference = c.execute("select flops, accuracy from trials where role='reference'").fetchone()
     assert len(rows) >= 2
-    for index, (cost, column) in enumerate((("flops", 0), ("params", 1))):
-        spec = figure_json(at, index)
+    for cost, column in (("flops", 0), ("params", 1)):
+        at.radio(key="pareto-view").set_value(cost)
+        at.run()
+        spec = figure_json(at)
         layout = spec["layout"]
         assert layout["xaxis"]["title"]["text"].startswith("FLOPs" if cost == "flops" else "parameters")
         assert layout["xaxis"]["type"] == "log"
@@ -80,7 +82,9 @@ def test_pareto_chart_has_axis_titles_every_point_and_the_front(filled_db, monke
         assert front["line"]["shape"] == "hv"
         star = next(t for name, t in traces.items() if name.endswith("EfficientNet-B0"))
         assert star["y"] == [reference[1]]
-    flops_layout = figure_json(at, 0)["layout"]
+    at.radio(key="pareto-view").set_value("flops")
+    at.run()
+    flops_layout = figure_json(at)["layout"]
     assert any(shape.get("x0") == 200_000_000 for shape in flops_layout["shapes"])  # the target line
 
 
