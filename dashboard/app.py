@@ -1,7 +1,7 @@
 """effnas dashboard: `streamlit run dashboard/app.py [-- --db URL]` or `python -m dashboard [--db URL]`.
 
 Reads the database (from --db, else $EFFNAS_DB, else effnas.db) and draws searches, Pareto fronts, progress,
-trials, architectures and families. It only reads; pages refresh on their own while a search is running.
+trials, architectures and families. It only reads; a page reruns on its own when the database changes.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def pareto_page(factory, searches: list[queries.SearchRow]) -> None:
         st.info("Pick at least one search.")
         return
     left, middle, right = st.columns(3)
-    show_dominated = left.toggle("Show dominated trials", value=True)
+    show_dominated = left.toggle("Show dominated trials", value=True, key="show-dominated")
     colour = middle.radio("Colour by", ("reward", "order", "search"), horizontal=True,
                           format_func=lambda c: {"order": "trial order"}.get(c, c))
     with factory() as session:
@@ -216,10 +216,27 @@ PAGE_FUNCTIONS = {
 }
 
 
+def watch(url: str, factory, seen: tuple | None) -> None:
+    """Rerun the whole page when the database changes (a trial ends, a search starts), and only then, so charts
+    keep their zoom while nothing new arrives. Without a usable database yet, wait for one to appear."""
+    if factory is None:
+        try:
+            session_factory(url)
+        except DatabaseError:
+            return
+        st.rerun()
+    with factory() as session:
+        now = queries.change_signature(session)
+    if now != seen:
+        st.rerun()
+
+
 def main() -> None:
     st.set_page_config(page_title="effnas", layout="wide")
     st.title("effnas")
     url = database_url()
+    live = st.sidebar.toggle("Refresh when the database changes", value=True)
+    refresh = st.fragment(watch, run_every=REFRESH_SECONDS if live else None)
     try:
         factory = session_factory(url)
     except DatabaseError as exc:
@@ -228,6 +245,7 @@ def main() -> None:
             st.info(start_hint(url))
         else:
             st.error(f"Cannot read the database: {message}")
+        refresh(url, None, None)
         return
     # ?page=pareto opens a page directly, so a page can be linked to.
     slugs = list(PAGE_SLUGS.values())
@@ -237,21 +255,13 @@ def main() -> None:
     page = st.sidebar.radio("Page", PAGES, key="page")
     st.query_params["page"] = PAGE_SLUGS[page]
     st.sidebar.caption(f"Database: {describe_url(url)}")
-    live = st.sidebar.toggle("Refresh while a search runs", value=True)
-
     with factory() as session:
-        running = any(s.status == "running" for s in queries.list_searches(session))
-
-    @st.fragment(run_every=REFRESH_SECONDS if live and running else None)
-    def body() -> None:
-        with factory() as session:
-            searches = queries.list_searches(session)
-        if not searches and page != "Families":
-            st.info(start_hint(url))
-            return
+        seen = queries.change_signature(session)
+        searches = queries.list_searches(session)
+    if not searches and page != "Families":
+        st.info(start_hint(url))
+    else:
         PAGE_FUNCTIONS[page](factory, searches)
-
-    body()
-
+    refresh(url, factory, seen)
 
 main()

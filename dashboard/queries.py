@@ -147,3 +147,13 @@ def family_record(session: Session, family_id: int) -> FamilyRecord | None:
 
 def grid_count(session: Session, family_id: int) -> int:
     return session.scalar(select(func.count()).where(GridPointRecord.family_id == family_id)) or 0
+
+
+def change_signature(session: Session) -> tuple[Any, ...]:
+    """A cheap fingerprint of everything the pages show: it moves whenever a trial, search or family is written."""
+    searches = session.execute(select(func.count(), func.max(SearchRecord.updated_at))).one()
+    trials = session.execute(
+        select(func.count(), func.max(TrialRecord.started_at), func.max(TrialRecord.finished_at))
+    ).one()
+    families = session.scalar(select(func.count()).select_from(FamilyRecord))
+    return (*searches, *trials, families)

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import socket
@@ -90,7 +91,7 @@ def test_pareto_chart_has_axis_titles_every_point_and_the_front(filled_db, monke
 
 def test_hiding_dominated_points_leaves_only_the_front(filled_db, monkeypatch):
     at = go_to(app_for(filled_db, monkeypatch), "Pareto fronts")
-    at.toggle[0].set_value(False)
+    at.toggle(key="show-dominated").set_value(False)
     at.run()
     traces = {t["name"]: t for t in figure_json(at)["data"]}
     points = next(t for name, t in traces.items() if name.endswith(": trials"))
@@ -148,18 +149,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
+@contextlib.contextmanager
+def browser_on_app(db, tmp_path, page):
+    """`streamlit run` on a free loopback port and headless Chromium (Debian's) opened on `page`."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--", "--db", str(filled_db)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--", "--db", str(db)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -177,18 +177,55 @@ def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
             except OSError:
                 time.sleep(0.5)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        driver.get(f"http://127.0.0.1:{port}/?page=pareto")
-        wait = WebDriverWait(driver, 90)
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".js-plotly-plot")))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer, .js-plotly-plot .gl-container"))
-        time.sleep(1)
-        assert not driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException'], [data-testid='stAlertContentError']")
-        assert "Pareto fronts" in driver.page_source
-        shot = tmp_path / "pareto.png"
-        driver.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
+        driver.get(f"http://127.0.0.1:{port}/?page={page}")
+        yield driver
     finally:
         if driver is not None:
             driver.quit()
         server.terminate()
         server.wait(timeout=30)
+
+
+ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
+
+
+def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with browser_on_app(filled_db, tmp_path, "pareto") as driver:
+        wait = WebDriverWait(driver, 90)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gl-container"))
+        time.sleep(1)
+        assert not driver.find_elements(By.CSS_SELECTOR, ERRORS)
+        assert "Pareto fronts" in driver.page_source
+        shot = tmp_path / "pareto.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+
+
+def test_real_browser_shows_a_running_search_live_without_reload(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    db = tmp_path / "live.db"
+    with browser_on_app(db, tmp_path, "progress") as driver:
+        wait = WebDriverWait(driver, 90)
+        wait.until(lambda d: "python -m nas.search --target-flops 400M" in d.page_source)
+        assert not db.exists()
+        driver.execute_script("window.effnasMarker = 'no reload';")
+        search = subprocess.Popen(
+            [sys.executable, "-m", "nas.search", "--db", str(db), "--target-flops", "400M", "--trials", "3",
+             "--no-reference", "--epochs", "1", "--subset", "300", "--threads", "1"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            def completed(d):
+                values = [e.text for e in d.find_elements(By.CSS_SELECTOR, "[data-testid='stMetricValue']")]
+                return values and values[0] == "3"
+            WebDriverWait(driver, 180, poll_frequency=0.5).until(completed)
+        finally:
+            search.wait(timeout=120)
+        assert driver.execute_script("return window.effnasMarker;") == "no reload"
+        assert not driver.find_elements(By.CSS_SELECTOR, ERRORS)
+        driver.save_screenshot(str(tmp_path / "live.png"))
