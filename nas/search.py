@@ -158,7 +158,7 @@ class ProgressDisplay(SearchEvents):
         self.started_done = 0
         self.bar = None
         self.current = ""
-        self.best_text = "best: -"
+        self.best_text = "best reward -"
 
     def search_started(self, done: int) -> None:
         self.started_done = done
@@ -167,7 +167,7 @@ class ProgressDisplay(SearchEvents):
 
             self.bar = tqdm(
                 total=self.settings.trials, initial=done, file=sys.stderr, dynamic_ncols=True, unit="trial",
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} trials [{elapsed}] {postfix}",
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} trials [{elapsed}]{postfix}",
             )
         elif done:
             print(f"resuming with {done} of {self.settings.trials} trials done", file=sys.stderr, flush=True)
@@ -195,13 +195,13 @@ class ProgressDisplay(SearchEvents):
 
     def trial_finished(self, outcome: TrialOutcome, done: int, best: TrialOutcome | None) -> None:
         if best is not None:
-            self.best_text = f"best reward {best.reward:.4f} (acc {best.accuracy:.3f}, {format_flops(best.flops)} FLOPs)"
+            self.best_text = f"best reward {best.reward:.4f} (acc {best.accuracy:.3f}, {format_flops(best.flops)})"
         result = _outcome_text(outcome)
         left = self._left(done)
         if self.bar is not None:
             if outcome.role == "candidate":
                 self.bar.update(done - self.bar.n)
-            self.bar.set_postfix_str(f"{self.best_text} | last: {result} | {left}")
+            self.bar.set_postfix_str(f"{self.best_text}, {left}")
         else:
             label = "EfficientNet-B0 reference" if outcome.role == "reference" else f"trial {done}/{self.settings.trials}"
             print(f"{label}: {result} | {self.best_text} | {left}", file=sys.stderr, flush=True)
