@@ -55,6 +55,8 @@ class SearchSettings:
     val_fraction: float = 0.2
     fixed: dict[str, Any] = field(default_factory=dict)
     reference: bool = True
+    # Part of reproducibility: float reductions (data normalisation, training) round differently per thread count.
+    threads: int = 1
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
     run.add_argument("--name", default=None, help="a name for this search")
     run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
-    run.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: all cores)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="CPU threads for training (default: all cores); stored, since results depend on it")
     run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
     return parser
 
@@ -102,6 +103,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         raise UsageError(f"--max-flops-ratio must be above 1, got {args.max_flops_ratio}")
     if args.lr <= 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     try:
         fixed = parse_fixed(args.fix)
     except SpaceError as exc:
@@ -125,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         subset=args.subset,
         fixed=fixed,
         reference=not args.no_reference,
+        threads=args.threads or os.cpu_count() or 1,
     )
     _check_strategy(settings, SearchSpace(num_classes=10, in_channels=3, fixed=fixed).size())
     return settings
@@ -141,7 +145,7 @@ def _check_strategy(settings: SearchSettings, space_size: int) -> None:
 
 _RESUME_CONFLICTS = (
     "target_flops", "strategy", "resolution", "constraint", "w", "dataset", "data_dir", "subset", "fix", "name",
-    "no_reference", "proxy_resolution", "epochs", "batch_size", "lr", "seed", "max_flops_ratio",
+    "no_reference", "proxy_resolution", "epochs", "batch_size", "lr", "seed", "max_flops_ratio", "threads",
 )
 
 
@@ -278,6 +282,15 @@ def _summary(factory, search_id: int, settings: SearchSettings, data: ProxyData,
     return "\n".join(lines)
 
 
+def load_task_data(settings: SearchSettings) -> ProxyData:
+    """The search's data, after fixing the thread count that its normalisation and training will use."""
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    return load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution, settings.val_fraction,
+                           settings.subset)
+
+
 def _quiet_libraries(verbose: bool) -> None:
     if not verbose:
         warnings.simplefilter("ignore")
@@ -297,8 +310,6 @@ def main(argv: list[str] | None = None) -> int:
 
     db_url = resolve_url(args.db)
     try:
-        if args.threads is not None and args.threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         if args.resume is not None:
             conflicts = _explicit_options(args, parser)
             if conflicts:
@@ -317,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["time_budget"] = parse_duration(args.time_budget)
             if overrides:
                 settings = SearchSettings.from_config({**settings.to_config(), **overrides})
-            data = load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution,
-                                   settings.val_fraction, settings.subset)
+            data = load_task_data(settings)
             search_id = args.resume
             if overrides:
                 with factory.begin() as session:
@@ -327,16 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                     record.max_trials = settings.trials
         else:
             settings = settings_from_args(args)
-            data = load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution,
-                                   settings.val_fraction, settings.subset)
+            data = load_task_data(settings)
             factory = open_database(db_url)
             search_id = create_search(factory, settings, args.name)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc))
 
-    import torch
-
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     from nas.driver import make_strategy, route_nni_logs, run_strategy
 
     log_file = LOG_DIR / f"search-{search_id}.log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import replace
@@ -130,7 +131,9 @@ def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, S
 
 
 def _proxy(args: argparse.Namespace, settings: SearchSettings | None) -> ProxyEvaluator:
-    base = settings or SearchSettings(target_flops=1)
+    import torch
+
+    base = settings or SearchSettings(target_flops=1, threads=os.cpu_count() or 1)
     if args.dataset is not None:
         base = replace(base, dataset=args.dataset, data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None)
     if args.subset is not None:
@@ -139,6 +142,7 @@ def _proxy(args: argparse.Namespace, settings: SearchSettings | None) -> ProxyEv
         base = replace(base, epochs=args.epochs)
     if args.seed is not None:
         base = replace(base, seed=args.seed)
+    torch.set_num_threads(base.threads)
     load_proxy_data(base.dataset, base.data_dir, base.proxy_resolution, base.val_fraction, base.subset)
 
     def load(size: int):

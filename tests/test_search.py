@@ -373,3 +373,37 @@ def test_resume_errors_leave_the_database_unchanged(tmp_path):
     assert trials(db) == before
     missing = run_search("--resume", "1", db=tmp_path / "absent.db", cwd=tmp_path)
     assert missing.returncode == 2 and not (tmp_path / "absent.db").exists()
+
+
+def test_sigkill_mid_trial_then_resume_reaches_the_uninterrupted_result(tmp_path):
+    common = ["--target-flops", "400M", "--trials", "4", "--no-reference", "--epochs", "2", "--subset", "800",
+              "--threads", "1"]
+    straight = tmp_path / "straight.db"
+    assert run_search(*common, db=straight, cwd=tmp_path).returncode == 0
+    db = tmp_path / "killed.db"
+    proc = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(db), *common], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            rows = trials(db) if db.exists() else []
+        except sqlite3.OperationalError:
+            continue
+        if sum(r["status"] == "complete" for r in rows) >= 2 and any(r["status"] == "running" for r in rows):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed = trials(db)
+    finished = [r for r in killed if r["status"] == "complete"]
+    assert len(finished) >= 2 and [r["status"] for r in killed].count("running") == 1
+    resumed = run_search("--resume", "1", db=db, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    after = trials(db)
+    assert len(after) == 4 and len({r["arch_key"] for r in after}) == 4
+    assert all(r["status"] == "complete" for r in after)
+    for before in finished:  # finished trials survive untouched
+        assert next(r for r in after if r["id"] == before["id"]) == before
+    redone = next(r for r in after if r["id"] == next(k["id"] for k in killed if k["status"] == "running"))
+    assert redone["attempts"] == 2
+    assert [(r["arch_key"], r["accuracy"]) for r in after] == [(r["arch_key"], r["accuracy"]) for r in trials(straight)]
