@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import socket
 import sys
 import tempfile
 import zipfile
@@ -48,12 +50,28 @@ def start_hint(url: str) -> str:
             f"```\npython -m nas.search --target-flops 400M{db_arg}\n```\n\nThis page shows it as soon as it starts.")
 
 
+def shown_status(search: queries.SearchRow) -> str:
+    """The stored status, except a 'running' search whose process on this machine is gone (killed)."""
+    if search.status != "running" or not search.worker:
+        return search.status
+    host, _, pid = search.worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return search.status
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return "interrupted (process gone)"
+    except PermissionError:
+        pass
+    return search.status
+
+
 def searches_page(factory, searches: list[queries.SearchRow]) -> None:
     st.subheader("Searches")
     st.caption(FLOPS_CONVENTION)
     frame = pd.DataFrame([{
         "id": s.id, "name": s.name, "target FLOPs": format_flops(s.target_flops), "strategy": s.strategy,
-        "data set": s.dataset, "status": s.status, "trials": f"{s.trials}/{s.max_trials or '?'}",
+        "data set": s.dataset, "status": shown_status(s), "trials": f"{s.trials}/{s.max_trials or '?'}",
         "best reward": s.best_reward, "started": s.started_at, "finished": s.finished_at,
     } for s in searches])
     st.dataframe(frame, hide_index=True, width="stretch")
@@ -87,7 +105,7 @@ def pareto_page(factory, searches: list[queries.SearchRow]) -> None:
 
 def pick_search(searches: list[queries.SearchRow], key: str) -> queries.SearchRow:
     by_id = {s.id: s for s in searches}
-    chosen = st.selectbox("Search", list(by_id), format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].status})",
+    chosen = st.selectbox("Search", list(by_id), format_func=lambda i: f"{i}: {by_id[i].name} ({shown_status(by_id[i])})",
                           key=key)
     return by_id[chosen]
 

@@ -26,6 +26,7 @@ class SearchRow:
     created_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str | None
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def list_searches(session: Session) -> list[SearchRow]:
             SearchRecord.id, SearchRecord.name, SearchRecord.target_flops, SearchRecord.strategy,
             SearchRecord.dataset, SearchRecord.status, func.coalesce(candidates.c.trials, 0),
             SearchRecord.max_trials, candidates.c.best_reward, SearchRecord.created_at, SearchRecord.started_at,
-            SearchRecord.finished_at,
+            SearchRecord.finished_at, SearchRecord.worker,
         )
         .outerjoin(candidates, candidates.c.search_id == SearchRecord.id)
         .order_by(SearchRecord.id.desc())

@@ -13,8 +13,6 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
-
 SEARCH_STATUSES = ("running", "finished", "interrupted", "failed")
 TRIAL_STATUSES = ("running", "complete", "failed", "rejected", "interrupted")
 TRIAL_ROLES = ("candidate", "reference")
@@ -26,16 +24,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
-
-
-class SchemaInfo(Base):
-    """One row naming the schema version, so that a database of another schema is recognised."""
-
-    __tablename__ = "effnas_schema"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SearchRecord(Base):
@@ -56,6 +44,7 @@ class SearchRecord(Base):
     finished_at: Mapped[Optional[datetime]]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     error: Mapped[Optional[str]] = mapped_column(Text)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
 
     trials: Mapped[list[TrialRecord]] = relationship(back_populates="search", cascade="all, delete-orphan")
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-
-from db.models import SCHEMA_VERSION, Base, SchemaInfo
 
 DEFAULT_DB_FILE = "effnas.db"
 DB_ENV_VAR = "EFFNAS_DB"
@@ -27,6 +25,13 @@ def resolve_url(value: str | None = None) -> str:
     if "://" not in chosen:
         return f"sqlite:///{chosen}"
     return chosen
+
+
+def _with_driver(url: str) -> str:
+    # A bare postgresql:// would ask for psycopg2; effnas ships psycopg 3.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def describe_url(url: str) -> str:
@@ -65,6 +70,7 @@ def _first_line(exc: BaseException) -> str:
 def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     """An engine for `url`, checked by connecting once. `must_exist` refuses to create a new SQLite file."""
     shown = describe_url(url)
+    url = _with_driver(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -95,39 +101,94 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     return engine
 
 
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _alembic_config(connection):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
 def schema_state(engine: Engine) -> str:
-    """'empty' (no tables), 'current' (our schema), or 'foreign' (tables of some other program or version)."""
+    """'empty' (no tables), 'current', 'old' (an earlier effnas schema), 'newer' (from a later effnas),
+    or 'foreign' (tables of some other program)."""
     tables = set(inspect(engine).get_table_names())
     if not tables:
         return "empty"
-    if SchemaInfo.__tablename__ not in tables:
+    if "alembic_version" not in tables:
         return "foreign"
-    with Session(engine) as session:
-        version = session.scalar(select(SchemaInfo.version).order_by(SchemaInfo.id.desc()).limit(1))
-    return "current" if version == SCHEMA_VERSION else "foreign"
+    revision = current_revision(engine)
+    if revision == head_revision():
+        return "current"
+    if revision in _known_revisions():
+        return "old"
+    return "newer" if revision else "foreign"
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest revision (creating it in an empty database)."""
+    from alembic import command
+
+    try:
+        with engine.begin() as connection:
+            command.upgrade(_alembic_config(connection), "head")
+    except SQLAlchemyError as exc:
+        # Another process (a second search starting at the same moment) may have just done it.
+        if schema_state(engine) != "current":
+            raise DatabaseError(
+                f"cannot create the schema in {describe_url(str(engine.url))}: {_first_line(exc)}"
+            ) from None
+
+
+def _schema_problem(state: str, url: str) -> str:
+    shown = describe_url(url)
+    if state == "foreign":
+        return f"database {shown} is not an effnas database (it holds other tables); use another --db"
+    if state == "newer":
+        return f"database {shown} was written by a newer effnas; upgrade effnas to read it"
+    if state == "old":
+        return (f"database {shown} has an older effnas schema; upgrade it with: "
+                f"python -m db upgrade --db {url}")
+    return f"database {shown} is empty"
 
 
 def init_schema(engine: Engine) -> None:
-    """Create the tables if they are missing; safe to call on every start."""
+    """Create or upgrade the schema as needed; safe to call on every start."""
     state = schema_state(engine)
-    if state == "foreign":
-        raise DatabaseError(
-            f"database {describe_url(str(engine.url))} holds tables that are not an effnas schema "
-            f"(version {SCHEMA_VERSION}); use another --db"
-        )
-    try:
-        Base.metadata.create_all(engine)
-        if state == "empty":
-            with Session(engine) as session, session.begin():
-                session.add(SchemaInfo(version=SCHEMA_VERSION))
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"cannot create the schema in {describe_url(str(engine.url))}: {_first_line(exc)}") from None
+    if state in ("empty", "old"):
+        upgrade_schema(engine)
+    elif state != "current":
+        raise DatabaseError(_schema_problem(state, str(engine.url)))
 
 
 def open_database(url: str | None = None, *, create: bool = True) -> sessionmaker[Session]:
     """A session factory on the resolved database; with `create`, the schema is made if missing.
 
-    Without `create` the database must already exist and hold the effnas schema.
+    Without `create` the database must already exist and hold the current effnas schema: a reader never
+    changes the schema.
     """
     resolved = resolve_url(url)
     engine = create_db_engine(resolved, must_exist=not create)
@@ -137,6 +198,5 @@ def open_database(url: str | None = None, *, create: bool = True) -> sessionmake
         state = schema_state(engine)
         if state != "current":
             engine.dispose()
-            what = "is empty" if state == "empty" else "is not an effnas database"
-            raise DatabaseError(f"database {describe_url(resolved)} {what}")
+            raise DatabaseError(_schema_problem(state, resolved))
     return sessionmaker(engine, expire_on_commit=False)

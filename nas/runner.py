@@ -316,6 +316,7 @@ class SearchRunner:
         if status == "running":
             values["started_at"] = utcnow()
             values["finished_at"] = None
+            values["worker"] = self.worker
         else:
             values["finished_at"] = utcnow()
         with self.factory.begin() as session:

@@ -15,8 +15,8 @@ def make_search(session, **overrides) -> SearchRecord:
     return search
 
 
-def test_create_insert_query_on_a_sqlite_file(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
+def test_create_insert_query(db_url):
+    url = db_url
     factory = open_database(url)
     spec = efficientnet_b0()
     with factory.begin() as session:
@@ -49,8 +49,8 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
         assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def test_same_architecture_cannot_be_stored_twice_in_one_search(tmp_path):
-    factory = open_database(str(tmp_path / "u.db"))
+def test_same_architecture_cannot_be_stored_twice_in_one_search(db_url):
+    factory = open_database(db_url)
     with pytest.raises(Exception):
         with factory.begin() as session:
             search = make_search(session)
@@ -87,3 +87,81 @@ def test_url_resolution_order(monkeypatch):
     monkeypatch.setenv("EFFNAS_DB", "sqlite:////tmp/env.db")
     assert resolve_url(None) == "sqlite:////tmp/env.db"
     assert resolve_url("other.db") == "sqlite:///other.db"
+
+
+def test_schema_creation_is_idempotent_and_a_foreign_schema_is_refused(db_url):
+    from sqlalchemy import create_engine, text
+
+    open_database(db_url)
+    open_database(db_url)
+    with open_database(db_url, create=False)() as session:
+        assert session.scalar(select(SearchRecord).limit(1)) is None
+    other = db_url.replace("test.db", "other.db") if db_url.startswith("sqlite") else None
+    if other:
+        engine = create_engine(other)
+        with engine.begin() as connection:
+            connection.execute(text("create table users (id integer primary key)"))
+        engine.dispose()
+        with pytest.raises(DatabaseError, match="not an effnas"):
+            open_database(other)
+
+
+def test_an_unreachable_postgresql_server_gives_database_error():
+    with pytest.raises(DatabaseError, match="cannot open database"):
+        open_database("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_an_older_schema_is_upgraded_by_writers_and_readers_say_what_to_run(db_url):
+    from alembic import command
+    from sqlalchemy import text
+
+    from db.session import _alembic_config, create_db_engine, current_revision, head_revision
+
+    engine = create_db_engine(db_url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001")
+        connection.execute(text(
+            "insert into searches (name, status, strategy, dataset, target_flops, resolution, seed, config, "
+            "created_at, updated_at) values ('old', 'finished', 'random', 'mnist', 400000000, 224, 0, '{}', "
+            "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    with pytest.raises(DatabaseError, match="python -m db upgrade --db"):
+        open_database(db_url, create=False)
+    assert current_revision(engine) == "0001"
+    factory = open_database(db_url)
+    assert current_revision(engine) == head_revision() != "0001"
+    with factory() as session:
+        search = session.scalars(select(SearchRecord)).one()
+        assert (search.name, search.worker) == ("old", None)
+
+
+def test_a_database_from_a_newer_effnas_is_refused(db_url):
+    from sqlalchemy import text
+
+    from db.session import create_db_engine
+
+    open_database(db_url)
+    engine = create_db_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(text("update alembic_version set version_num = '9999'"))
+    for create in (True, False):
+        with pytest.raises(DatabaseError, match="newer effnas"):
+            open_database(db_url, create=create)
+
+
+def test_db_upgrade_command(tmp_path):
+    import subprocess
+    import sys
+
+    from alembic import command
+
+    from db.session import _alembic_config, create_db_engine
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    engine = create_db_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0001")
+    result = subprocess.run([sys.executable, "-m", "db", "upgrade", "--db", url], capture_output=True, text=True)
+    assert result.returncode == 0 and "(was 0001)" in result.stdout, result.stderr
+    missing = subprocess.run([sys.executable, "-m", "db", "upgrade", "--db", str(tmp_path / "none.db")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
