@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
-from pathlib import Path
 from nas.spec import named_spec
 from nas.flops import count_params
 from scaling.export import _export_member

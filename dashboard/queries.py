@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import FamilyMemberRecord, FamilyRecord, GridPointRecord, SearchRecord, TrialRecord
+from db import FamilyMemberRecord, FamilyRecord, SearchRecord, TrialRecord
 
 
 @dataclass(frozen=True)
@@ -140,14 +140,6 @@ def family_members(session: Session, family_id: int) -> list[dict[str, Any]]:
         select(*columns).where(FamilyMemberRecord.family_id == family_id).order_by(FamilyMemberRecord.phi)
     ).all()
     return [dict(zip(MEMBER_COLUMNS, row)) for row in rows]
-
-
-def family_record(session: Session, family_id: int) -> FamilyRecord | None:
-    return session.get(FamilyRecord, family_id)
-
-
-def grid_count(session: Session, family_id: int) -> int:
-    return session.scalar(select(func.count()).where(GridPointRecord.family_id == family_id)) or 0
 
 
 def change_signature(session: Session) -> tuple[Any, ...]:

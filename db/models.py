@@ -13,11 +13,6 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SEARCH_STATUSES = ("running", "finished", "interrupted", "failed")
-TRIAL_STATUSES = ("running", "complete", "failed", "rejected", "interrupted")
-TRIAL_ROLES = ("candidate", "reference")
-
-
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -83,7 +83,10 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
             raise DatabaseError(f"database path {str(path)!r} is a directory, not a file")
         if not path.parent.exists():
             raise DatabaseError(f"cannot create database {str(path)!r}: folder {str(path.parent)!r} does not exist")
-    kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}} if parsed.get_backend_name() == "sqlite" else {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    else:
+        kwargs = {"pool_pre_ping": True}
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:

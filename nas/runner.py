@@ -26,7 +26,7 @@ from nas.data import ProxyData
 from nas.flops import count_flops, count_params
 from nas.reward import reward
 from nas.space import SearchSpace
-from nas.spec import ArchSpec, spec_from_dict, spec_to_dict
+from nas.spec import ArchSpec, spec_to_dict
 from nas.train import ProxyConfig, train_and_evaluate
 
 TERMINAL = ("complete", "failed", "rejected")
@@ -139,10 +139,6 @@ def reference_trial(session: Session, search_id: int) -> TrialRecord | None:
     ).first()
 
 
-def trial_spec(trial: TrialRecord) -> ArchSpec:
-    return spec_from_dict(trial.arch)
-
-
 class SearchRunner:
     """Evaluates candidates for one search and writes each one to the database as it ends."""
 
@@ -206,14 +202,6 @@ class SearchRunner:
             return False
         # A strategy that only proposes architectures already evaluated has run out of new ones.
         return self._idle_hits < 1000 + len(self._results)
-
-    @property
-    def done(self) -> int:
-        return self._done
-
-    @property
-    def best(self) -> TrialOutcome | None:
-        return self._best
 
     # -- evaluation --------------------------------------------------------------------------------------
     def evaluate_sample(self, sample: dict[str, Any]) -> float:

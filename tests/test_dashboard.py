@@ -229,3 +229,27 @@ def test_real_browser_shows_a_running_search_live_without_reload(tmp_path):
         assert driver.execute_script("return window.effnasMarker;") == "no reload"
         assert not driver.find_elements(By.CSS_SELECTOR, ERRORS)
         driver.save_screenshot(str(tmp_path / "live.png"))
+
+
+def test_python_m_dashboard_serves_on_loopback(filled_db, tmp_path):
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--db", str(filled_db), "--server.port", str(port),
+         "--server.headless", "true"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("python -m dashboard did not answer on 127.0.0.1")
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=30)
+    assert f"127.0.0.1:{port}" in output
