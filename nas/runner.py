@@ -80,7 +80,6 @@ class TrialOutcome:
     params: int
     accuracy: float | None = None
     reward: float | None = None
-    seconds: float = 0.0
     error: str | None = None
 
 
@@ -174,11 +173,14 @@ class SearchRunner:
                 .where(TrialRecord.search_id == self.search_id, TrialRecord.status == "running")
                 .values(status="interrupted", error="the process running this trial stopped before it ended")
             )
-            rows = session.scalars(select(TrialRecord).where(TrialRecord.search_id == self.search_id)).all()
-            for row in rows:
-                if row.status in TERMINAL:
-                    self._results[(row.role, row.arch_key)] = row.reward if row.status == "complete" else 0.0
-            self._done = sum(1 for row in rows if row.role == "candidate" and row.status in TERMINAL)
+            rows = session.execute(
+                select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status, TrialRecord.reward).where(
+                    TrialRecord.search_id == self.search_id, TrialRecord.status.in_(TERMINAL)
+                )
+            ).all()
+            for role, key, status, value in rows:
+                self._results[(role, key)] = value if status == "complete" else 0.0
+            self._done = sum(1 for role, *_ in rows if role == "candidate")
             best = best_trial(session, self.search_id)
             if best is not None:
                 self._best = self._outcome(best)
@@ -187,8 +189,7 @@ class SearchRunner:
     def _outcome(row: TrialRecord) -> TrialOutcome:
         return TrialOutcome(
             number=row.number, role=row.role, status=row.status, block_strings=row.block_strings.split(),
-            flops=row.flops or 0, params=row.params or 0, accuracy=row.accuracy, reward=row.reward,
-            seconds=sum(s or 0.0 for s in (row.build_seconds, row.train_seconds, row.eval_seconds)), error=row.error,
+            flops=row.flops or 0, params=row.params or 0, accuracy=row.accuracy, reward=row.reward, error=row.error,
         )
 
     def elapsed(self) -> float:
@@ -219,14 +220,12 @@ class SearchRunner:
         self.events.trial_finished(outcome, self._done, self._best)
         return outcome.reward if outcome.status == "complete" else 0.0
 
-    def evaluate_reference(self) -> TrialOutcome | None:
+    def evaluate_reference(self) -> None:
         """EfficientNet-B0 for this task, through the same evaluator (once per search)."""
         spec = self.space.reference_spec()
-        if ("reference", arch_key(spec)) in self._results:
-            return None
-        outcome = self.evaluate(spec, "reference", self.space.b0_sample())
-        self.events.trial_finished(outcome, self._done, self._best)
-        return outcome
+        if ("reference", arch_key(spec)) not in self._results:
+            outcome = self.evaluate(spec, "reference", self.space.b0_sample())
+            self.events.trial_finished(outcome, self._done, self._best)
 
     def _claim_row(self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any]) -> TrialRecord:
         key = arch_key(spec)
@@ -283,16 +282,14 @@ class SearchRunner:
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             self._finish(row_id, status="failed", error=error, train_seconds=time.perf_counter() - start)
             self._results[(role, row.arch_key)] = 0.0
-            return TrialOutcome(number, role, "failed", spec.block_strings(), flops, params, error=error,
-                                seconds=time.perf_counter() - start)
+            return TrialOutcome(number, role, "failed", spec.block_strings(), flops, params, error=error)
         value = reward(result.accuracy, flops, settings.target_flops, settings.constraint, settings.w)
         self._finish(
             row_id, status="complete", accuracy=result.accuracy, reward=value, build_seconds=result.build_seconds,
             train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
         )
         self._results[(role, row.arch_key)] = value
-        seconds = result.build_seconds + result.train_seconds + result.eval_seconds
-        return TrialOutcome(number, role, "complete", spec.block_strings(), flops, params, result.accuracy, value, seconds)
+        return TrialOutcome(number, role, "complete", spec.block_strings(), flops, params, result.accuracy, value)
 
     def _finish(self, row_id: int, **values: Any) -> None:
         with self.factory.begin() as session:
