@@ -274,7 +274,7 @@ def _summary(factory, search_id: int, settings: SearchSettings, data: ProxyData,
         "",
         f"Search id: {search_id}",
         f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
-        f"Dashboard: streamlit run dashboard/app.py{(' --' + db_arg) if db_arg else ''}",
+        f"Dashboard: python -m dashboard{db_arg}",
     ]
     return "\n".join(lines)
 
