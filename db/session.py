@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 DEFAULT_DB_FILE = "effnas.db"
 DB_ENV_VAR = "EFFNAS_DB"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_KEY = 0x0EFF4A5  # any fixed number: PostgreSQL advisory lock taken while creating or migrating
 
 
 class DatabaseError(Exception):
@@ -128,6 +131,22 @@ def _known_revisions() -> set[str]:
     return {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
 
 
+def _state(connection: Connection) -> str:
+    tables = set(inspect(connection).get_table_names())
+    if not tables:
+        return "empty"
+    if "alembic_version" not in tables:
+        return "foreign"
+    from alembic.runtime.migration import MigrationContext
+
+    revision = MigrationContext.configure(connection).get_current_revision()
+    if revision == head_revision():
+        return "current"
+    if revision in _known_revisions():
+        return "old"
+    return "newer" if revision else "foreign"
+
+
 def current_revision(engine: Engine) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
@@ -138,32 +157,35 @@ def current_revision(engine: Engine) -> str | None:
 def schema_state(engine: Engine) -> str:
     """'empty' (no tables), 'current', 'old' (an earlier effnas schema), 'newer' (from a later effnas),
     or 'foreign' (tables of some other program)."""
-    tables = set(inspect(engine).get_table_names())
-    if not tables:
-        return "empty"
-    if "alembic_version" not in tables:
-        return "foreign"
-    revision = current_revision(engine)
-    if revision == head_revision():
-        return "current"
-    if revision in _known_revisions():
-        return "old"
-    return "newer" if revision else "foreign"
+    with engine.connect() as connection:
+        return _state(connection)
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision (creating it in an empty database)."""
-    from alembic import command
-
-    try:
-        with engine.begin() as connection:
-            command.upgrade(_alembic_config(connection), "head")
-    except SQLAlchemyError as exc:
-        # Another process (a second search starting at the same moment) may have just done it.
-        if schema_state(engine) != "current":
-            raise DatabaseError(
-                f"cannot create the schema in {describe_url(str(engine.url))}: {_first_line(exc)}"
-            ) from None
+@contextlib.contextmanager
+def _schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection holding a lock for the whole schema check and migration, so that two processes opening a
+    new database at the same moment do not both create it, nor see it half made."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            # pysqlite commits each CREATE TABLE on its own; one IMMEDIATE transaction makes the migration atomic
+            # and makes the other process wait (busy timeout) for it.
+            raw = connection.connection.driver_connection
+            raw.isolation_level = None
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                except BaseException:
+                    connection.exec_driver_sql("ROLLBACK")
+                    raise
+                connection.exec_driver_sql("COMMIT")
+            finally:
+                raw.isolation_level = ""
+        else:
+            with connection.begin():
+                if engine.dialect.name == "postgresql":
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+                yield connection
 
 
 def _schema_problem(state: str, url: str) -> str:
@@ -179,12 +201,20 @@ def _schema_problem(state: str, url: str) -> str:
 
 
 def init_schema(engine: Engine) -> None:
-    """Create or upgrade the schema as needed; safe to call on every start."""
-    state = schema_state(engine)
-    if state in ("empty", "old"):
-        upgrade_schema(engine)
-    elif state != "current":
-        raise DatabaseError(_schema_problem(state, str(engine.url)))
+    """Create or upgrade the schema as needed; safe to call on every start, from several processes at once."""
+    from alembic import command
+
+    try:
+        with _schema_lock(engine) as connection:
+            state = _state(connection)
+            if state in ("empty", "old"):
+                command.upgrade(_alembic_config(connection), "head")
+            elif state != "current":
+                raise DatabaseError(_schema_problem(state, str(engine.url)))
+    except SQLAlchemyError as exc:
+        raise DatabaseError(
+            f"cannot create the schema in {describe_url(str(engine.url))}: {_first_line(exc)}"
+        ) from None
 
 
 def open_database(url: str | None = None, *, create: bool = True) -> sessionmaker[Session]:

@@ -165,3 +165,17 @@ def test_db_upgrade_command(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "db", "upgrade", "--db", str(tmp_path / "none.db")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_processes_creating_one_new_database_at_the_same_moment_all_succeed(db_url):
+    import subprocess
+    import sys
+
+    from db.session import create_db_engine, schema_state
+
+    code = "import sys; from db import open_database; open_database(sys.argv[1])"
+    processes = [subprocess.Popen([sys.executable, "-c", code, db_url], stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert all(p.returncode == 0 for p in processes), errors
+    assert schema_state(create_db_engine(db_url)) == "current"
