@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import SearchRecord, TrialRecord, utcnow
-from nas.data import ProxyData
+from nas.data import ProxyData, load_proxy_data
 from nas.flops import count_flops, count_params
 from nas.reward import reward
 from nas.space import SearchSpace
@@ -68,6 +68,16 @@ class SearchSettings:
 
     def proxy_config(self) -> ProxyConfig:
         return ProxyConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+
+
+def load_task_data(settings: SearchSettings, resolution: int | None = None) -> ProxyData:
+    """The search's data (at `resolution`, default the proxy's), after fixing the thread count that its
+    normalisation and training will use."""
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    return load_proxy_data(settings.dataset, settings.data_dir, resolution or settings.proxy_resolution,
+                           settings.val_fraction, settings.subset)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli import OneLineParser, UsageError, fail, format_duration, parse_duration, parse_flops
-from nas.data import DATASETS, DataError, ProxyData, load_proxy_data
+from nas.data import DATASETS, DataError, ProxyData
 from nas.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.reward import CONSTRAINTS
 from nas.runner import (
@@ -27,6 +27,7 @@ from nas.runner import (
     TrialOutcome,
     best_trial,
     create_search,
+    load_task_data,
     reference_trial,
 )
 from nas.space import SearchSpace, SpaceError, parse_fixed
@@ -277,15 +278,6 @@ def _summary(factory, search_id: int, settings: SearchSettings, data: ProxyData,
         f"Dashboard: python -m dashboard{db_arg}",
     ]
     return "\n".join(lines)
-
-
-def load_task_data(settings: SearchSettings) -> ProxyData:
-    """The search's data, after fixing the thread count that its normalisation and training will use."""
-    import torch
-
-    torch.set_num_threads(settings.threads)
-    return load_proxy_data(settings.dataset, settings.data_dir, settings.proxy_resolution, settings.val_fraction,
-                           settings.subset)
 
 
 def _quiet_libraries(verbose: bool) -> None:

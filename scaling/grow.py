@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from nas.cli import OneLineParser, UsageError, fail, parse_flops
-from nas.data import DATASETS, DataError, load_proxy_data
+from nas.data import DATASETS, DataError
 from nas.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.runner import SearchSettings, best_trial
+from nas.runner import SearchSettings, best_trial, load_task_data
 from nas.spec import SpecError, from_json, named_spec
 from nas.train import ProxyConfig
 from scaling.compound import SOURCES, flops_factor
@@ -131,8 +131,6 @@ def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, S
 
 
 def _proxy(args: argparse.Namespace, settings: SearchSettings | None) -> ProxyEvaluator:
-    import torch
-
     base = settings or SearchSettings(target_flops=1, threads=os.cpu_count() or 1)
     if args.dataset is not None:
         base = replace(base, dataset=args.dataset, data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None)
@@ -142,11 +140,10 @@ def _proxy(args: argparse.Namespace, settings: SearchSettings | None) -> ProxyEv
         base = replace(base, epochs=args.epochs)
     if args.seed is not None:
         base = replace(base, seed=args.seed)
-    torch.set_num_threads(base.threads)
-    load_proxy_data(base.dataset, base.data_dir, base.proxy_resolution, base.val_fraction, base.subset)
+    load_task_data(base)
 
     def load(size: int):
-        return load_proxy_data(base.dataset, base.data_dir, size, base.val_fraction, base.subset)
+        return load_task_data(base, size)
 
     config: ProxyConfig = base.proxy_config()
     return ProxyEvaluator(load, base.proxy_resolution, config)
