@@ -53,6 +53,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def absolute_url(url: str) -> str:
+    """`url` with a relative SQLite path made absolute, so that processes started elsewhere open the same file."""
+    path = sqlite_path(url)
+    return f"sqlite:///{path.resolve()}" if path is not None and not path.is_absolute() else url
+
+
 def _enable_sqlite_concurrency(engine: Engine) -> None:
     # WAL lets the dashboard read while a search writes; the busy timeout makes a writer wait instead of failing.
     @event.listens_for(engine, "connect")

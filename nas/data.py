@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,17 @@ class ProxyData:
     @property
     def resolution(self) -> int:
         return int(self.train_x.shape[-1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device: str | torch.device) -> ProxyData:
+        """The same data on `device` (the proxy data set is small enough to live on the GPU)."""
+        return replace(
+            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device), val_x=self.val_x.to(device),
+            val_y=self.val_y.to(device),
+        )
 
     def describe(self) -> str:
         return (

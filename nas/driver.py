@@ -1,18 +1,25 @@
-"""The only module of effnas that knows NNI: the model space and the strategy driver.
+"""The only module of effnas that knows NNI: the model space and the strategy drivers.
 
-NNI 3.0 runs in-process here (SequentialExecutionEngine, no Node.js manager, no port). The evaluation function
-receives the sample dict and returns the reward; everything else (decoding, counting, training, storing) lives
-outside, in plain effnas code.
+`run_strategy` runs NNI 3.0 in-process (SequentialExecutionEngine, no Node.js manager, no port): the evaluation
+function receives the sample dict and returns the reward. `run_strategy_on_trial_processes` runs the same
+strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per candidate (`local`,
+`remote` over SSH, or any other NNI training service), each of which trains its candidate and writes its own row.
+Everything else (decoding, counting, training, storing) lives outside, in plain effnas code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
+import socket
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 os.environ.setdefault("NNI_FRAMEWORK", "none")  # keeps nni.nas.evaluator from importing PyTorch Lightning
 
@@ -21,9 +28,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import nni
     from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.execution import SequentialExecutionEngine
+    from nni.nas.execution import SequentialExecutionEngine, TrainingServiceExecutionEngine
+    from nni.nas.execution.event import FinalMetricEvent, TrainingEndEvent
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni.nas.nn.pytorch import ModelSpace
-    from nni.nas.space import SimplifiedModelSpace
+    from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
     from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution
 
 from torch import nn
@@ -38,14 +47,20 @@ GRID_MAX_SIZE = 100_000
 class MnasModelSpace(ModelSpace):
     """The search space as an NNI model space: one `nni.choice` per stage and dimension.
 
-    Freezing a sample gives the network the foundation's builder makes from the decoded spec.
+    Freezing a sample gives the network the foundation's builder makes from the decoded spec. The task's facts
+    are plain values, because NNI sends this object's arguments to trial processes as JSON.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, num_classes: int, in_channels: int, resolution: int, fixed: dict[str, Any]) -> None:
         super().__init__()
-        self.space = space
-        for label, values in space.choices():
+        self.space = SearchSpace(num_classes=num_classes, in_channels=in_channels, resolution=resolution,
+                                 fixed=dict(fixed))
+        for label, values in self.space.choices():
             self.add_mutable(nni.choice(label, list(values)))
+
+    @classmethod
+    def of(cls, space: SearchSpace) -> MnasModelSpace:
+        return cls(space.num_classes, space.in_channels, space.resolution, dict(space.fixed))
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         return build_model(self.space.decode(sample))
@@ -121,6 +136,264 @@ def run_strategy(
     def evaluate(sample: dict[str, Any]) -> None:
         nni.report_final_result(float(evaluate_sample(sample)))
 
-    model_space = MnasModelSpace(space)
+    model_space = MnasModelSpace.of(space)
     executable = SimplifiedModelSpace.from_model(model_space, _SampleEvaluator(evaluate))
     strategy(executable, _BudgetedEngine(budget_available))
+
+
+# -- NNI's training-service engine: one process per candidate ------------------------------------------------
+
+LOOPBACK_PRELOAD = Path(__file__).with_name("nni_loopback.js")
+# Keys of an NNI experiment configuration that `--nni-config` may set; the rest (search space, trial command,
+# budgets, tuner) belong to effnas.
+NNI_CONFIG_KEYS = {
+    "trainingService", "trialConcurrency", "trialGpuNumber", "nniManagerIp", "experimentName", "logLevel",
+}
+
+
+class NniConfigError(ValueError):
+    """An `--nni-config` that NNI would not accept; the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class TrialProcessOptions:
+    """How NNI's manager runs the trial processes."""
+
+    workers: int
+    nni_config: dict[str, Any] = field(default_factory=dict)
+    port: int | None = None
+    working_directory: Path = Path(".effnas") / "nni-experiments"
+
+    @property
+    def platform(self) -> str:
+        service = self.nni_config.get("trainingService") or {}
+        return str(service.get("platform", "local")) if isinstance(service, dict) else "local"
+
+
+def _case_free(key: str) -> str:
+    return key.replace("_", "").lower()
+
+
+def experiment_config(options: TrialProcessOptions) -> NasExperimentConfig:
+    """The NNI experiment configuration for `options`, validated; NniConfigError names what NNI refuses."""
+    allowed = {_case_free(key): key for key in NNI_CONFIG_KEYS}
+    unknown = [key for key in options.nni_config if _case_free(key) not in allowed]
+    if unknown:
+        raise NniConfigError(
+            f"--nni-config may not set {', '.join(unknown)}; it may set {', '.join(sorted(NNI_CONFIG_KEYS))} "
+            "(budgets, strategy and trial command come from nas.search)"
+        )
+    values = {allowed[_case_free(key)]: value for key, value in options.nni_config.items()}
+    values.setdefault("trainingService", {"platform": "local"})
+    values["trialConcurrency"] = options.workers
+    values.setdefault("experimentName", "effnas")
+    try:
+        config = NasExperimentConfig("ts", "simplified", **values)
+        config.experiment_working_directory = str(options.working_directory.resolve())
+        if options.platform != "local":
+            # The trial machines run their own Python (the trainingService's pythonPath), not this one.
+            config._trial_command_params = {"python": "python3"}
+        config.canonical_copy()
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        raise NniConfigError(f"NNI refuses the configuration: {_one_line(exc)}") from None
+    return config
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def free_port() -> int:
+    """A port on this machine that is free, and whose successor (NNI's second port for remote platforms) is too."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+class TrialHost(Protocol):
+    """What the training-service engine asks of the search (nas.runner.SearchRunner answers)."""
+
+    def pending_reference(self) -> dict[str, Any] | None: ...
+
+    def screen(self, sample: dict[str, Any]) -> float | None: ...
+
+    def reserve(self, sample: dict[str, Any], role: str = "candidate") -> None: ...
+
+    def collect(self, sample: dict[str, Any], role: str = "candidate", log_hint: str = "") -> float: ...
+
+    def budget_available(self) -> bool: ...
+
+
+def _train_in_trial_process(sample: dict[str, Any], db_url_hex: str, search_id: int, role: str) -> None:
+    # Runs in the trial process NNI starts: it must stay importable at module level.
+    from nas.runner import train_queued_trial
+
+    db_url = bytes.fromhex(db_url_hex).decode()
+    nni.report_final_result(float(train_queued_trial(db_url, search_id, sample, role)))
+
+
+class _TrialProcessEngine(TrainingServiceExecutionEngine):
+    """NNI's training-service engine with the search in charge of what is trained.
+
+    A candidate that needs no training (already evaluated, or over the FLOPs limit) is answered at once; the
+    others are queued in the database, then handed to NNI. When a trial process ends, its result is read from the
+    database. NNI reports trial ends on its listener thread; they are handled on the strategy's thread, in the
+    engine calls the strategy makes while it waits, so the search's state has one writer.
+    """
+
+    def __init__(self, binding: NasExperiment, host: TrialHost, reference: ExecutableModelSpace | None) -> None:
+        self._host = host
+        self._reference = reference
+        self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # NNI parameter id -> the model in a trial process and its role; NNI itself keeps only weak references.
+        self._pending: dict[int, tuple[ExecutableModelSpace, str]] = {}
+        super().__init__(binding, fetch_intermediates=False)
+
+    def _hand_out(self, model: ExecutableModelSpace, role: str) -> None:
+        self._host.reserve(dict(model.sample), role)
+        super().submit_models(model)
+        self._pending[self._current_parameter_id] = (model, role)
+
+    def submit_models(self, *models: ExecutableModelSpace) -> None:
+        self._handle_ended()
+        for model in models:
+            value = self._host.screen(dict(model.sample))
+            if value is None:
+                self._hand_out(model, "candidate")
+                continue
+            self.dispatch_model_event(FinalMetricEvent(model, value))
+            self.dispatch_model_event(TrainingEndEvent(model, ModelStatus.Trained))
+
+    def idle_worker_available(self) -> bool:
+        self._handle_ended()
+        if self._reference is not None and super().idle_worker_available():
+            # EfficientNet-B0 takes the first free worker; the strategy never sees it.
+            reference, self._reference = self._reference, None
+            self._hand_out(reference, "reference")
+        return super().idle_worker_available()
+
+    def budget_available(self) -> bool:
+        self._handle_ended()
+        self._check_manager()
+        return self._host.budget_available()
+
+    def wait_models(self, *models: ExecutableModelSpace) -> None:
+        while True:
+            self._handle_ended()
+            if all(model.status.completed() for model in models) and (models or not self._pending):
+                return
+            self._check_manager()
+            time.sleep(0.2)
+
+    def _check_manager(self) -> None:
+        status = self.nodejs_binding.get_status()
+        if status == "ERROR":
+            raise RuntimeError(f"NNI's manager stopped with an error; see {self.nodejs_binding.log_folder}")
+
+    def _report_metric_data_callback(self, command: Any) -> None:
+        # The trial process stores its result in the database, which `collect` reads.
+        return None
+
+    def _trial_end_callback(self, command: Any) -> None:
+        self._ended.put(command)
+
+    def _handle_ended(self) -> None:
+        while True:
+            try:
+                command = self._ended.get_nowait()
+            except queue.Empty:
+                return
+            if len(command.parameter_ids) != 1:
+                continue
+            entry = self._pending.pop(command.parameter_ids[0], None)
+            if entry is None:
+                continue
+            model, role = entry
+            hint = f"NNI trial {command.trial_job_id}, logs under {self.nodejs_binding.log_folder.parent}"
+            value = self._host.collect(dict(model.sample), role, hint)
+            if role == "candidate":
+                self.dispatch_model_event(FinalMetricEvent(model, value))
+                self.dispatch_model_event(TrainingEndEvent(model, self._interpret_trial_job_status(command.event)))
+
+
+class _SearchExperiment(NasExperiment):
+    def __init__(self, space: MnasModelSpace, evaluator: Any, strategy: Any, config: NasExperimentConfig,
+                 host: TrialHost, reference: ExecutableModelSpace | None) -> None:
+        super().__init__(space, evaluator, strategy, config)
+        self._host = host
+        self._reference = reference
+        self.trial_engine: _TrialProcessEngine | None = None
+
+    def execution_engine_factory(self, config: Any) -> _TrialProcessEngine:
+        self.trial_engine = _TrialProcessEngine(self, self._host, self._reference)
+        return self.trial_engine
+
+    @property
+    def log_folder(self) -> Path:
+        return Path(self.config.canonical_copy().experiment_working_directory) / self.id / "log"
+
+
+@contextlib.contextmanager
+def _manager_on_loopback(enabled: bool) -> Iterator[None]:
+    """NNI 3.0 has no setting for the address its manager listens on, and listens on all interfaces. For local
+    trials, a preloaded script makes Node.js bind the manager's port to 127.0.0.1 instead."""
+    if not enabled:
+        yield
+        return
+    saved = os.environ.get("NODE_OPTIONS")
+    os.environ["NODE_OPTIONS"] = f"{saved or ''} --require {LOOPBACK_PRELOAD}".strip()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("NODE_OPTIONS", None)
+        else:
+            os.environ["NODE_OPTIONS"] = saved
+
+
+def run_strategy_on_trial_processes(
+    space: SearchSpace,
+    strategy: Any,
+    host: TrialHost,
+    db_url: str,
+    search_id: int,
+    options: TrialProcessOptions,
+    on_start: Callable[[str, int, Path], None] | None = None,
+) -> None:
+    """Explore `space` with `strategy`, training each candidate in a trial process that NNI's manager starts
+    (up to `options.workers` at once), until `host.budget_available()` turns false or the strategy has nothing
+    left, then wait for the trials still running. `on_start(experiment_id, port, log_folder)` is called just
+    before the manager starts."""
+    config = experiment_config(options)
+    model_space = MnasModelSpace.of(space)
+
+    def evaluator(role: str) -> _SampleEvaluator:
+        # NNI's messages go through json_tricks, which takes a "//" (as in every database URL) three levels deep
+        # for a comment and breaks the message: the URL travels hex-encoded.
+        return _SampleEvaluator(
+            _train_in_trial_process, db_url_hex=db_url.encode().hex(), search_id=search_id, role=role
+        )
+
+    reference_sample = host.pending_reference()
+    reference = None
+    if reference_sample is not None:
+        reference = SimplifiedModelSpace.from_model(model_space, evaluator("reference")).freeze(reference_sample)
+    experiment = _SearchExperiment(model_space, evaluator("candidate"), strategy, config, host, reference)
+    port = options.port or free_port()
+    if on_start is not None:
+        on_start(experiment.id, port, experiment.log_folder)
+    try:
+        with _manager_on_loopback(options.platform == "local"):
+            experiment.start(port=port)
+        if experiment.trial_engine is not None:
+            experiment.trial_engine.wait_models()
+    finally:
+        experiment.stop()

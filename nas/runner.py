@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import SearchRecord, TrialRecord, utcnow
-from nas.data import ProxyData, load_proxy_data
+from nas.data import DataError, ProxyData, load_proxy_data
 from nas.flops import count_flops, count_params
 from nas.reward import reward
 from nas.space import SearchSpace
@@ -30,6 +30,8 @@ from nas.spec import ArchSpec, spec_to_dict
 from nas.train import ProxyConfig, train_and_evaluate
 
 TERMINAL = ("complete", "failed", "rejected")
+# Not terminal: a candidate handed to a trial process that has not claimed it yet, or one being trained.
+IN_FLIGHT = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class SearchSettings:
     reference: bool = True
     # Part of reproducibility: float reductions (data normalisation, training) round differently per thread count.
     threads: int = 1
+    # auto: the GPU when the training process sees one (NNI's gpuIndices decide which), else the CPU.
+    device: str = "auto"
 
     def to_config(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,14 +74,30 @@ class SearchSettings:
         return ProxyConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
 
 
-def load_task_data(settings: SearchSettings, resolution: int | None = None) -> ProxyData:
-    """The search's data (at `resolution`, default the proxy's), after fixing the thread count that its
-    normalisation and training will use."""
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` becomes `cuda` where this process sees a GPU, else `cpu`; DataError when `cuda` is asked for and
+    there is none."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for, but this process sees no CUDA GPU")
+    return device
+
+
+def load_task_data(settings: SearchSettings, resolution: int | None = None, device: str | None = None) -> ProxyData:
+    """The search's data (at `resolution`, default the proxy's) on `device` (default: the training device), after
+    fixing the thread count that its normalisation and training will use."""
     import torch
 
     torch.set_num_threads(settings.threads)
-    return load_proxy_data(settings.dataset, settings.data_dir, resolution or settings.proxy_resolution,
+    data = load_proxy_data(settings.dataset, settings.data_dir, resolution or settings.proxy_resolution,
                            settings.val_fraction, settings.subset)
+    return data.to(device or resolve_device(settings.device))
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,7 @@ class SearchRunner:
         self._results: dict[tuple[str, str], float] = {}
         self._best: TrialOutcome | None = None
         self._done = 0
+        self._in_flight = 0
         self._idle_hits = 0
         self._started = time.monotonic()
 
@@ -180,7 +201,7 @@ class SearchRunner:
         with self.factory.begin() as session:
             session.execute(
                 update(TrialRecord)
-                .where(TrialRecord.search_id == self.search_id, TrialRecord.status == "running")
+                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT))
                 .values(status="interrupted", error="the process running this trial stopped before it ended")
             )
             rows = session.execute(
@@ -207,7 +228,7 @@ class SearchRunner:
 
     def budget_available(self) -> bool:
         settings = self.settings
-        if self._done >= settings.trials:
+        if self._done + self._in_flight >= settings.trials:
             return False
         if settings.time_budget is not None and self.elapsed() >= settings.time_budget:
             return False
@@ -215,20 +236,95 @@ class SearchRunner:
         return self._idle_hits < 1000 + len(self._results)
 
     # -- evaluation --------------------------------------------------------------------------------------
-    def evaluate_sample(self, sample: dict[str, Any]) -> float:
-        """The reward of a sample, training it only if this search has not evaluated its architecture yet."""
-        spec = self.space.decode(sample)
+    def _known_reward(self, spec: ArchSpec) -> float | None:
         known = self._results.get(("candidate", arch_key(spec)))
         if known is not None:
             self._idle_hits += 1
-            return known
-        self._idle_hits = 0
-        outcome = self.evaluate(spec, "candidate", sample)
+        else:
+            self._idle_hits = 0
+        return known
+
+    def _count(self, outcome: TrialOutcome) -> float:
+        """Counts a finished candidate, tells the user, and returns the reward the strategy sees."""
         self._done += 1
         if outcome.status == "complete" and (self._best is None or outcome.reward > self._best.reward):
             self._best = outcome
         self.events.trial_finished(outcome, self._done, self._best)
         return outcome.reward if outcome.status == "complete" else 0.0
+
+    def evaluate_sample(self, sample: dict[str, Any]) -> float:
+        """The reward of a sample, training it only if this search has not evaluated its architecture yet."""
+        spec = self.space.decode(sample)
+        known = self._known_reward(spec)
+        if known is not None:
+            return known
+        return self._count(self.evaluate(spec, "candidate", sample))
+
+    # -- trials run by other processes (NNI's training-service engine) -------------------------------------
+    def pending_reference(self) -> dict[str, Any] | None:
+        """The sample of EfficientNet-B0 when this search wants it and has not evaluated it yet."""
+        if not self.settings.reference or ("reference", arch_key(self.space.reference_spec())) in self._results:
+            return None
+        return self.space.b0_sample()
+
+    def trial_spec(self, sample: dict[str, Any], role: str) -> ArchSpec:
+        return self.space.reference_spec() if role == "reference" else self.space.decode(sample)
+
+    def screen(self, sample: dict[str, Any]) -> float | None:
+        """The reward of a candidate that needs no trial process: an architecture this search already has, or one
+        over the FLOPs limit (recorded here as rejected). None when it must be trained."""
+        spec = self.space.decode(sample)
+        known = self._known_reward(spec)
+        if known is not None:
+            return known
+        if count_flops(spec, self.settings.resolution) > self.flops_limit:
+            return self._count(self.evaluate(spec, "candidate", sample))
+        return None
+
+    def reserve(self, sample: dict[str, Any], role: str = "candidate") -> None:
+        """Numbers the trial and stores it as queued, before a trial process takes it. Numbers follow the order
+        of proposals, and an architecture is never handed out twice."""
+        spec = self.trial_spec(sample, role)
+        with self.factory.begin() as session:
+            row = self._claim_row(session, spec, role, sample, status="queued")
+            row.flops, row.params = count_flops(spec, self.settings.resolution), count_params(spec)
+            number = row.number
+        if role == "candidate":
+            self._in_flight += 1
+        self.events.trial_started(number, role, spec)
+
+    def collect(self, sample: dict[str, Any], role: str = "candidate", log_hint: str = "") -> float:
+        """After the trial process of `sample` ended: its outcome as stored. A process that ended without
+        storing one (killed, out of memory, an import error) leaves its trial marked failed."""
+        key = arch_key(self.trial_spec(sample, role))
+        with self.factory.begin() as session:
+            row = session.scalars(
+                select(TrialRecord).where(
+                    TrialRecord.search_id == self.search_id, TrialRecord.role == role, TrialRecord.arch_key == key
+                )
+            ).one()
+            if row.status in IN_FLIGHT:
+                row.status = "failed"
+                row.error = f"the trial process ended without storing a result{'; ' + log_hint if log_hint else ''}"
+                row.finished_at = utcnow()
+            outcome = self._outcome(row)
+        value = outcome.reward if outcome.status == "complete" else 0.0
+        self._results[(role, key)] = value
+        if role == "candidate":
+            self._in_flight -= 1
+            return self._count(outcome)
+        self.events.trial_finished(outcome, self._done, self._best)
+        return value
+
+    def abandon_in_flight(self) -> None:
+        """Marks this search's queued and running candidates interrupted (their trial processes were stopped)."""
+        with self.factory.begin() as session:
+            session.execute(
+                update(TrialRecord)
+                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT))
+                .values(status="interrupted", error="stopped before it ended", finished_at=utcnow())
+            )
+        self._in_flight = 0
 
     def evaluate_reference(self) -> None:
         """EfficientNet-B0 for this task, through the same evaluator (once per search)."""
@@ -237,7 +333,9 @@ class SearchRunner:
             outcome = self.evaluate(spec, "reference", self.space.b0_sample())
             self.events.trial_finished(outcome, self._done, self._best)
 
-    def _claim_row(self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any]) -> TrialRecord:
+    def _claim_row(
+        self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any], status: str = "running"
+    ) -> TrialRecord:
         key = arch_key(spec)
         row = session.scalars(
             select(TrialRecord).where(
@@ -255,26 +353,32 @@ class SearchRunner:
                 block_strings=join_blocks(spec), arch_key=key, sample=sample, attempts=0,
             )
             session.add(row)
-        row.status = "running"
-        row.attempts += 1
-        row.worker = self.worker
+        row.status = status
         row.error = None
-        row.started_at = utcnow()
         row.finished_at = None
+        if status == "running":
+            row.attempts += 1
+            row.worker = self.worker
+            row.started_at = utcnow()
         session.flush()
         return row
+
+    @property
+    def flops_limit(self) -> float:
+        return self.settings.max_flops_ratio * self.settings.target_flops
 
     def evaluate(self, spec: ArchSpec, role: str, sample: dict[str, Any]) -> TrialOutcome:
         settings = self.settings
         flops = count_flops(spec, settings.resolution)
         params = count_params(spec)
-        limit = settings.max_flops_ratio * settings.target_flops
         with self.factory.begin() as session:
             row = self._claim_row(session, spec, role, sample)
             row.flops, row.params = flops, params
-            if role == "candidate" and flops > limit:
+            if role == "candidate" and flops > self.flops_limit:
                 row.status = "rejected"
-                row.error = f"{flops:,} FLOPs exceed {settings.max_flops_ratio:g}x the target ({limit:,.0f})"
+                row.error = (
+                    f"{flops:,} FLOPs exceed {settings.max_flops_ratio:g}x the target ({self.flops_limit:,.0f})"
+                )
                 row.finished_at = utcnow()
             number, row_id = row.number, row.id
         self.events.trial_started(number, role, spec)
@@ -317,14 +421,15 @@ class SearchRunner:
         with self.factory.begin() as session:
             session.execute(update(SearchRecord).where(SearchRecord.id == self.search_id).values(**values))
 
-    def run(self, explore: Callable[[SearchRunner], None]) -> None:
-        """Evaluate the reference, then let `explore` (the strategy driver) propose candidates."""
+    def run(self, explore: Callable[[SearchRunner], None], reference_here: bool = True) -> None:
+        """Evaluate the reference (here, unless `explore` hands it to a trial process), then let `explore` (the
+        strategy driver) propose candidates."""
         self._load_state()
         self._started = time.monotonic()
         self.set_status("running")
         self.events.search_started(self._done)
         try:
-            if self.settings.reference:
+            if self.settings.reference and reference_here:
                 self.evaluate_reference()
             explore(self)
         except KeyboardInterrupt:
@@ -334,3 +439,16 @@ class SearchRunner:
             self.set_status("failed", error="".join(traceback.format_exception_only(type(exc), exc)).strip())
             raise
         self.set_status("finished")
+
+
+def train_queued_trial(db_url: str, search_id: int, sample: dict[str, Any], role: str) -> float:
+    """The work of one trial process of NNI's training-service engine: train the trial `sample` that the search
+    process queued, store its row, and return its reward."""
+    from db import SearchRecord, open_database
+
+    factory = open_database(db_url, create=False)
+    with factory() as session:
+        settings = SearchSettings.from_config(session.get(SearchRecord, search_id).config)
+    runner = SearchRunner(factory, search_id, settings, load_task_data(settings))
+    outcome = runner.evaluate(runner.trial_spec(sample, role), role, sample)
+    return outcome.reward if outcome.status == "complete" else 0.0

@@ -14,13 +14,14 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.cli import OneLineParser, UsageError, fail, format_duration, parse_duration, parse_flops
 from nas.data import DATASETS, DataError, ProxyData
 from nas.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.reward import CONSTRAINTS
 from nas.runner import (
+    DEVICES,
     SearchEvents,
     SearchRunner,
     SearchSettings,
@@ -32,6 +33,9 @@ from nas.runner import (
 )
 from nas.space import SearchSpace, SpaceError, parse_fixed
 from nas.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from nas.driver import TrialProcessOptions
 
 LOG_DIR = Path(".effnas") / "logs"
 # Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
@@ -70,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--epochs", type=int, default=3, help="proxy training epochs (3)")
     proxy.add_argument("--batch-size", type=int, default=128, help="proxy batch size (128)")
     proxy.add_argument("--lr", type=float, default=0.05, help="peak learning rate, SGD one-cycle (0.05)")
+    proxy.add_argument("--device", default="auto", help="auto (a GPU when the training process sees one, default), "
+                       "cpu or cuda")
+    parallel = parser.add_argument_group("parallel trials (NNI's training-service engine)")
+    parallel.add_argument("--workers", type=int, default=None,
+                          help="train this many candidates at once, each in its own process started by NNI's manager "
+                          "(default 1: one at a time, in this process)")
+    parallel.add_argument("--nni-config", default=None, metavar="FILE",
+                          help="YAML or JSON with NNI's trainingService (local with gpuIndices, remote over SSH, ...), "
+                          "trialConcurrency and trialGpuNumber; see the README")
+    parallel.add_argument("--nni-port", type=int, default=None,
+                          help="port of NNI's manager (default: a free one; on 127.0.0.1 for local trials)")
     run = parser.add_argument_group("bookkeeping")
     run.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
     run.add_argument("--name", default=None, help="a name for this search")
@@ -103,6 +118,8 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.device not in DEVICES:
+        raise UsageError(f"unknown device {args.device!r}; choose one of {', '.join(DEVICES)}")
     try:
         fixed = parse_fixed(args.fix)
     except SpaceError as exc:
@@ -126,7 +143,9 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         subset=args.subset,
         fixed=fixed,
         reference=not args.no_reference,
-        threads=args.threads or os.cpu_count() or 1,
+        # Parallel trial processes share the cores.
+        threads=args.threads or max(1, (os.cpu_count() or 1) // (args.workers or 1)),
+        device=args.device,
     )
     _check_strategy(settings, SearchSpace(num_classes=10, in_channels=3, fixed=fixed).size())
     return settings
@@ -143,8 +162,56 @@ def _check_strategy(settings: SearchSettings, space_size: int) -> None:
 
 _RESUME_CONFLICTS = (
     "target_flops", "strategy", "resolution", "constraint", "w", "dataset", "data_dir", "subset", "fix", "name",
-    "no_reference", "proxy_resolution", "epochs", "batch_size", "lr", "seed", "max_flops_ratio", "threads",
+    "no_reference", "proxy_resolution", "epochs", "batch_size", "lr", "seed", "max_flops_ratio", "threads", "device",
 )
+
+
+def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
+    """How to run trial processes, or None to train in this process; UsageError names the first problem."""
+    from db.session import sqlite_path
+    from nas.driver import NniConfigError, TrialProcessOptions, experiment_config
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.nni_port is not None and not 1024 <= args.nni_port <= 65534:
+        raise UsageError(f"--nni-port must be between 1024 and 65534, got {args.nni_port}")
+    nni_config = _read_nni_config(args.nni_config) if args.nni_config else {}
+    concurrency = nni_config.pop("trialConcurrency", None)
+    if concurrency is not None and args.workers is not None and concurrency != args.workers:
+        raise UsageError(f"--workers {args.workers} and trialConcurrency {concurrency} in {args.nni_config} disagree")
+    workers = args.workers or concurrency or 1
+    if workers == 1 and not nni_config:
+        return None
+    options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=args.nni_port)
+    try:
+        experiment_config(options)
+    except NniConfigError as exc:
+        raise UsageError(f"{args.nni_config}: {exc}" if args.nni_config else str(exc)) from None
+    if options.platform != "local" and sqlite_path(db_url) is not None:
+        raise UsageError(
+            f"trials on the {options.platform} training service cannot write to a SQLite file on this machine; "
+            "pass --db with a database server URL they can reach (postgresql://...)"
+        )
+    return options
+
+
+def _read_nni_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --nni-config {path}: {exc.strerror}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold a mapping of NNI settings (trainingService, trialConcurrency, ...)")
+    if "trialConcurrency" in config and (not isinstance(config["trialConcurrency"], int)
+                                         or config["trialConcurrency"] < 1):
+        raise UsageError(f"{path}: trialConcurrency must be a whole number of at least 1")
+    return config
 
 
 def _explicit_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -159,7 +226,7 @@ class ProgressDisplay(SearchEvents):
         self.clock = clock
         self.started_done = 0
         self.bar = None
-        self.current = ""
+        self.running: list[str] = []  # several at once when trial processes train in parallel
         self.best_text = "best reward -"
 
     def search_started(self, done: int) -> None:
@@ -184,18 +251,36 @@ class ProgressDisplay(SearchEvents):
             parts.append(max(0.0, self.settings.time_budget - elapsed))
         return f"~{format_duration(min(parts))} left" if parts else "time left: estimating"
 
-    def trial_started(self, number: int, role: str, spec: ArchSpec) -> None:
-        self.current = "EfficientNet-B0 reference" if role == "reference" else f"trial {number}"
+    @staticmethod
+    def _label(number: int, role: str) -> str:
+        return "EfficientNet-B0 reference" if role == "reference" else f"trial {number}"
+
+    def _describe_running(self, suffix: str = "") -> None:
         if self.bar is not None:
-            self.bar.set_description_str(self.current)
+            self.bar.set_description_str(", ".join(self.running) + suffix)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
         else:
-            print(f"{self.current}: training ...", file=sys.stderr, flush=True)
+            print(text, file=sys.stderr, flush=True)
+
+    def trial_started(self, number: int, role: str, spec: ArchSpec) -> None:
+        label = self._label(number, role)
+        self.running.append(label)
+        if self.bar is not None:
+            self._describe_running()
+        else:
+            print(f"{label}: training ...", file=sys.stderr, flush=True)
 
     def epoch_done(self, epoch: int, epochs: int) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str(f"{self.current} (epoch {epoch}/{epochs})")
+        self._describe_running(f" (epoch {epoch}/{epochs})")
 
     def trial_finished(self, outcome: TrialOutcome, done: int, best: TrialOutcome | None) -> None:
+        label = self._label(outcome.number, outcome.role)
+        if label in self.running:
+            self.running.remove(label)
+            self._describe_running()
         if best is not None:
             self.best_text = f"best reward {best.reward:.4f} (acc {best.accuracy:.3f}, {format_flops(best.flops)})"
         result = _outcome_text(outcome)
@@ -205,7 +290,8 @@ class ProgressDisplay(SearchEvents):
                 self.bar.update(done - self.bar.n)
             self.bar.set_postfix_str(f"{self.best_text}, {left}")
         else:
-            label = "EfficientNet-B0 reference" if outcome.role == "reference" else f"trial {done}/{self.settings.trials}"
+            if outcome.role == "candidate":
+                label += f" ({done}/{self.settings.trials} done)"
             print(f"{label}: {result} | {self.best_text} | {left}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -295,10 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(args.verbose)
 
     from db import DatabaseError, SearchRecord, open_database, resolve_url
-    from db.session import describe_url
+    from db.session import absolute_url, describe_url
 
     db_url = resolve_url(args.db)
     try:
+        trial_options = trial_options_from_args(args, db_url)
+        # Where trial processes train, this process needs the data only for its shape.
+        data_device = "cpu" if trial_options is not None else None
         if args.resume is not None:
             conflicts = _explicit_options(args, parser)
             if conflicts:
@@ -317,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 overrides["time_budget"] = parse_duration(args.time_budget)
             if overrides:
                 settings = SearchSettings.from_config({**settings.to_config(), **overrides})
-            data = load_task_data(settings)
+            data = load_task_data(settings, device=data_device)
             search_id = args.resume
             if overrides:
                 with factory.begin() as session:
@@ -326,23 +415,27 @@ def main(argv: list[str] | None = None) -> int:
                     record.max_trials = settings.trials
         else:
             settings = settings_from_args(args)
-            data = load_task_data(settings)
+            data = load_task_data(settings, device=data_device)
             factory = open_database(db_url)
             search_id = create_search(factory, settings, args.name)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc))
 
-    from nas.driver import make_strategy, route_nni_logs, run_strategy
+    from nas.driver import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
 
     log_file = LOG_DIR / f"search-{search_id}.log"
     route_nni_logs(log_file, args.verbose)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
+    where = "in this process" if trial_options is None else (
+        f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
+    )
     print(
         f"Search {search_id}: {settings.strategy}, {settings.trials} trials"
         f"{', time budget ' + format_duration(settings.time_budget) if settings.time_budget else ''}, "
         f"target {format_flops(settings.target_flops)} FLOPs at {settings.resolution}px "
-        f"({FLOPS_CONVENTION}). Data: {data.describe()}. Database: {describe_url(db_url)}. NNI log: {log_file}",
+        f"({FLOPS_CONVENTION}). Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. "
+        f"NNI log: {log_file}",
         file=sys.stderr,
     )
     started = time.monotonic()
@@ -350,12 +443,26 @@ def main(argv: list[str] | None = None) -> int:
     display = ProgressDisplay(settings, runner.elapsed)
     runner.events = display
 
+    def announce(experiment_id: str, port: int, log_folder: Path) -> None:
+        address = "127.0.0.1" if trial_options.platform == "local" else "all interfaces"
+        display.note(f"NNI manager: experiment {experiment_id}, port {port} on {address}; trial logs under "
+                     f"{log_folder.parent}")
+
     def explore(active: SearchRunner) -> None:
         strategy = make_strategy(settings.strategy, settings.seed, settings.trials, active.space.size())
-        run_strategy(active.space, strategy, active.evaluate_sample, active.budget_available)
+        if trial_options is None:
+            run_strategy(active.space, strategy, active.evaluate_sample, active.budget_available)
+            return
+        try:
+            run_strategy_on_trial_processes(
+                active.space, strategy, active, absolute_url(db_url), search_id, trial_options, on_start=announce
+            )
+        except BaseException:
+            active.abandon_in_flight()
+            raise
 
     try:
-        runner.run(explore)
+        runner.run(explore, reference_here=trial_options is None)
     except KeyboardInterrupt:
         display.close()
         print(

@@ -70,10 +70,11 @@ def train_and_evaluate(
     config: ProxyConfig,
     on_epoch: Callable[[int, int], None] | None = None,
 ) -> ProxyResult:
-    """Train `spec` on the proxy task and return validation accuracy and timings. Same seed, same result."""
+    """Train `spec` on the proxy task, on the device that holds `data`, and return validation accuracy and
+    timings. Same seed and device, same result."""
     torch.manual_seed(config.seed)
     start = time.perf_counter()
-    model = build_model(proxy_spec(spec, data)).to(memory_format=torch.channels_last)
+    model = build_model(proxy_spec(spec, data)).to(data.device, memory_format=torch.channels_last)
     build_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -88,7 +89,7 @@ def train_and_evaluate(
     )
     model.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator).to(data.device)
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             images = data.train_x[index].contiguous(memory_format=torch.channels_last)

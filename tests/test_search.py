@@ -84,7 +84,7 @@ def test_nni_model_space_freezes_b0_through_the_foundation_builder():
     from nas.driver import MnasModelSpace
 
     space = SearchSpace(num_classes=1000, in_channels=3)
-    model = MnasModelSpace(space).freeze(space.b0_sample())
+    model = MnasModelSpace.of(space).freeze(space.b0_sample())
     assert sum(p.numel() for p in model.parameters()) == 5_288_548
     assert not any("nni" in type(m).__module__ for m in model.modules())
 
