@@ -32,6 +32,7 @@ test: setup browser
 bench: setup
 	$(PY) bench/flops_counters.py
 	$(PY) bench/search_speed.py
+	$(PY) bench/parallel_trials.py
 	$(PY) bench/export_memory.py
 	$(PY) bench/dashboard_pareto.py
 

@@ -117,8 +117,8 @@ def progress_page(factory, searches: list[queries.SearchRow]) -> None:
         trials = queries.trial_points(session, [search.id])
     data = figures.progress_data(trials)
     counts = pd.Series([t.status for t in trials if t.role == "candidate"]).value_counts()
-    columns = st.columns(5)
-    for column, status in zip(columns, ("complete", "failed", "rejected", "running", "interrupted")):
+    statuses = ("complete", "failed", "rejected", "queued", "running", "interrupted")
+    for column, status in zip(st.columns(len(statuses)), statuses):
         column.metric(status, int(counts.get(status, 0)))
     st.plotly_chart(figures.progress_figure(data), width="stretch", key="progress")
     st.caption("Failed and rejected trials are drawn at reward 0 with their own markers.")

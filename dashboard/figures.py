@@ -8,6 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from dashboard.queries import TrialPoint
+from db import IN_FLIGHT_STATUSES
 from nas.builder import network_layout
 from nas.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.pareto import pareto_front
@@ -107,7 +108,7 @@ def progress_data(trials: list[TrialPoint]) -> ProgressData:
     """Reward per candidate trial (0 for failed/rejected) and the best reward so far, in trial order."""
     numbers, rewards, statuses, best_numbers, best = [], [], [], [], []
     current = None
-    for t in (t for t in trials if t.role == "candidate" and t.status != "running"):
+    for t in (t for t in trials if t.role == "candidate" and t.status not in IN_FLIGHT_STATUSES):
         value = t.reward if t.status == "complete" else 0.0
         numbers.append(t.number)
         rewards.append(value)

@@ -13,6 +13,12 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# A trial's status: queued (numbered, waiting for a trial process), running, then complete, failed or rejected;
+# interrupted when its process stopped first (it is trained again on resume).
+IN_FLIGHT_STATUSES = ("queued", "running")
+FINISHED_STATUSES = ("complete", "failed", "rejected")
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import SearchRecord, TrialRecord, utcnow
+from db import FINISHED_STATUSES, IN_FLIGHT_STATUSES, SearchRecord, TrialRecord, utcnow
 from nas.data import DataError, ProxyData, load_proxy_data
 from nas.flops import count_flops, count_params
 from nas.reward import reward
@@ -29,9 +29,6 @@ from nas.space import SearchSpace
 from nas.spec import ArchSpec, spec_to_dict
 from nas.train import ProxyConfig, train_and_evaluate
 
-TERMINAL = ("complete", "failed", "rejected")
-# Not terminal: a candidate handed to a trial process that has not claimed it yet, or one being trained.
-IN_FLIGHT = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -201,12 +198,12 @@ class SearchRunner:
         with self.factory.begin() as session:
             session.execute(
                 update(TrialRecord)
-                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT))
+                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT_STATUSES))
                 .values(status="interrupted", error="the process running this trial stopped before it ended")
             )
             rows = session.execute(
                 select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status, TrialRecord.reward).where(
-                    TrialRecord.search_id == self.search_id, TrialRecord.status.in_(TERMINAL)
+                    TrialRecord.search_id == self.search_id, TrialRecord.status.in_(FINISHED_STATUSES)
                 )
             ).all()
             for role, key, status, value in rows:
@@ -303,7 +300,7 @@ class SearchRunner:
                     TrialRecord.search_id == self.search_id, TrialRecord.role == role, TrialRecord.arch_key == key
                 )
             ).one()
-            if row.status in IN_FLIGHT:
+            if row.status in IN_FLIGHT_STATUSES:
                 row.status = "failed"
                 row.error = f"the trial process ended without storing a result{'; ' + log_hint if log_hint else ''}"
                 row.finished_at = utcnow()
@@ -321,7 +318,7 @@ class SearchRunner:
         with self.factory.begin() as session:
             session.execute(
                 update(TrialRecord)
-                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT))
+                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT_STATUSES))
                 .values(status="interrupted", error="stopped before it ended", finished_at=utcnow())
             )
         self._in_flight = 0
@@ -443,12 +440,31 @@ class SearchRunner:
 
 def train_queued_trial(db_url: str, search_id: int, sample: dict[str, Any], role: str) -> float:
     """The work of one trial process of NNI's training-service engine: train the trial `sample` that the search
-    process queued, store its row, and return its reward."""
+    process queued, store its row, and return its reward. A failure before training starts (data, device) is
+    stored with the trial too, then raised."""
     from db import SearchRecord, open_database
 
     factory = open_database(db_url, create=False)
     with factory() as session:
         settings = SearchSettings.from_config(session.get(SearchRecord, search_id).config)
-    runner = SearchRunner(factory, search_id, settings, load_task_data(settings))
+    try:
+        data = load_task_data(settings)
+    except Exception as exc:
+        _fail_queued(factory, search_id, sample, role, "".join(traceback.format_exception_only(type(exc), exc)))
+        raise
+    runner = SearchRunner(factory, search_id, settings, data)
     outcome = runner.evaluate(runner.trial_spec(sample, role), role, sample)
     return outcome.reward if outcome.status == "complete" else 0.0
+
+
+def _fail_queued(factory: sessionmaker[Session], search_id: int, sample: dict[str, Any], role: str, error: str) -> None:
+    # Without the data the architecture key cannot be computed; the queued row is found by its sample instead.
+    with factory.begin() as session:
+        for row in session.scalars(
+            select(TrialRecord).where(
+                TrialRecord.search_id == search_id, TrialRecord.role == role,
+                TrialRecord.status.in_(IN_FLIGHT_STATUSES),
+            )
+        ):
+            if row.sample == sample:
+                row.status, row.error, row.finished_at = "failed", error.strip(), utcnow()

@@ -30,6 +30,7 @@ from nas.runner import (
     create_search,
     load_task_data,
     reference_trial,
+    resolve_device,
 )
 from nas.space import SearchSpace, SpaceError, parse_fixed
 from nas.spec import ArchSpec
@@ -416,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             settings = settings_from_args(args)
             data = load_task_data(settings, device=data_device)
+            factory = None
+        if trial_options is not None and trial_options.platform == "local":
+            resolve_device(settings.device)  # the trial processes would all fail on this machine
+        if factory is None:
             factory = open_database(db_url)
             search_id = create_search(factory, settings, args.name)
     except (UsageError, DataError, DatabaseError) as exc:
