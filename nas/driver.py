@@ -13,7 +13,12 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -144,6 +149,8 @@ def run_strategy(
 # -- NNI's training-service engine: one process per candidate ------------------------------------------------
 
 LOOPBACK_PRELOAD = Path(__file__).with_name("nni_loopback.js")
+# How long the engine waits for a worker to come free before it lets the strategy check its budget.
+IDLE_WAIT_SECONDS = 5.0
 # Keys of an NNI experiment configuration that `--nni-config` may set; the rest (search space, trial command,
 # budgets, tuner) belong to effnas.
 NNI_CONFIG_KEYS = {
@@ -174,8 +181,9 @@ def _case_free(key: str) -> str:
     return key.replace("_", "").lower()
 
 
-def experiment_config(options: TrialProcessOptions) -> NasExperimentConfig:
-    """The NNI experiment configuration for `options`, validated; NniConfigError names what NNI refuses."""
+def experiment_config(options: TrialProcessOptions, trial_python: str | None = None) -> NasExperimentConfig:
+    """The NNI experiment configuration for `options`, validated; NniConfigError names what NNI refuses.
+    `trial_python` replaces the Python that NNI's trial command starts."""
     allowed = {_case_free(key): key for key in NNI_CONFIG_KEYS}
     unknown = [key for key in options.nni_config if _case_free(key) not in allowed]
     if unknown:
@@ -190,7 +198,9 @@ def experiment_config(options: TrialProcessOptions) -> NasExperimentConfig:
     try:
         config = NasExperimentConfig("ts", "simplified", **values)
         config.experiment_working_directory = str(options.working_directory.resolve())
-        if options.platform != "local":
+        if trial_python is not None:
+            config._trial_command_params = {"python": trial_python}
+        elif options.platform != "local":
             # The trial machines run their own Python (the trainingService's pythonPath), not this one.
             config._trial_command_params = {"python": "python3"}
         config.canonical_copy()
@@ -253,6 +263,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
         self._host = host
         self._reference = reference
         self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._news = threading.Event()  # set by NNI's listener thread: a trial ended or a worker came free
         # NNI parameter id -> the model in a trial process and its role; NNI itself keeps only weak references.
         self._pending: dict[int, tuple[ExecutableModelSpace, str]] = {}
         super().__init__(binding, fetch_intermediates=False)
@@ -273,12 +284,26 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
             self.dispatch_model_event(TrainingEndEvent(model, ModelStatus.Trained))
 
     def idle_worker_available(self) -> bool:
-        self._handle_ended()
-        if self._reference is not None and super().idle_worker_available():
-            # EfficientNet-B0 takes the first free worker; the strategy never sees it.
-            reference, self._reference = self._reference, None
-            self._hand_out(reference, "reference")
-        return super().idle_worker_available()
+        # NNI's strategies sleep a second whenever this is false; waiting here for NNI's news instead hands the
+        # next candidate out as soon as a trial process ends.
+        deadline = time.monotonic() + IDLE_WAIT_SECONDS
+        while True:
+            self._news.clear()
+            self._handle_ended()
+            if self._reference is not None and super().idle_worker_available():
+                # EfficientNet-B0 takes the first free worker; the strategy never sees it.
+                reference, self._reference = self._reference, None
+                self._hand_out(reference, "reference")
+            if super().idle_worker_available():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._news.wait(left)
+
+    def _request_trial_jobs_callback(self, command: Any) -> None:
+        super()._request_trial_jobs_callback(command)
+        self._news.set()
 
     def budget_available(self) -> bool:
         self._handle_ended()
@@ -287,11 +312,12 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
 
     def wait_models(self, *models: ExecutableModelSpace) -> None:
         while True:
+            self._news.clear()
             self._handle_ended()
             if all(model.status.completed() for model in models) and (models or not self._pending):
                 return
             self._check_manager()
-            time.sleep(0.2)
+            self._news.wait(1.0)
 
     def _check_manager(self) -> None:
         status = self.nodejs_binding.get_status()
@@ -304,6 +330,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
 
     def _trial_end_callback(self, command: Any) -> None:
         self._ended.put(command)
+        self._news.set()
 
     def _handle_ended(self) -> None:
         while True:
@@ -359,6 +386,31 @@ def _manager_on_loopback(enabled: bool) -> Iterator[None]:
             os.environ["NODE_OPTIONS"] = saved
 
 
+@contextlib.contextmanager
+def _trial_forkserver(log_file: Path) -> Iterator[str]:
+    """Runs nas.trial_forkserver while the search lasts; yields the `python` of NNI's trial command that uses it."""
+    folder = Path(tempfile.mkdtemp(prefix="effnas-trials-"))  # private (0700): the socket runs trials
+    path = folder / "trials.sock"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "nas.trial_forkserver", "serve", str(path), str(os.getpid())],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the trial fork server did not start; see {log_file}")
+        yield f"{sys.executable} -m nas.trial_forkserver run {path}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        server.stdout.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_strategy_on_trial_processes(
     space: SearchSpace,
     strategy: Any,
@@ -372,7 +424,6 @@ def run_strategy_on_trial_processes(
     (up to `options.workers` at once), until `host.budget_available()` turns false or the strategy has nothing
     left, then wait for the trials still running. `on_start(experiment_id, port, log_folder)` is called just
     before the manager starts."""
-    config = experiment_config(options)
     model_space = MnasModelSpace.of(space)
 
     def evaluator(role: str) -> _SampleEvaluator:
@@ -386,14 +437,21 @@ def run_strategy_on_trial_processes(
     reference = None
     if reference_sample is not None:
         reference = SimplifiedModelSpace.from_model(model_space, evaluator("reference")).freeze(reference_sample)
-    experiment = _SearchExperiment(model_space, evaluator("candidate"), strategy, config, host, reference)
-    port = options.port or free_port()
-    if on_start is not None:
-        on_start(experiment.id, port, experiment.log_folder)
-    try:
-        with _manager_on_loopback(options.platform == "local"):
-            experiment.start(port=port)
-        if experiment.trial_engine is not None:
-            experiment.trial_engine.wait_models()
-    finally:
-        experiment.stop()
+    with contextlib.ExitStack() as stack:
+        trial_python = None
+        if options.platform == "local":
+            folder = options.working_directory / "forkserver"
+            trial_python = stack.enter_context(_trial_forkserver(folder / f"search-{search_id}.log"))
+        experiment = _SearchExperiment(
+            model_space, evaluator("candidate"), strategy, experiment_config(options, trial_python), host, reference
+        )
+        port = options.port or free_port()
+        if on_start is not None:
+            on_start(experiment.id, port, experiment.log_folder)
+        try:
+            with _manager_on_loopback(options.platform == "local"):
+                experiment.start(port=port)
+            if experiment.trial_engine is not None:
+                experiment.trial_engine.wait_models()
+        finally:
+            experiment.stop()

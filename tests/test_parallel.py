@@ -110,24 +110,25 @@ def test_two_workers_train_in_separate_processes_with_the_results_of_one(tmp_pat
 
 
 def test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on(tmp_path, db_url):
+    """As when the kernel kills a trial for memory: the process training a candidate dies by SIGKILL."""
     proc = subprocess.Popen(search_command(db_url, "--trials", "4", "--workers", "2", "--no-reference", *SLOW),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
 
-    def training_victim():
+    def training_process():
         running = [r for r in rows(db_url) if r["status"] == "running"] if _has_rows(db_url) else []
-        processes = trial_processes(root)
-        return processes[0] if running and processes else None
+        return running[0] if running else None
 
-    victim = wait_for(training_victim, 120, "a trial process that is training")
-    time.sleep(1.0)
-    victim.kill()
+    victim = wait_for(training_process, 120, "a trial process that is training")
+    pid = int(victim["worker"].rsplit(":", 1)[1])
+    assert pid != proc.pid and psutil.pid_exists(pid)
+    os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     stored = rows(db_url)
     assert len(stored) == 4 and len({r["arch_key"] for r in stored}) == 4 and len({r["number"] for r in stored}) == 4
     failed = [r for r in stored if r["status"] == "failed"]
-    assert len(failed) == 1 and "trial process ended without storing a result" in failed[0]["error"]
+    assert [r["id"] for r in failed] == [victim["id"]]
+    assert "trial process ended without storing a result" in failed[0]["error"]
     assert all(r["status"] == "complete" for r in stored if r not in failed)
     assert "1 failed" in out
 
@@ -146,7 +147,7 @@ def test_ctrl_c_stops_the_trial_processes_and_resume_finishes_the_search(tmp_pat
     root = psutil.Process(proc.pid)
     wait_for(lambda: _has_rows(db) and any(r["status"] == "running" for r in rows(db)), 120, "a running trial")
     helpers = root.children(recursive=True)
-    assert trial_processes(root)
+    assert trial_processes(root) and len(helpers) >= 4  # manager, fork server, trial clients and trainers
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -226,3 +227,24 @@ def test_the_readme_remote_example_is_a_configuration_nni_accepts(tmp_path):
     nni_config = experiment_config(TrialProcessOptions(workers=concurrency, nni_config=config))
     assert nni_config.training_service.platform == "remote"
     assert nni_config.trial_concurrency == concurrency
+
+
+def test_the_trial_fork_server_runs_only_nni_trials_and_ends_with_the_search(tmp_path):
+    """Anyone who can reach its socket could run a command: it runs NNI's trial entry and nothing else."""
+    from nas.trial_forkserver import run_client
+
+    socket_path = str(tmp_path / "trials.sock")
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    server = subprocess.Popen([sys.executable, "-m", "nas.trial_forkserver", "serve", socket_path, str(parent.pid)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        marker = tmp_path / "ran"
+        assert run_client(socket_path, ["-c", f"open({str(marker)!r}, 'w')"]) == 1
+        assert not marker.exists()
+        parent.kill()  # the search process is gone: the server follows
+        server.wait(timeout=10)
+        assert "refused to run" in server.stderr.read()
+    finally:
+        parent.kill()
+        server.kill()
