@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="a name for this search")
     run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
     run.add_argument("--threads", type=int, default=None,
-                     help="CPU threads for training (default: all cores); stored, since results depend on it")
+                     help="CPU threads per training process (default: cores / workers); stored, since results "
+                     "depend on it")
     run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
     return parser
 
@@ -443,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         f"NNI log: {log_file}",
         file=sys.stderr,
     )
+    cores = os.cpu_count() or 1
+    local_trials = trial_options is not None and trial_options.platform == "local"
+    if local_trials and settings.threads * trial_options.workers > cores:
+        print(f"note: each trial trains with {settings.threads} threads (stored with the search, since results depend "
+              f"on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
     started = time.monotonic()
     runner = SearchRunner(factory, search_id, settings, data)
     display = ProgressDisplay(settings, runner.elapsed)

@@ -108,6 +108,19 @@ def test_progress_shows_rejected_trials_as_such(filled_db, monkeypatch):
     assert "best so far" in traces
 
 
+def test_progress_counts_trials_handed_to_trial_processes_but_plots_only_finished_ones():
+    from dashboard.figures import progress_data
+    from dashboard.queries import TrialPoint
+
+    def point(number, status, reward=None):
+        return TrialPoint(number, 1, number, "candidate", status, 1, 1, reward, reward, "")
+
+    data = progress_data([point(1, "complete", 0.5), point(2, "queued"), point(3, "running"), point(4, "failed"),
+                          point(5, "complete", 0.7)])
+    assert data.numbers == [1, 4, 5] and data.rewards == [0.5, 0.0, 0.7]
+    assert data.best_so_far == [0.5, 0.5, 0.7]
+
+
 def test_family_page_shows_members_and_ideal_line(filled_db, monkeypatch):
     at = go_to(app_for(filled_db, monkeypatch), "Families")
     table = at.dataframe[0].value
