@@ -148,7 +148,7 @@ def run_strategy(
 
 # -- NNI's training-service engine: one process per candidate ------------------------------------------------
 
-LOOPBACK_PRELOAD = Path(__file__).with_name("nni_loopback.js")
+MANAGER_PRELOAD = Path(__file__).with_name("nni_manager_preload.js")
 # How long the engine waits for a worker to come free before it lets the strategy check its budget.
 IDLE_WAIT_SECONDS = 5.0
 # Keys of an NNI experiment configuration that `--nni-config` may set; the rest (search space, trial command,
@@ -369,21 +369,21 @@ class _SearchExperiment(NasExperiment):
 
 
 @contextlib.contextmanager
-def _manager_on_loopback(enabled: bool) -> Iterator[None]:
-    """NNI 3.0 has no setting for the address its manager listens on, and listens on all interfaces. For local
-    trials, a preloaded script makes Node.js bind the manager's port to 127.0.0.1 instead."""
-    if not enabled:
-        yield
-        return
-    saved = os.environ.get("NODE_OPTIONS")
-    os.environ["NODE_OPTIONS"] = f"{saved or ''} --require {LOOPBACK_PRELOAD}".strip()
+def _manager_preload(loopback: bool) -> Iterator[None]:
+    """Has Node.js preload nas/nni_manager_preload.js into NNI's manager: it ends the manager when the search
+    process is gone and, with `loopback` (NNI 3.0 has no setting for the address and listens on all
+    interfaces), binds the manager's port to 127.0.0.1."""
+    saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "EFFNAS_MANAGER_LOOPBACK")}
+    os.environ["NODE_OPTIONS"] = f"{saved['NODE_OPTIONS'] or ''} --require {MANAGER_PRELOAD}".strip()
+    os.environ["EFFNAS_MANAGER_LOOPBACK"] = "1" if loopback else "0"
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("NODE_OPTIONS", None)
-        else:
-            os.environ["NODE_OPTIONS"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -449,7 +449,7 @@ def run_strategy_on_trial_processes(
         if on_start is not None:
             on_start(experiment.id, port, experiment.log_folder)
         try:
-            with _manager_on_loopback(options.platform == "local"):
+            with _manager_preload(loopback=options.platform == "local"):
                 experiment.start(port=port)
             if experiment.trial_engine is not None:
                 experiment.trial_engine.wait_models()
