@@ -268,3 +268,27 @@ def test_the_trial_fork_server_runs_only_nni_trials_and_ends_with_the_search(tmp
     finally:
         parent.kill()
         server.kill()
+
+
+def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp_path, db_url):
+    """On another machine the data folder may be missing: the trial's row says so, not only NNI's log."""
+    import shutil
+
+    from db import open_database
+    from nas.data import DataError
+    from nas.runner import SearchRunner, SearchSettings, create_search, load_task_data, train_queued_trial
+    from test_search import make_cifar
+
+    data_dir = make_cifar(tmp_path / "cifar")
+    settings = SearchSettings(target_flops=400_000_000, dataset="cifar10", data_dir=str(data_dir), threads=1)
+    factory = open_database(db_url)
+    search_id = create_search(factory, settings, None)
+    runner = SearchRunner(factory, search_id, settings, load_task_data(settings))
+    sample = runner.space.b0_sample()
+    runner.reserve(sample)
+    assert [r["status"] for r in rows(db_url, search_id)] == ["queued"]
+    shutil.rmtree(data_dir)
+    with pytest.raises(DataError):
+        train_queued_trial(db_url, search_id, sample, "candidate")
+    [row] = rows(db_url, search_id)
+    assert row["status"] == "failed" and "does not exist" in row["error"]
