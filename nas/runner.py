@@ -196,11 +196,7 @@ class SearchRunner:
     # -- state -------------------------------------------------------------------------------------------
     def _load_state(self) -> None:
         with self.factory.begin() as session:
-            session.execute(
-                update(TrialRecord)
-                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT_STATUSES))
-                .values(status="interrupted", error="the process running this trial stopped before it ended")
-            )
+            self._interrupt_in_flight(session, error="the process running this trial stopped before it ended")
             rows = session.execute(
                 select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status, TrialRecord.reward).where(
                     TrialRecord.search_id == self.search_id, TrialRecord.status.in_(FINISHED_STATUSES)
@@ -295,11 +291,7 @@ class SearchRunner:
         storing one (killed, out of memory, an import error) leaves its trial marked failed."""
         key = arch_key(self.trial_spec(sample, role))
         with self.factory.begin() as session:
-            row = session.scalars(
-                select(TrialRecord).where(
-                    TrialRecord.search_id == self.search_id, TrialRecord.role == role, TrialRecord.arch_key == key
-                )
-            ).one()
+            row = self._find_row(session, role, key)
             if row.status in IN_FLIGHT_STATUSES:
                 row.status = "failed"
                 row.error = f"the trial process ended without storing a result{'; ' + log_hint if log_hint else ''}"
@@ -316,12 +308,15 @@ class SearchRunner:
     def abandon_in_flight(self) -> None:
         """Marks this search's queued and running candidates interrupted (their trial processes were stopped)."""
         with self.factory.begin() as session:
-            session.execute(
-                update(TrialRecord)
-                .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT_STATUSES))
-                .values(status="interrupted", error="stopped before it ended", finished_at=utcnow())
-            )
+            self._interrupt_in_flight(session, error="stopped before it ended", finished_at=utcnow())
         self._in_flight = 0
+
+    def _interrupt_in_flight(self, session: Session, **values: Any) -> None:
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.search_id == self.search_id, TrialRecord.status.in_(IN_FLIGHT_STATUSES))
+            .values(status="interrupted", **values)
+        )
 
     def evaluate_reference(self) -> None:
         """EfficientNet-B0 for this task, through the same evaluator (once per search)."""
@@ -330,15 +325,18 @@ class SearchRunner:
             outcome = self.evaluate(spec, "reference", self.space.b0_sample())
             self.events.trial_finished(outcome, self._done, self._best)
 
-    def _claim_row(
-        self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any], status: str = "running"
-    ) -> TrialRecord:
-        key = arch_key(spec)
-        row = session.scalars(
+    def _find_row(self, session: Session, role: str, key: str) -> TrialRecord | None:
+        return session.scalars(
             select(TrialRecord).where(
                 TrialRecord.search_id == self.search_id, TrialRecord.role == role, TrialRecord.arch_key == key
             )
         ).first()
+
+    def _claim_row(
+        self, session: Session, spec: ArchSpec, role: str, sample: dict[str, Any], status: str = "running"
+    ) -> TrialRecord:
+        key = arch_key(spec)
+        row = self._find_row(session, role, key)
         if row is None:
             number = session.scalar(
                 select(func.coalesce(func.max(TrialRecord.number) + 1, 0)).where(
