@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> SearchSettings:
-    """Validate everything that needs no database or data; UsageError names the first problem."""
+def settings_from_args(args: argparse.Namespace, workers: int = 1) -> SearchSettings:
+    """Validate everything that needs no database or data; UsageError names the first problem. `workers` trials
+    train at once."""
     if args.target_flops is None:
         raise UsageError("--target-flops is required (e.g. --target-flops 400M)")
     target = parse_flops(args.target_flops)
@@ -146,7 +147,7 @@ def settings_from_args(args: argparse.Namespace) -> SearchSettings:
         fixed=fixed,
         reference=not args.no_reference,
         # Parallel trial processes share the cores.
-        threads=args.threads or max(1, (os.cpu_count() or 1) // (args.workers or 1)),
+        threads=args.threads or max(1, (os.cpu_count() or 1) // workers),
         device=args.device,
     )
     _check_strategy(settings, SearchSpace(num_classes=10, in_channels=3, fixed=fixed).size())
@@ -416,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                     record.config = settings.to_config()
                     record.max_trials = settings.trials
         else:
-            settings = settings_from_args(args)
+            settings = settings_from_args(args, trial_options.workers if trial_options is not None else 1)
             data = load_task_data(settings, device=data_device)
             factory = None
         if trial_options is not None and trial_options.platform == "local":

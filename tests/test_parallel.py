@@ -292,3 +292,21 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
         train_queued_trial(db_url, search_id, sample, "candidate")
     [row] = rows(db_url, search_id)
     assert row["status"] == "failed" and "does not exist" in row["error"]
+
+
+def test_trial_concurrency_from_nni_config_shares_the_cores_like_workers(tmp_path):
+    config = tmp_path / "local.yml"
+    config.write_text("trialConcurrency: 2\ntrainingService:\n  platform: local\n")
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    result = run(search_command(db, "--trials", "1", "--no-reference", "--nni-config", str(config), "--epochs", "1",
+                                "--subset", "300"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 at a time in trial processes" in result.stderr
+    engine = create_engine(db)
+    with engine.connect() as connection:
+        stored = connection.execute(text("select config from searches")).scalar_one()
+    engine.dispose()
+    import json
+
+    assert json.loads(stored)["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert [r["status"] for r in rows(db)] == ["complete"]
