@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from db import SearchRecord, TrialRecord, open_database  # noqa: E402
-from nas.flops import count_flops, count_params  # noqa: E402
-from nas.pareto import pareto_front  # noqa: E402
+from nas.space.flops import count_flops, count_params  # noqa: E402
+from nas.evaluation.pareto import pareto_front  # noqa: E402
 from nas.runner import arch_key, join_blocks  # noqa: E402
-from nas.space import SearchSpace  # noqa: E402
-from nas.spec import spec_to_dict  # noqa: E402
+from nas.space.search_space import SearchSpace  # noqa: E402
+from nas.space.spec import spec_to_dict  # noqa: E402
 
 
 def seed(db: Path, trials: int) -> None:

@@ -14,8 +14,8 @@ import tempfile
 
 CHILD = """
 import json, resource, sys, time
-from nas.spec import named_spec
-from nas.flops import count_params
+from nas.space.spec import named_spec
+from nas.space.flops import count_params
 from scaling.export import _export_member
 spec = named_spec(sys.argv[1])
 start = time.perf_counter()

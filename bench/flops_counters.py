@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from nas.builder import build_model
-from nas.flops import FLOPS_CONVENTION, count_flops, format_flops, measure_flops
-from nas.spec import efficientnet_b0
+from nas.space.builder import build_model
+from nas.space.flops import FLOPS_CONVENTION, count_flops, format_flops, measure_flops
+from nas.space.spec import efficientnet_b0
 
 
 def per_call(fn, repeats: int) -> float:

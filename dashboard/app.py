@@ -23,8 +23,8 @@ import streamlit as st
 
 from dashboard import figures, queries
 from db import DatabaseError, describe_url, open_database, resolve_url
-from nas.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.spec import spec_from_dict
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.space.spec import spec_from_dict
 
 PAGES = ("Searches", "Pareto fronts", "Progress", "Trials", "Architecture", "Families")
 PAGE_SLUGS = dict(zip(PAGES, ("searches", "pareto", "progress", "trials", "architecture", "families")))

@@ -9,10 +9,10 @@ import plotly.graph_objects as go
 
 from dashboard.queries import TrialPoint
 from db import IN_FLIGHT_STATUSES
-from nas.builder import network_layout
-from nas.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.pareto import pareto_front
-from nas.spec import ArchSpec
+from nas.space.layout import network_layout
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.evaluation.pareto import pareto_front
+from nas.space.spec import ArchSpec
 
 COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)"}
 STATUS_SYMBOLS = {"complete": "circle", "failed": "x", "rejected": "triangle-down", "running": "hourglass",

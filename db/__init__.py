@@ -1,31 +1,38 @@
-"""Persistence: SQLAlchemy models and session factory. This package only stores; it imports nothing of effnas."""
+"""Storage: every SQL statement of effnas lives in this package, which imports nothing else of effnas.
 
-from db.models import (
-    FINISHED_STATUSES,
-    IN_FLIGHT_STATUSES,
-    Base,
-    FamilyMemberRecord,
-    FamilyRecord,
-    GridPointRecord,
-    SearchRecord,
-    TrialRecord,
-    utcnow,
+`open_database` gives a `Database`; `db.searches`, `db.trials` and `db.families` read and write it through plain
+functions that take and return plain dataclasses. States and roles are the enums of `db.states`.
+"""
+
+from db.session import (
+    DB_HELP,
+    DEFAULT_DB_URL,
+    Database,
+    DatabaseError,
+    absolute_url,
+    db_argument,
+    describe_url,
+    open_database,
+    resolve_url,
+    sqlite_path,
 )
-from db.session import DatabaseError, describe_url, open_database, resolve_url, sqlite_path
+from db.states import FINISHED, IN_FLIGHT, PointStatus, SearchStatus, TrialRole, TrialStatus
 
 __all__ = [
-    "FINISHED_STATUSES",
-    "IN_FLIGHT_STATUSES",
-    "Base",
+    "DB_HELP",
+    "DEFAULT_DB_URL",
+    "FINISHED",
+    "IN_FLIGHT",
+    "Database",
     "DatabaseError",
-    "FamilyMemberRecord",
-    "FamilyRecord",
-    "GridPointRecord",
-    "SearchRecord",
-    "TrialRecord",
+    "PointStatus",
+    "SearchStatus",
+    "TrialRole",
+    "TrialStatus",
+    "absolute_url",
+    "db_argument",
     "describe_url",
     "open_database",
     "resolve_url",
     "sqlite_path",
-    "utcnow",
 ]

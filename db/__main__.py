@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from db.session import (
@@ -15,18 +14,14 @@ from db.session import (
     resolve_url,
     schema_state,
 )
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        print(f"python -m db: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
+from effnas.cli import CommandParser, add_db_option, fail
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m db", description="Schema migrations of an effnas database.")
-    parser.add_argument("command", choices=("upgrade", "current"))
-    parser.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
+    parser = CommandParser(prog="python -m db", description="Schema migrations of an effnas database.")
+    parser.add_argument("command", choices=("upgrade", "current"),
+                        help="upgrade: migrate the schema to this effnas's; current: show the schema's revision")
+    add_db_option(parser)
     args = parser.parse_args(argv)
     url = resolve_url(args.db)
     try:
@@ -39,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{describe_url(url)}: revision {current_revision(engine) or 'none'}, "
                   f"this effnas needs {head_revision()} ({schema_state(engine)})")
     except DatabaseError as exc:
-        print(f"python -m db: error: {exc}", file=sys.stderr)
-        return 2
+        fail(str(exc), prog=parser.prog)
     return 0
 
 

@@ -13,10 +13,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-# A trial's status: queued (numbered, waiting for a trial process), running, then complete, failed or rejected;
-# interrupted when its process stopped first (it is trained again on resume).
-IN_FLIGHT_STATUSES = ("queued", "running")
-FINISHED_STATUSES = ("complete", "failed", "rejected")
+from db.states import SearchStatus, TrialRole, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -32,7 +29,7 @@ class SearchRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), default="running", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=SearchStatus.RUNNING.value, index=True)
     strategy: Mapped[str] = mapped_column(String(40))
     dataset: Mapped[str] = mapped_column(String(200))
     target_flops: Mapped[int] = mapped_column(BigInteger)
@@ -62,8 +59,8 @@ class TrialRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
-    role: Mapped[str] = mapped_column(String(20), default="candidate")
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    role: Mapped[str] = mapped_column(String(20), default=TrialRole.CANDIDATE.value)
+    status: Mapped[str] = mapped_column(String(20), default=TrialStatus.RUNNING.value)
     arch: Mapped[dict[str, Any]] = mapped_column(JSON)
     block_strings: Mapped[str] = mapped_column(Text)
     arch_key: Mapped[str] = mapped_column(String(64))

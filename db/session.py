@@ -1,9 +1,14 @@
-"""Engines and sessions: which database, how to open it, and one clear error when it cannot be opened."""
+"""Engines and sessions: which database, how to open it, and one clear error when it cannot be opened.
+
+`open_database` returns a `Database`; the storage modules beside this one (`db.searches`, `db.trials`,
+`db.families`) are the only code that opens its sessions.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +18,9 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DB_FILE = "effnas.db"
+DEFAULT_DB_URL = f"sqlite:///{DEFAULT_DB_FILE}"
 DB_ENV_VAR = "EFFNAS_DB"
+DB_HELP = f"database URL or SQLite file (default ${DB_ENV_VAR}, else {DEFAULT_DB_FILE} in this folder)"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SCHEMA_LOCK_KEY = 0x0EFF4A5  # any fixed number: PostgreSQL advisory lock taken while creating or migrating
 
@@ -35,6 +42,11 @@ def _with_driver(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def db_argument(url: str) -> str:
+    """The `--db` part of a command line printed as a hint: empty for the default database, password hidden."""
+    return "" if url == DEFAULT_DB_URL else f" --db {describe_url(url)}"
 
 
 def describe_url(url: str) -> str:
@@ -65,9 +77,26 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
     def _on_connect(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def _set_wal(cursor) -> None:
+    # Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at once, without its
+    # busy handler, while another process does the same: two searches opening a new file together. WAL is stored
+    # in the file, so whoever loses simply finds it set after a short wait.
+    import sqlite3
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -202,7 +231,7 @@ def _schema_problem(state: str, url: str) -> str:
         return f"database {shown} was written by a newer effnas; upgrade effnas to read it"
     if state == "old":
         return (f"database {shown} has an older effnas schema; upgrade it with: "
-                f"python -m db upgrade --db {url}")
+                f"python -m db upgrade --db {shown}")
     return f"database {shown} is empty"
 
 
@@ -223,8 +252,30 @@ def init_schema(engine: Engine) -> None:
         ) from None
 
 
-def open_database(url: str | None = None, *, create: bool = True) -> sessionmaker[Session]:
-    """A session factory on the resolved database; with `create`, the schema is made if missing.
+class Database:
+    """An open effnas database. `reading()` and `writing()` are for the storage modules of this package: every
+    `writing()` block is one transaction, committed when it ends and rolled back on an error."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.url = url
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def shown_url(self) -> str:
+        return describe_url(self.url)
+
+    def reading(self) -> Session:
+        return self._sessions()
+
+    def writing(self) -> contextlib.AbstractContextManager[Session]:
+        return self._sessions.begin()
+
+    def close(self) -> None:
+        self._sessions.kw["bind"].dispose()
+
+
+def open_database(url: str | None = None, *, create: bool = True) -> Database:
+    """The resolved database; with `create`, the schema is made or upgraded if needed.
 
     Without `create` the database must already exist and hold the current effnas schema: a reader never
     changes the schema.
@@ -238,4 +289,4 @@ def open_database(url: str | None = None, *, create: bool = True) -> sessionmake
         if state != "current":
             engine.dispose()
             raise DatabaseError(_schema_problem(state, resolved))
-    return sessionmaker(engine, expire_on_commit=False)
+    return Database(resolved, engine)

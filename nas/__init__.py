@@ -1,1 +1,2 @@
-"""effnas: architecture spec, builder, counters, proxy evaluation and the NAS search."""
+"""Architecture search: `nas.space` (what a network is) <- `nas.evaluation` (how good it is) <- `nas.search`
+(which to try next, and where each trial is stored)."""

@@ -6,11 +6,15 @@ import csv
 import io
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from nas.cli import OneLineParser, UsageError, fail
-from nas.flops import FLOPS_CONVENTION
+from db import Database, DatabaseError, open_database, resolve_url, searches, trials
+from effnas.cli import CommandParser, add_db_option, UsageError, fail
+from nas.space.flops import FLOPS_CONVENTION
+
+FORMATS = ("csv", "json")
 
 TRIAL_FIELDS = (
     "id", "number", "role", "status", "accuracy", "flops", "params", "reward", "build_seconds", "train_seconds",
@@ -19,24 +23,19 @@ TRIAL_FIELDS = (
 
 
 def _plain(value: Any) -> Any:
-    return value.isoformat() if hasattr(value, "isoformat") else value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value) if isinstance(value, Enum) else value
 
 
-def search_export(session, search_id: int) -> dict[str, Any]:
+def search_export(db: Database, search_id: int) -> dict[str, Any]:
     """The search (its configuration) and all its trials in trial order, as plain data."""
-    from sqlalchemy import select
-
-    from db import SearchRecord, TrialRecord
-
-    search = session.get(SearchRecord, search_id)
+    search = searches.get_search(db, search_id)
     if search is None:
         raise UsageError(f"no search with id {search_id}")
-    trials = session.scalars(
-        select(TrialRecord).where(TrialRecord.search_id == search_id).order_by(TrialRecord.number)
-    ).all()
     return {
         "search": {
-            "id": search.id, "name": search.name, "status": search.status, "strategy": search.strategy,
+            "id": search.id, "name": search.name, "status": search.status.value, "strategy": search.strategy,
             "dataset": search.dataset, "target_flops": search.target_flops, "resolution": search.resolution,
             "seed": search.seed, "config": search.config, "created_at": _plain(search.created_at),
             "started_at": _plain(search.started_at), "finished_at": _plain(search.finished_at),
@@ -45,7 +44,7 @@ def search_export(session, search_id: int) -> dict[str, Any]:
         "trials": [
             {**{name: _plain(getattr(t, name)) for name in TRIAL_FIELDS}, "block_strings": t.block_strings.split(),
              "arch": t.arch}
-            for t in trials
+            for t in trials.list_trials(db, search_id)
         ],
     }
 
@@ -60,33 +59,27 @@ def to_csv(export: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m nas.export", description="Export every trial of a search.")
+    parser = CommandParser(prog="python -m nas.export", description="Export every trial of a search.")
     parser.add_argument("--search", type=int, required=True, metavar="ID")
-    parser.add_argument("--format", default="json", help="csv or json (json)")
+    parser.add_argument("--format", choices=FORMATS, default="json", help="output format (json)")
     parser.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    parser.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
+    add_db_option(parser)
     args = parser.parse_args(argv)
-    from db import DatabaseError, open_database, resolve_url
-
     try:
-        if args.format not in ("csv", "json"):
-            raise UsageError(f"unknown format {args.format!r}; choose csv or json")
         if args.out and Path(args.out).exists() and not args.force:
             raise UsageError(f"{args.out} already exists; use --force to overwrite")
         if args.out and not Path(args.out).resolve().parent.is_dir():
             raise UsageError(f"folder of --out {args.out} does not exist")
-        factory = open_database(resolve_url(args.db), create=False)
-        with factory() as session:
-            export = search_export(session, args.search)
+        export = search_export(open_database(resolve_url(args.db), create=False), args.search)
     except (UsageError, DatabaseError) as exc:
-        fail(str(exc))
+        fail(str(exc), prog=parser.prog)
     text = to_csv(export) if args.format == "csv" else json.dumps(export, indent=2) + "\n"
     if args.out:
         try:
             Path(args.out).write_text(text)
         except OSError as exc:
-            fail(f"cannot write {args.out}: {exc.strerror}")
+            fail(f"cannot write {args.out}: {exc.strerror}", prog=parser.prog)
         print(f"Wrote {len(export['trials'])} trials of search {args.search} to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 
-from nas.spec import OFFICIAL_COEFFICIENTS, ArchSpec
+from nas.space.spec import OFFICIAL_COEFFICIENTS, ArchSpec
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
 RESOLUTION_DIVISOR = 8

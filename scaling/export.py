@@ -1,7 +1,7 @@
 """`python -m scaling.export --family ID --out DIR`: the family as spec JSON, ONNX and TorchScript files.
 
-Per member `<member>.json` (our spec format, loadable with `nas.spec.from_json` and buildable with
-`nas.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
+Per member `<member>.json` (our spec format, loadable with `nas.space.spec.from_json` and buildable with
+`nas.space.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
 summary table, how the family was made, and each member's official TF block strings and global parameters.
 Members are built, exported and freed one at a time, so B7 exports within the memory B7 itself needs.
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nas.cli import OneLineParser, UsageError, fail
-from nas.spec import ArchSpec, spec_from_dict, to_json
+from effnas.cli import OneLineParser, UsageError, fail
+from nas.space.spec import ArchSpec, spec_from_dict, to_json
 
 FORMATS = ("json", "onnx", "torchscript")
 SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -77,7 +77,7 @@ def check_output_dir(out: Path, files: list[str], force: bool) -> None:
 def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...]) -> None:
     import torch
 
-    from nas.builder import build_model
+    from nas.space.builder import build_model
 
     if "json" in formats:
         (out / member_file(name, "json")).write_text(to_json(spec) + "\n")

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import FamilyMemberRecord, FamilyRecord, GridPointRecord
-from nas.data import ProxyData
-from nas.flops import FLOPS_CONVENTION, count_flops, count_params
-from nas.spec import ArchSpec, spec_to_dict
-from nas.train import ProxyConfig, train_and_evaluate
+from nas.evaluation.data import ProxyData
+from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
+from nas.space.spec import ArchSpec, spec_to_dict
+from nas.evaluation.proxy import ProxyConfig, train_and_evaluate
 from scaling.compound import (
     PAPER_COEFFICIENTS,
     MemberPlan,

@@ -11,12 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nas.cli import OneLineParser, UsageError, fail, parse_flops
-from nas.data import DATASETS, DataError
-from nas.flops import FLOPS_CONVENTION, format_flops, format_params
+from effnas.cli import OneLineParser, UsageError, fail, parse_flops
+from nas.evaluation.data import DATASETS, DataError
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.runner import SearchSettings, best_trial, load_task_data
-from nas.spec import SpecError, from_json, named_spec
-from nas.train import ProxyConfig
+from nas.space.spec import SpecError, from_json, named_spec
+from nas.evaluation.proxy import ProxyConfig
 from scaling.compound import SOURCES, flops_factor
 from db import FamilyRecord
 from scaling.family import (
@@ -93,7 +93,7 @@ def _open_existing(db_url: str):
 def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, SearchSettings | None]:
     """The baseline spec and, where it comes from a search, that search's settings (for the proxy)."""
     from db import SearchRecord, TrialRecord
-    from nas.spec import spec_from_dict
+    from nas.space.spec import spec_from_dict
 
     if args.baseline is not None:
         try:

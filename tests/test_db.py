@@ -2,7 +2,7 @@ import pytest
 from sqlalchemy import select
 
 from db import DatabaseError, FamilyMemberRecord, FamilyRecord, SearchRecord, TrialRecord, open_database, resolve_url
-from nas.spec import efficientnet_b0, spec_to_dict
+from nas.space.spec import efficientnet_b0, spec_to_dict
 
 
 def make_search(session, **overrides) -> SearchRecord:

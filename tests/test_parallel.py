@@ -277,7 +277,7 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
     import shutil
 
     from db import open_database
-    from nas.data import DataError
+    from nas.evaluation.data import DataError
     from nas.runner import SearchRunner, SearchSettings, create_search, load_task_data, train_queued_trial
     from test_search import make_cifar
 

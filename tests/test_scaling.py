@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from nas.builder import build_model, network_layout
-from nas.flops import count_flops, count_params, measure_params
-from nas.space import SearchSpace
-from nas.spec import decode, efficientnet_b0, from_json, named_spec, to_json
+from nas.space.builder import build_model, network_layout
+from nas.space.flops import count_flops, count_params, measure_params
+from nas.space.search_space import SearchSpace
+from nas.space.spec import decode, efficientnet_b0, from_json, named_spec, to_json
 from scaling.compound import PAPER_COEFFICIENTS, compound_plans, grid_points, member_spec, official_plans
 
 # the stated band: FLOPs/B0 stays within a factor sqrt(2) of the ideal 2^phi (|log2(ratio) - phi| <= 0.5)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.cli import UsageError, parse_duration, parse_flops
-from nas.data import DataError, load_proxy_data
-from nas.flops import count_flops, count_params
-from nas.pareto import pareto_front
-from nas.reward import reward, reward_exponent
-from nas.space import SearchSpace, parse_fixed
-from nas.spec import efficientnet_b0, spec_from_dict
+from effnas.cli import UsageError, parse_duration, parse_flops
+from nas.evaluation.data import DataError, load_proxy_data
+from nas.space.flops import count_flops, count_params
+from nas.evaluation.pareto import pareto_front
+from nas.evaluation.reward import reward, reward_exponent
+from nas.space.search_space import SearchSpace, parse_fixed
+from nas.space.spec import efficientnet_b0, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]

@@ -1,4 +1,5 @@
-"""What every effnas command shares: one-line usage errors with exit code 2, FLOPs and duration parsing."""
+"""One convention for every effnas command: `main(argv) -> int`, a usage error is one line and exit code 2, the
+same `--db` option everywhere, and FLOPs and durations read and written the same way."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import re
 import sys
 from typing import NoReturn
+
+from db.session import DB_HELP
 
 USAGE_ERROR = 2
 
@@ -17,23 +20,38 @@ class UsageError(Exception):
     """Bad input from the user; the message is the one line they see."""
 
 
-class OneLineParser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the problem (and exit code 2), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
-        fail(message)
+        fail(message, prog=self.prog)
+
+
+def add_db_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--db`, the same in every command."""
+    parser.add_argument("--db", default=None, metavar="URL", help=DB_HELP)
 
 
 def fail(message: str, code: int = USAGE_ERROR, prog: str | None = None) -> NoReturn:
-    name = prog or _prog()
-    print(f"{name}: error: {message}", file=sys.stderr)
+    print(f"{prog or _prog()}: error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
 def _prog() -> str:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return f"python -m {spec.name}" if spec is not None and spec.name else "effnas"
+    return f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else "effnas"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_flops(text: str) -> int:

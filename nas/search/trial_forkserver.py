@@ -4,7 +4,7 @@ NNI's `local` training service starts every trial as a new Python process, which
 importing PyTorch, SciPy, pandas, SQLAlchemy and effnas before it trains; on a small machine that eats most of
 what running trials in parallel gains. The search process starts this server once: it imports those libraries
 (not NNI, which reads its trial's environment when imported, and never touching PyTorch's threads or a GPU) and
-then waits on a Unix socket in a private folder. NNI's trial command runs `python -m nas.trial_forkserver run
+then waits on a Unix socket in a private folder. NNI's trial command runs `python -m nas.search.trial_forkserver run
 SOCKET -m nni.nas.execution.training_service trial`: that small client hands its environment, working folder
 and standard streams to the server, which forks a child that runs NNI's trial entry exactly as the command would
 have, and reports the child's exit status back, which the client exits with. When a client goes away (NNI
@@ -65,7 +65,7 @@ def _preload() -> None:
     import torch  # noqa: F401
 
     import db  # noqa: F401
-    import nas.runner  # noqa: F401
+    import nas.search.study  # noqa: F401
 
 
 def _exit_status(status: int) -> int:

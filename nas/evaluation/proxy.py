@@ -10,22 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas.builder import build_model
-from nas.data import ProxyData
-from nas.spec import ArchSpec
+from nas.evaluation.config import ProxyConfig
+from nas.evaluation.data import ProxyData
+from nas.space.builder import build_model
+from nas.space.spec import ArchSpec
 
 RECALIBRATION_IMAGES = 1024
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    seed: int = 0
-    eval_batch_size: int = 500
 
 
 @dataclass(frozen=True)

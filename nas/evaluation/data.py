@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas.evaluation.config import TaskConfig
+
 DATASETS = ("mnist", "cifar10", "imagefolder")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 0
@@ -151,3 +153,21 @@ def load_proxy_data(
         num_classes=num_classes,
         in_channels=int(x.shape[1]),
     )
+
+
+def resolve_device(device: str) -> str:
+    """`auto` becomes `cuda` where this process sees a GPU, else `cpu`; DataError when `cuda` is asked for and
+    there is none."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for, but this process sees no CUDA GPU")
+    return device
+
+
+def load_task_data(task: TaskConfig, resolution: int, device: str | None = None) -> ProxyData:
+    """The task's data at `resolution` on `device` (default: the task's training device), after fixing the
+    thread count that its normalisation and training will use."""
+    torch.set_num_threads(task.threads)
+    data = load_proxy_data(task.dataset, task.data_dir, resolution, task.val_fraction, task.subset)
+    return data.to(device or resolve_device(task.device))

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from nas.builder import BlockLayout
+from nas.space.layout import BlockLayout
 
 # TF defaults: PyTorch momentum 0.01 is TF's decay 0.99.
 BN_EPS = 1e-3

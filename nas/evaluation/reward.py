@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-CONSTRAINTS = ("soft", "hard")
+from nas.evaluation.config import CONSTRAINTS
+
 SOFT_EXPONENT = -0.07
 HARD_EXPONENT = -1.0
 

@@ -1,10 +1,11 @@
-"""The only module of effnas that knows NNI: the model space and the strategy drivers.
+"""NNI adapters: the model space, the strategies and the two ways of running them. Only `nas.search` knows NNI.
 
-`run_strategy` runs NNI 3.0 in-process (SequentialExecutionEngine, no Node.js manager, no port): the evaluation
-function receives the sample dict and returns the reward. `run_strategy_on_trial_processes` runs the same
-strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per candidate (`local`,
-`remote` over SSH, or any other NNI training service), each of which trains its candidate and writes its own row.
-Everything else (decoding, counting, training, storing) lives outside, in plain effnas code.
+`run_strategy` runs NNI 3.0 in-process (SequentialExecutionEngine, no Node.js manager, no port): it is given an
+evaluation function that receives the sample dict and returns the reward. `run_strategy_on_trial_processes` runs
+the same strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per candidate
+(`local`, `remote` over SSH, or any other NNI training service), each of which calls the trial entry point it was
+given. Everything else (decoding, counting, training, storing) lives outside, in plain effnas code; this module
+imports none of it but the search space.
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ with warnings.catch_warnings():
 
 from torch import nn
 
-from nas.builder import build_model
-from nas.space import SearchSpace
+from db import TrialRole
+from nas.search.config import STRATEGIES
+from nas.space.builder import build_model
+from nas.space.search_space import SearchSpace
 
-STRATEGIES = ("evolution", "random", "tpe", "grid")
 GRID_MAX_SIZE = 100_000
 
 
@@ -149,6 +151,7 @@ def run_strategy(
 # -- NNI's training-service engine: one process per candidate ------------------------------------------------
 
 MANAGER_PRELOAD = Path(__file__).with_name("nni_manager_preload.js")
+FORKSERVER_MODULE = "nas.search.trial_forkserver"
 # How long the engine waits for a worker to come free before it lets the strategy check its budget.
 IDLE_WAIT_SECONDS = 5.0
 # Keys of an NNI experiment configuration that `--nni-config` may set; the rest (search space, trial command,
@@ -229,25 +232,17 @@ def free_port() -> int:
 
 
 class TrialHost(Protocol):
-    """What the training-service engine asks of the search (nas.runner.SearchRunner answers)."""
+    """What the training-service engine asks of the search (a `nas.search.study.Study` answers)."""
 
     def pending_reference(self) -> dict[str, Any] | None: ...
 
     def screen(self, sample: dict[str, Any]) -> float | None: ...
 
-    def reserve(self, sample: dict[str, Any], role: str = "candidate") -> None: ...
+    def reserve(self, sample: dict[str, Any], role: TrialRole) -> None: ...
 
-    def collect(self, sample: dict[str, Any], role: str = "candidate", log_hint: str = "") -> float: ...
+    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "") -> float: ...
 
     def budget_available(self) -> bool: ...
-
-
-def _train_in_trial_process(sample: dict[str, Any], db_url_hex: str, search_id: int, role: str) -> None:
-    # Runs in the trial process NNI starts: it must stay importable at module level.
-    from nas.runner import train_queued_trial
-
-    db_url = bytes.fromhex(db_url_hex).decode()
-    nni.report_final_result(float(train_queued_trial(db_url, search_id, sample, role)))
 
 
 class _TrialProcessEngine(TrainingServiceExecutionEngine):
@@ -265,10 +260,10 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
         self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._news = threading.Event()  # set by NNI's listener thread: a trial ended or a worker came free
         # NNI parameter id -> the model in a trial process and its role; NNI itself keeps only weak references.
-        self._pending: dict[int, tuple[ExecutableModelSpace, str]] = {}
+        self._pending: dict[int, tuple[ExecutableModelSpace, TrialRole]] = {}
         super().__init__(binding, fetch_intermediates=False)
 
-    def _hand_out(self, model: ExecutableModelSpace, role: str) -> None:
+    def _hand_out(self, model: ExecutableModelSpace, role: TrialRole) -> None:
         self._host.reserve(dict(model.sample), role)
         super().submit_models(model)
         self._pending[self._current_parameter_id] = (model, role)
@@ -278,7 +273,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
         for model in models:
             value = self._host.screen(dict(model.sample))
             if value is None:
-                self._hand_out(model, "candidate")
+                self._hand_out(model, TrialRole.CANDIDATE)
                 continue
             self.dispatch_model_event(FinalMetricEvent(model, value))
             self.dispatch_model_event(TrainingEndEvent(model, ModelStatus.Trained))
@@ -293,7 +288,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
             if self._reference is not None and super().idle_worker_available():
                 # EfficientNet-B0 takes the first free worker; the strategy never sees it.
                 reference, self._reference = self._reference, None
-                self._hand_out(reference, "reference")
+                self._hand_out(reference, TrialRole.REFERENCE)
             if super().idle_worker_available():
                 return True
             left = deadline - time.monotonic()
@@ -346,7 +341,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
             model, role = entry
             hint = f"NNI trial {command.trial_job_id}, logs under {self.nodejs_binding.log_folder.parent}"
             value = self._host.collect(dict(model.sample), role, hint)
-            if role == "candidate":
+            if role is TrialRole.CANDIDATE:
                 self.dispatch_model_event(FinalMetricEvent(model, value))
                 self.dispatch_model_event(TrainingEndEvent(model, self._interpret_trial_job_status(command.event)))
 
@@ -370,7 +365,7 @@ class _SearchExperiment(NasExperiment):
 
 @contextlib.contextmanager
 def _manager_preload(loopback: bool) -> Iterator[None]:
-    """Has Node.js preload nas/nni_manager_preload.js into NNI's manager: it ends the manager when the search
+    """Has Node.js preload nni_manager_preload.js into NNI's manager: it ends the manager when the search
     process is gone and, with `loopback` (NNI 3.0 has no setting for the address and listens on all
     interfaces), binds the manager's port to 127.0.0.1."""
     saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "EFFNAS_MANAGER_LOOPBACK")}
@@ -388,19 +383,19 @@ def _manager_preload(loopback: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _trial_forkserver(log_file: Path) -> Iterator[str]:
-    """Runs nas.trial_forkserver while the search lasts; yields the `python` of NNI's trial command that uses it."""
+    """Runs the trial fork server while the search lasts; yields the `python` of NNI's trial command that uses it."""
     folder = Path(tempfile.mkdtemp(prefix="effnas-trials-"))  # private (0700): the socket runs trials
     path = folder / "trials.sock"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("a") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "nas.trial_forkserver", "serve", str(path), str(os.getpid())],
+            [sys.executable, "-m", FORKSERVER_MODULE, "serve", str(path), str(os.getpid())],
             stdout=subprocess.PIPE, stderr=log, text=True,
         )
     try:
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the trial fork server did not start; see {log_file}")
-        yield f"{sys.executable} -m nas.trial_forkserver run {path}"
+        yield f"{sys.executable} -m {FORKSERVER_MODULE} run {path}"
     finally:
         server.terminate()
         try:
@@ -415,35 +410,39 @@ def run_strategy_on_trial_processes(
     space: SearchSpace,
     strategy: Any,
     host: TrialHost,
-    db_url: str,
-    search_id: int,
+    trial_entry: Callable[..., None],
+    entry_arguments: dict[str, Any],
     options: TrialProcessOptions,
+    log_name: str,
     on_start: Callable[[str, int, Path], None] | None = None,
 ) -> None:
     """Explore `space` with `strategy`, training each candidate in a trial process that NNI's manager starts
     (up to `options.workers` at once), until `host.budget_available()` turns false or the strategy has nothing
-    left, then wait for the trials still running. `on_start(experiment_id, port, log_folder)` is called just
-    before the manager starts."""
+    left, then wait for the trials still running.
+
+    A trial process calls `trial_entry(sample, role=..., **entry_arguments)`, which must be a module-level
+    function (NNI imports it by name there) and report its result with `nni.report_final_result`. The fork
+    server logs to `log_name` under the working directory. `on_start(experiment_id, port, log_folder)` is
+    called just before the manager starts."""
     model_space = MnasModelSpace.of(space)
 
-    def evaluator(role: str) -> _SampleEvaluator:
-        # NNI's messages go through json_tricks, which takes a "//" (as in every database URL) three levels deep
-        # for a comment and breaks the message: the URL travels hex-encoded.
-        return _SampleEvaluator(
-            _train_in_trial_process, db_url_hex=db_url.encode().hex(), search_id=search_id, role=role
-        )
+    def evaluator(role: TrialRole) -> _SampleEvaluator:
+        return _SampleEvaluator(trial_entry, role=role.value, **entry_arguments)
 
     reference_sample = host.pending_reference()
     reference = None
     if reference_sample is not None:
-        reference = SimplifiedModelSpace.from_model(model_space, evaluator("reference")).freeze(reference_sample)
+        reference = SimplifiedModelSpace.from_model(model_space, evaluator(TrialRole.REFERENCE)).freeze(
+            reference_sample
+        )
     with contextlib.ExitStack() as stack:
         trial_python = None
         if options.platform == "local":
             folder = options.working_directory / "forkserver"
-            trial_python = stack.enter_context(_trial_forkserver(folder / f"search-{search_id}.log"))
+            trial_python = stack.enter_context(_trial_forkserver(folder / log_name))
         experiment = _SearchExperiment(
-            model_space, evaluator("candidate"), strategy, experiment_config(options, trial_python), host, reference
+            model_space, evaluator(TrialRole.CANDIDATE), strategy, experiment_config(options, trial_python), host,
+            reference,
         )
         port = options.port or free_port()
         if on_start is not None:

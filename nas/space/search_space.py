@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from nas.spec import ArchSpec, StageSpec, efficientnet_b0
+from nas.space.spec import ArchSpec, StageSpec, efficientnet_b0
 
 BLOCK_CHOICES: dict[str, tuple[str, int]] = {
     "mbconv_e1": ("mbconv", 1),

@@ -16,8 +16,8 @@ from thop import profile
 from thop.vision.basic_hooks import zero_ops
 from torch import nn
 
-from nas.builder import STEM_KERNEL, BlockLayout, NetworkLayout, network_layout
-from nas.spec import ArchSpec
+from nas.space.layout import STEM_KERNEL, BlockLayout, NetworkLayout, network_layout
+from nas.space.spec import ArchSpec
 
 FLOPS_CONVENTION = "FLOPs = multiply-accumulates of conv and linear layers"
 

@@ -204,11 +204,6 @@ def decode_stage(text: str) -> StageSpec:
         raise SpecError(f"bad number in block string {text!r}") from None
 
 
-def encode(spec: ArchSpec) -> list[str]:
-    """Block strings of a spec (global parameters travel separately, as in the official code)."""
-    return spec.block_strings()
-
-
 _GLOBAL_FIELDS = tuple(f for f in ArchSpec.__dataclass_fields__ if f != "stages")
 
 
@@ -223,7 +218,7 @@ def decode(block_strings: list[str] | tuple[str, ...], **global_params: Any) -> 
 def spec_to_dict(spec: ArchSpec) -> dict[str, Any]:
     """The JSON-ready form: format tag, block strings and global parameters."""
     data = {key: value for key, value in asdict(spec).items() if key != "stages"}
-    return {"format": SPEC_FORMAT, "blocks": encode(spec), **data}
+    return {"format": SPEC_FORMAT, "blocks": spec.block_strings(), **data}
 
 
 def spec_from_dict(data: dict[str, Any]) -> ArchSpec:
@@ -319,7 +314,6 @@ __all__ = [
     "decode",
     "decode_stage",
     "efficientnet_b0",
-    "encode",
     "encode_stage",
     "from_json",
     "named_spec",

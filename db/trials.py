@@ -1,0 +1,269 @@
+"""Trials of a search: claim one, record its outcome, read them back.
+
+Guarantees:
+- A search holds at most one trial per (role, architecture key): claiming an architecture the search already
+  has returns that trial (with its number), so equal networks are never numbered twice.
+- Numbers follow the order of claims, from 0, with no gaps, even with several processes claiming at once (the
+  unique constraint on (search, number) makes a racing claim fail rather than duplicate).
+- Every function is one transaction: a trial's outcome is committed when `record_outcome` returns, so a killed
+  process loses no finished trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from db.models import TrialRecord, utcnow
+from db.session import Database
+from db.states import FINISHED, IN_FLIGHT, TrialRole, TrialStatus
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    id: int
+    search_id: int
+    number: int
+    role: TrialRole
+    status: TrialStatus
+    arch: dict[str, Any]
+    block_strings: str
+    arch_key: str
+    sample: dict[str, Any] | None
+    accuracy: float | None
+    flops: int | None
+    params: int | None
+    reward: float | None
+    build_seconds: float | None
+    train_seconds: float | None
+    eval_seconds: float | None
+    error: str | None
+    worker: str | None
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+_INFO_FIELDS = tuple(f.name for f in fields(TrialInfo))
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """What a search knows of a trial before it is evaluated."""
+
+    role: TrialRole
+    arch: dict[str, Any]
+    block_strings: str
+    arch_key: str
+    sample: dict[str, Any] | None
+    flops: int
+    params: int
+
+
+@dataclass(frozen=True)
+class FinishedTrial:
+    """What a resumed search needs of a finished trial: which architecture, and the reward the strategy saw."""
+
+    role: TrialRole
+    arch_key: str
+    status: TrialStatus
+    reward: float | None
+
+
+@dataclass(frozen=True)
+class TrialPoint:
+    """The columns of a trial that the dashboard's charts draw."""
+
+    id: int
+    search_id: int
+    number: int
+    role: TrialRole
+    status: TrialStatus
+    flops: int | None
+    params: int | None
+    accuracy: float | None
+    reward: float | None
+    block_strings: str
+
+
+def _info(row: TrialRecord) -> TrialInfo:
+    values = {name: getattr(row, name) for name in _INFO_FIELDS}
+    values.update(role=TrialRole(row.role), status=TrialStatus(row.status))
+    return TrialInfo(**values)
+
+
+def _find(session, search_id: int, role: TrialRole, arch_key: str) -> TrialRecord | None:
+    return session.scalars(
+        select(TrialRecord).where(
+            TrialRecord.search_id == search_id, TrialRecord.role == role.value, TrialRecord.arch_key == arch_key
+        )
+    ).first()
+
+
+def claim_trial(db: Database, search_id: int, trial: NewTrial, status: TrialStatus, worker: str) -> TrialInfo:
+    """The search's trial of `trial.arch_key` (numbered now if new), set to `status`: queued for a trial process,
+    or running here (which counts an attempt and stamps `worker` and `started_at`)."""
+    with db.writing() as session:
+        row = _find(session, search_id, trial.role, trial.arch_key)
+        if row is None:
+            number = session.scalar(
+                select(func.coalesce(func.max(TrialRecord.number) + 1, 0)).where(TrialRecord.search_id == search_id)
+            )
+            row = TrialRecord(
+                search_id=search_id, number=number, role=trial.role.value, arch=trial.arch,
+                block_strings=trial.block_strings, arch_key=trial.arch_key, sample=trial.sample, attempts=0,
+            )
+            session.add(row)
+        row.status = status.value
+        row.error = None
+        row.finished_at = None
+        row.flops, row.params = trial.flops, trial.params
+        if status is TrialStatus.RUNNING:
+            row.attempts += 1
+            row.worker = worker
+            row.started_at = utcnow()
+        session.flush()
+        return _info(row)
+
+
+def record_outcome(db: Database, trial_id: int, status: TrialStatus, **values: Any) -> None:
+    """End a trial: its status, its results (accuracy, reward, seconds, error) and `finished_at`."""
+    unknown = set(values) - set(_INFO_FIELDS)
+    if unknown:
+        raise ValueError(f"not a trial column: {', '.join(sorted(unknown))}")
+    with db.writing() as session:
+        session.execute(
+            update(TrialRecord).where(TrialRecord.id == trial_id)
+            .values(status=status.value, finished_at=utcnow(), **values)
+        )
+
+
+def interrupt_in_flight(db: Database, search_id: int, error: str, *, finished: bool) -> None:
+    """Mark the search's queued and running trials interrupted (their process stopped); `finished` stamps the
+    time, which is unknown when the process was killed."""
+    values: dict[str, Any] = {"status": TrialStatus.INTERRUPTED.value, "error": error}
+    if finished:
+        values["finished_at"] = utcnow()
+    with db.writing() as session:
+        session.execute(
+            update(TrialRecord)
+            .where(TrialRecord.search_id == search_id, TrialRecord.status.in_([s.value for s in IN_FLIGHT]))
+            .values(**values)
+        )
+
+
+def finished_trials(db: Database, search_id: int) -> list[FinishedTrial]:
+    with db.reading() as session:
+        rows = session.execute(
+            select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status, TrialRecord.reward).where(
+                TrialRecord.search_id == search_id, TrialRecord.status.in_([s.value for s in FINISHED])
+            )
+        ).all()
+    return [FinishedTrial(TrialRole(role), key, TrialStatus(status), value) for role, key, status, value in rows]
+
+
+def collect_trial(db: Database, search_id: int, role: TrialRole, arch_key: str, error: str) -> TrialInfo:
+    """The trial as its process left it; one still queued or running (the process ended without storing a
+    result) becomes failed with `error`."""
+    with db.writing() as session:
+        row = _find(session, search_id, role, arch_key)
+        if TrialStatus(row.status) in IN_FLIGHT:
+            row.status = TrialStatus.FAILED.value
+            row.error = error
+            row.finished_at = utcnow()
+        session.flush()
+        return _info(row)
+
+
+def fail_in_flight_sample(db: Database, search_id: int, role: TrialRole, sample: dict[str, Any], error: str) -> None:
+    """Fail the in-flight trial of `sample`, for a trial process that cannot even compute its architecture
+    key (its data did not load)."""
+    with db.writing() as session:
+        for row in session.scalars(
+            select(TrialRecord).where(
+                TrialRecord.search_id == search_id, TrialRecord.role == role.value,
+                TrialRecord.status.in_([s.value for s in IN_FLIGHT]),
+            )
+        ):
+            if row.sample == sample:
+                row.status, row.error, row.finished_at = TrialStatus.FAILED.value, error, utcnow()
+
+
+def best_trial(db: Database, search_id: int) -> TrialInfo | None:
+    """The completed candidate with the highest reward (earliest on ties)."""
+    with db.reading() as session:
+        row = session.scalars(
+            select(TrialRecord)
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
+                   TrialRecord.status == TrialStatus.COMPLETE.value)
+            .order_by(TrialRecord.reward.desc(), TrialRecord.number)
+            .limit(1)
+        ).first()
+        return None if row is None else _info(row)
+
+
+def reference_trial(db: Database, search_id: int) -> TrialInfo | None:
+    with db.reading() as session:
+        row = session.scalars(
+            select(TrialRecord).where(TrialRecord.search_id == search_id,
+                                      TrialRecord.role == TrialRole.REFERENCE.value)
+        ).first()
+        return None if row is None else _info(row)
+
+
+def get_trial(db: Database, trial_id: int) -> TrialInfo | None:
+    with db.reading() as session:
+        row = session.get(TrialRecord, trial_id)
+        return None if row is None else _info(row)
+
+
+def list_trials(db: Database, search_id: int) -> list[TrialInfo]:
+    """Every trial of a search, in trial order."""
+    with db.reading() as session:
+        rows = session.scalars(
+            select(TrialRecord).where(TrialRecord.search_id == search_id).order_by(TrialRecord.number)
+        ).all()
+        return [_info(row) for row in rows]
+
+
+def candidate_status_counts(db: Database, search_id: int) -> dict[TrialStatus, int]:
+    with db.reading() as session:
+        rows = session.execute(
+            select(TrialRecord.status, func.count())
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value)
+            .group_by(TrialRecord.status)
+        ).all()
+    return {TrialStatus(status): count for status, count in rows}
+
+
+def trial_points(db: Database, search_ids: list[int]) -> list[TrialPoint]:
+    """Every trial of the given searches (candidates and the reference), in trial order, without the columns
+    that the charts do not draw."""
+    with db.reading() as session:
+        rows = session.execute(
+            select(
+                TrialRecord.id, TrialRecord.search_id, TrialRecord.number, TrialRecord.role, TrialRecord.status,
+                TrialRecord.flops, TrialRecord.params, TrialRecord.accuracy, TrialRecord.reward,
+                TrialRecord.block_strings,
+            )
+            .where(TrialRecord.search_id.in_(search_ids))
+            .order_by(TrialRecord.search_id, TrialRecord.number)
+        ).all()
+    return [TrialPoint(*row[:3], TrialRole(row[3]), TrialStatus(row[4]), *row[5:]) for row in rows]
+
+
+def trial_columns(db: Database, search_id: int, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The named columns of every trial of a search, in trial order (statuses and roles as plain strings)."""
+    unknown = set(columns) - set(_INFO_FIELDS)
+    if unknown:
+        raise ValueError(f"not a trial column: {', '.join(sorted(unknown))}")
+    with db.reading() as session:
+        rows = session.execute(
+            select(*(getattr(TrialRecord, name) for name in columns))
+            .where(TrialRecord.search_id == search_id)
+            .order_by(TrialRecord.number)
+        ).all()
+    return [dict(zip(columns, row)) for row in rows]

@@ -1,0 +1,1 @@
+"""What every effnas command shares (`effnas.cli`) and the `effnas <command>` console script."""

@@ -1,0 +1,64 @@
+"""The configurations of an evaluation, holding every default: the task (data, device, threads), the proxy
+training and the reward. Command-line defaults and help texts are read from here, never written again."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
+
+CONSTRAINTS = ("soft", "hard")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which data, split how, trained where."""
+
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    subset: int | None = None
+    val_fraction: float = 0.2
+    # Part of reproducibility: float reductions (data normalisation, training) round differently per thread count.
+    threads: int = 1
+    # auto: the GPU when the training process sees one (NNI's gpuIndices decide which), else the CPU.
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The short training that ranks candidates. `seed` also seeds the search strategy."""
+
+    resolution: int = 32
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 0.05
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    eval_batch_size: int = 500
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """MnasNet's ACC x (FLOPs/T)^w: FLOPs counted at `resolution`; candidates above `max_flops_ratio` x T are
+    rejected without training."""
+
+    target_flops: int
+    resolution: int = 224
+    constraint: str = "soft"
+    w: float | None = None
+    max_flops_ratio: float = 4.0
+
+    @property
+    def flops_limit(self) -> float:
+        return self.max_flops_ratio * self.target_flops
+
+
+def default(config: type, name: str) -> Any:
+    """The default of field `name` of a config dataclass."""
+    for item in fields(config):
+        if item.name == name:
+            if item.default is MISSING:
+                raise KeyError(f"{config.__name__}.{name} has no default")
+            return item.default
+    raise KeyError(f"{config.__name__} has no field {name}")

@@ -1,0 +1,91 @@
+"""The evaluator: one spec in, one outcome out (FLOPs and params, rejection over the cap, proxy training, reward).
+
+It knows nothing of databases or strategies; the search stores what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from db.states import TrialStatus
+from nas.evaluation.config import ProxyConfig, RewardConfig
+from nas.evaluation.data import ProxyData
+from nas.evaluation.proxy import train_and_evaluate
+from nas.evaluation.reward import reward
+from nas.space.flops import count_flops, count_params
+from nas.space.spec import ArchSpec
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an evaluation gave: complete (accuracy and reward), rejected (over the FLOPs cap, never trained) or
+    failed (with the error)."""
+
+    status: TrialStatus
+    flops: int
+    params: int
+    accuracy: float | None = None
+    reward: float | None = None
+    error: str | None = None
+    build_seconds: float | None = None
+    train_seconds: float | None = None
+    eval_seconds: float | None = None
+
+    @property
+    def strategy_value(self) -> float:
+        """What the strategy maximises: the reward, or 0 for a network that gave none."""
+        return self.reward if self.status is TrialStatus.COMPLETE else 0.0
+
+    def results(self) -> dict[str, float | str | None]:
+        """The stored results of a trial, keyed by column."""
+        return {
+            "accuracy": self.accuracy, "reward": self.reward, "error": self.error,
+            "build_seconds": self.build_seconds, "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
+        }
+
+
+def error_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+class Evaluator:
+    """Scores specs on one task: the reward's FLOPs at `reward.resolution`, the proxy training on `data`."""
+
+    def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: ProxyData) -> None:
+        self.reward_config = reward_config
+        self.proxy = proxy
+        self.data = data
+
+    def cost(self, spec: ArchSpec) -> tuple[int, int]:
+        """FLOPs (multiply-accumulates at the reward's resolution) and parameters."""
+        return count_flops(spec, self.reward_config.resolution), count_params(spec)
+
+    def over_cap(self, flops: int) -> bool:
+        return flops > self.reward_config.flops_limit
+
+    def evaluate(self, spec: ArchSpec, *, capped: bool = True,
+                 on_epoch: Callable[[int, int], None] | None = None) -> Outcome:
+        """Train `spec` on the proxy and score it; with `capped`, a spec over the FLOPs cap is rejected without
+        training. A failure of training is an outcome, not an exception; Ctrl-C is not caught."""
+        config = self.reward_config
+        flops, params = self.cost(spec)
+        if capped and self.over_cap(flops):
+            return Outcome(
+                TrialStatus.REJECTED, flops, params,
+                error=f"{flops:,} FLOPs exceed {config.max_flops_ratio:g}x the target ({config.flops_limit:,.0f})",
+            )
+        start = time.perf_counter()
+        try:
+            result = train_and_evaluate(spec, self.data, self.proxy, on_epoch=on_epoch)
+        except Exception as exc:  # any failure of one candidate is recorded and the search goes on
+            return Outcome(TrialStatus.FAILED, flops, params, error=error_line(exc),
+                           train_seconds=time.perf_counter() - start)
+        value = reward(result.accuracy, flops, config.target_flops, config.constraint, config.w)
+        return Outcome(
+            TrialStatus.COMPLETE, flops, params, accuracy=result.accuracy, reward=value,
+            build_seconds=result.build_seconds, train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+        )

@@ -1,0 +1,399 @@
+"""`python -m nas.search --target-flops 400M`: search for a baseline network under a FLOPs budget.
+
+Each candidate is scored by ACC x (FLOPs/T)^w on a short proxy training; every trial is written to the database
+as it ends. Ctrl-C stops after saving what has finished; `--resume ID` continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from db import DatabaseError, TrialRole, TrialStatus, db_argument, describe_url, open_database, resolve_url
+from db import searches, trials
+from effnas.cli import CommandParser, add_db_option, UsageError, fail, format_duration, parse_duration, parse_flops
+from nas.evaluation.config import CONSTRAINTS, DEVICES, ProxyConfig, RewardConfig, TaskConfig, default
+from nas.evaluation.data import DATASETS, DataError, ProxyData, load_task_data, resolve_device
+from nas.evaluation.evaluator import Evaluator
+from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig
+from nas.search.progress import ProgressDisplay
+from nas.search.study import Study, create_search, search_space
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, parse_fixed
+
+if TYPE_CHECKING:
+    from nas.search.nni_adapters import TrialProcessOptions
+
+LOG_DIR = Path(".effnas") / "logs"
+# Options that a resumed search may change; every other option of these groups defines the search.
+RESUME_OVERRIDES = ("trials", "time_budget")
+DEFINING_GROUPS = ("what to search for", "how to search", "proxy task")
+
+
+def _d(config: type, name: str) -> str:
+    return f"({default(config, name)})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Defaults live in the config dataclasses: an option left out is None here, so that --resume can tell it
+    # apart from one given.
+    parser = CommandParser(
+        prog="python -m nas.search",
+        description="Multi-objective architecture search (MnasNet space, EfficientNet-B0 stages) under a FLOPs "
+        f"budget. {FLOPS_CONVENTION}.",
+    )
+    what = parser.add_argument_group("what to search for")
+    what.add_argument("--target-flops", help="FLOPs target T, e.g. 400M, 0.4G, 4e8 (multiply-accumulates)")
+    what.add_argument("--resolution", type=int, help=f"input resolution the FLOPs are counted at {_d(RewardConfig, 'resolution')}")
+    what.add_argument("--constraint", choices=CONSTRAINTS,
+                      help=f"soft: w=-0.07 on both sides of T; hard: w=0 below T, -1 above {_d(RewardConfig, 'constraint')}")
+    what.add_argument("--w", type=float, help="override the reward exponent w")
+    what.add_argument("--max-flops-ratio", type=float,
+                      help=f"reject without training candidates above this multiple of T {_d(RewardConfig, 'max_flops_ratio')}")
+    what.add_argument("--fix", action="append", metavar="DIM=VALUE",
+                      help=f"pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: {', '.join(DIMENSIONS)})")
+    how = parser.add_argument_group("how to search")
+    how.add_argument("--strategy", choices=STRATEGIES, help=f"search strategy {_d(SearchConfig, 'strategy')}")
+    how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
+    how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
+                     f"({format_duration(DEFAULT_TIME_BUDGET)})")
+    how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
+    how.add_argument("--no-reference", action="store_true", default=None,
+                     help="do not evaluate EfficientNet-B0 for comparison")
+    proxy = parser.add_argument_group("proxy task")
+    proxy.add_argument("--dataset", choices=DATASETS, help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded")
+    proxy.add_argument("--data-dir", help="folder of the data set (cifar10, imagefolder)")
+    proxy.add_argument("--subset", type=int, help="use only this many images (train + validation)")
+    proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
+    proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
+    proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
+    proxy.add_argument("--lr", type=float, help=f"peak learning rate, SGD one-cycle {_d(ProxyConfig, 'lr')}")
+    proxy.add_argument("--device", choices=DEVICES,
+                       help="auto: a GPU when the training process sees one, else the CPU (auto)")
+    proxy.add_argument("--threads", type=int,
+                       help="CPU threads per training process (default: cores / workers); stored, since results "
+                       "depend on it")
+    parallel = parser.add_argument_group("parallel trials (NNI's training-service engine)")
+    parallel.add_argument("--workers", type=int, default=None,
+                          help="train this many candidates at once, each in its own process started by NNI's manager "
+                          "(default 1: one at a time, in this process)")
+    parallel.add_argument("--nni-config", default=None, metavar="FILE",
+                          help="YAML or JSON with NNI's trainingService (local with gpuIndices, remote over SSH, ...), "
+                          "trialConcurrency and trialGpuNumber; see the README")
+    parallel.add_argument("--nni-port", type=int, default=None,
+                          help="port of NNI's manager (default: a free one; on 127.0.0.1 for local trials)")
+    run = parser.add_argument_group("bookkeeping")
+    add_db_option(run)
+    run.add_argument("--name", default=None, help="a name for this search")
+    run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
+    run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
+    return parser
+
+
+def _given(args: argparse.Namespace, name: str, fallback: Any) -> Any:
+    value = getattr(args, name)
+    return fallback if value is None else value
+
+
+def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig:
+    """Validate everything that needs no database or data; UsageError names the first problem. `workers` trials
+    train at once."""
+    if args.target_flops is None:
+        raise UsageError("--target-flops is required (e.g. --target-flops 400M)")
+    reward = RewardConfig(
+        target_flops=parse_flops(args.target_flops),
+        **{name: _given(args, name, default(RewardConfig, name))
+           for name in ("resolution", "constraint", "w", "max_flops_ratio")},
+    )
+    task = TaskConfig(
+        dataset=_given(args, "dataset", default(TaskConfig, "dataset")),
+        data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+        subset=args.subset,
+        # Parallel trial processes share the cores.
+        threads=args.threads if args.threads is not None else max(1, (os.cpu_count() or 1) // workers),
+        device=_given(args, "device", default(TaskConfig, "device")),
+    )
+    proxy = ProxyConfig(
+        resolution=_given(args, "proxy_resolution", default(ProxyConfig, "resolution")),
+        **{name: _given(args, name, default(ProxyConfig, name)) for name in ("epochs", "batch_size", "lr", "seed")},
+    )
+    try:
+        fixed = parse_fixed(args.fix or [])
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+    config = SearchConfig(
+        reward=reward, task=task, proxy=proxy,
+        strategy=_given(args, "strategy", default(SearchConfig, "strategy")),
+        trials=_given(args, "trials", default(SearchConfig, "trials")),
+        time_budget=parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
+        fixed=fixed,
+        reference=not args.no_reference,
+    )
+    _check(config)
+    return config
+
+
+def _check(config: SearchConfig) -> None:
+    task, proxy, reward = config.task, config.proxy, config.reward
+    if task.dataset != "mnist" and not task.data_dir:
+        raise UsageError(f"--dataset {task.dataset} needs --data-dir")
+    positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
+                "--threads": task.threads}
+    for flag, value in positive.items():
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if reward.resolution < 32 or proxy.resolution < 32:
+        raise UsageError("--resolution and --proxy-resolution must be at least 32")
+    if task.subset is not None and task.subset < 10:
+        raise UsageError(f"--subset must be at least 10, got {task.subset}")
+    if reward.max_flops_ratio <= 1:
+        raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
+    if proxy.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {proxy.lr}")
+    from nas.search.nni_adapters import make_strategy
+
+    try:
+        make_strategy(config.strategy, config.seed, config.trials,
+                      SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def defining_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options given that define a search (and so conflict with --resume)."""
+    given = []
+    for group in parser._action_groups:
+        if group.title not in DEFINING_GROUPS and group.title != "bookkeeping":
+            continue
+        for action in group._group_actions:
+            if action.dest in RESUME_OVERRIDES or action.dest in ("db", "resume", "verbose"):
+                continue
+            if getattr(args, action.dest) is not None:
+                given.append(action.option_strings[0])
+    return given
+
+
+def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
+    """How to run trial processes, or None to train in this process; UsageError names the first problem."""
+    from db import sqlite_path
+    from nas.search.nni_adapters import NniConfigError, TrialProcessOptions, experiment_config
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.nni_port is not None and not 1024 <= args.nni_port <= 65534:
+        raise UsageError(f"--nni-port must be between 1024 and 65534, got {args.nni_port}")
+    nni_config = _read_nni_config(args.nni_config) if args.nni_config else {}
+    concurrency = nni_config.pop("trialConcurrency", None)
+    if concurrency is not None and args.workers is not None and concurrency != args.workers:
+        raise UsageError(f"--workers {args.workers} and trialConcurrency {concurrency} in {args.nni_config} disagree")
+    workers = args.workers or concurrency or 1
+    if workers == 1 and not nni_config:
+        return None
+    options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=args.nni_port)
+    try:
+        experiment_config(options)
+    except NniConfigError as exc:
+        raise UsageError(f"{args.nni_config}: {exc}" if args.nni_config else str(exc)) from None
+    if options.platform != "local" and sqlite_path(db_url) is not None:
+        raise UsageError(
+            f"trials on the {options.platform} training service cannot write to a SQLite file on this machine; "
+            "pass --db with a database server URL they can reach (postgresql://...)"
+        )
+    return options
+
+
+def _read_nni_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --nni-config {path}: {exc.strerror}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold a mapping of NNI settings (trainingService, trialConcurrency, ...)")
+    if "trialConcurrency" in config and (not isinstance(config["trialConcurrency"], int)
+                                         or config["trialConcurrency"] < 1):
+        raise UsageError(f"{path}: trialConcurrency must be a whole number of at least 1")
+    return config
+
+
+def _summary(db, search_id: int, config: SearchConfig, data: ProxyData, seconds: float) -> str:
+    search = searches.get_search(db, search_id)
+    counts = trials.candidate_status_counts(db, search_id)
+    winner = trials.best_trial(db, search_id)
+    reference = trials.reference_trial(db, search_id)
+    total = sum(counts.values())
+    resolution = config.reward.resolution
+    lines = [
+        f"Search {search_id} ({search.name}) {search.status}: {total} trials "
+        f"({counts.get(TrialStatus.COMPLETE, 0)} complete, {counts.get(TrialStatus.FAILED, 0)} failed, "
+        f"{counts.get(TrialStatus.REJECTED, 0)} rejected) in {format_duration(seconds)}.",
+        f"{FLOPS_CONVENTION}, counted at {resolution}x{resolution} with {data.in_channels} input "
+        f"channel(s) and {data.num_classes} classes. Target {format_flops(config.reward.target_flops)}, "
+        f"{config.reward.constraint} constraint. Accuracy: proxy validation accuracy on {data.name} "
+        f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
+        "",
+    ]
+    columns = []
+    if winner is not None:
+        columns.append((f"winner (trial {winner.number})", winner))
+    if reference is not None and reference.status is TrialStatus.COMPLETE:
+        columns.append(("EfficientNet-B0 (same evaluator)", reference))
+    if not columns:
+        lines.append("No trial completed.")
+        return "\n".join(lines)
+    blocks = [column[1].block_strings.split() for column in columns]
+    width = max(len(title) for title, _ in columns)
+    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
+    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
+    for index in range(max(len(stages) for stages in blocks)):
+        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
+        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
+    rows: list[tuple[str, Any]] = [
+        ("FLOPs", lambda t: format_flops(t.flops)),
+        ("params", lambda t: format_params(t.params)),
+        ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
+        ("reward", lambda t: f"{t.reward:.4f}"),
+    ]
+    for label, show in rows:
+        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
+    db_arg = db_argument(db.url)
+    lines += [
+        "",
+        f"Search id: {search_id}",
+        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
+        f"Dashboard: python -m dashboard{db_arg}",
+    ]
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_url: str,
+                 trial_options: TrialProcessOptions | None) -> tuple[Any, int, SearchConfig, ProxyData]:
+    """The database, the search id, its config and its data: a stored search for --resume, else a new one."""
+    # Where trial processes train, this process needs the data only for its shape.
+    data_device = "cpu" if trial_options is not None else None
+    if args.resume is None:
+        config = config_from_args(args, trial_options.workers if trial_options is not None else 1)
+        data = load_task_data(config.task, config.proxy.resolution, device=data_device)
+        _check_device(config, trial_options)
+        db = open_database(db_url)
+        return db, create_search(db, config, args.name), config, data
+    conflicts = defining_options(parser, args)
+    if conflicts:
+        raise UsageError(f"--resume takes the search's stored configuration; drop {', '.join(conflicts)}")
+    db = open_database(db_url, create=False)
+    search = searches.get_search(db, args.resume)
+    if search is None:
+        raise UsageError(f"no search with id {args.resume} in {describe_url(db_url)}")
+    stored = SearchConfig.from_config(search.config)
+    overrides: dict[str, Any] = {}
+    if args.trials is not None:
+        overrides["trials"] = args.trials
+    if args.time_budget is not None:
+        overrides["time_budget"] = parse_duration(args.time_budget)
+    config = SearchConfig.from_config({**stored.to_config(), **overrides})
+    data = load_task_data(config.task, config.proxy.resolution, device=data_device)
+    _check_device(config, trial_options)
+    if overrides:
+        searches.update_search_config(db, args.resume, config.to_config(), config.trials)
+    return db, args.resume, config, data
+
+
+def _check_device(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+    if trial_options is not None and trial_options.platform == "local":
+        resolve_device(config.task.device)  # the trial processes would all fail on this machine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        warnings.simplefilter("ignore")
+    db_url = resolve_url(args.db)
+    try:
+        trial_options = trial_options_from_args(args, db_url)
+        db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
+    except (UsageError, DataError, DatabaseError) as exc:
+        fail(str(exc), prog=parser.prog)
+
+    from db import absolute_url
+    from nas.search.nni_adapters import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
+
+    log_file = LOG_DIR / f"search-{search_id}.log"
+    route_nni_logs(log_file, args.verbose)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    where = "in this process" if trial_options is None else (
+        f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
+    )
+    print(
+        f"Search {search_id}: {config.strategy}, {config.trials} trials"
+        f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
+        f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
+        f"({FLOPS_CONVENTION}). Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. "
+        f"NNI log: {log_file}",
+        file=sys.stderr,
+    )
+    cores = os.cpu_count() or 1
+    local_trials = trial_options is not None and trial_options.platform == "local"
+    if local_trials and config.task.threads * trial_options.workers > cores:
+        print(f"note: each trial trains with {config.task.threads} threads (stored with the search, since results "
+              f"depend on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
+    started = time.monotonic()
+    study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
+    display = ProgressDisplay(config, study.elapsed)
+    study.events = display
+    space = search_space(config, data.num_classes, data.in_channels)
+    strategy = make_strategy(config.strategy, config.seed, config.trials, space.size())
+
+    def announce(experiment_id: str, port: int, log_folder: Path) -> None:
+        address = "127.0.0.1" if trial_options.platform == "local" else "all interfaces"
+        display.note(f"NNI manager: experiment {experiment_id}, port {port} on {address}; trial logs under "
+                     f"{log_folder.parent}")
+
+    ended: BaseException | None = None
+    try:
+        study.start()
+        if trial_options is None:
+            if config.reference:
+                study.evaluate_reference()
+            run_strategy(space, strategy, study.evaluate_sample, study.budget_available)
+        else:
+            from nas.search.trial_entry import entry_arguments, train_in_trial_process
+
+            run_strategy_on_trial_processes(
+                space, strategy, study, train_in_trial_process, entry_arguments(absolute_url(db_url), search_id),
+                trial_options, f"search-{search_id}.log", on_start=announce,
+            )
+    except BaseException as exc:
+        ended = exc
+    finally:
+        display.close()
+    try:
+        study.end(ended)
+    except DatabaseError as exc:
+        fail(str(exc), code=1, prog=parser.prog)
+    if isinstance(ended, KeyboardInterrupt):
+        print(f"\nInterrupted. Every finished trial is saved; continue with: python -m nas.search --resume "
+              f"{search_id}{db_argument(db_url)}", file=sys.stderr)
+        return 130
+    if isinstance(ended, DatabaseError):
+        fail(str(ended), code=1, prog=parser.prog)
+    if ended is not None:
+        raise ended
+    print(_summary(db, search_id, config, data, time.monotonic() - started))
+    return 0

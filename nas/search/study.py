@@ -1,0 +1,264 @@
+"""A study: one search's dedup cache, budget, resume replay and progress events around the evaluator.
+
+A trial reads as claim (numbered and stored as running) -> evaluate (no database) -> record (its outcome
+committed). Results are keyed by the canonical architecture: a candidate already in the search is never trained
+again. That is also how `--resume` works: the strategy is started again with the stored seed and replays its
+earlier proposals from the database, at no training cost, until it reaches new ground; the trials it then adds
+are the ones an uninterrupted run would have added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from db import Database, SearchStatus, TrialRole, TrialStatus, searches, trials
+from nas.evaluation.evaluator import Evaluator, Outcome, error_line
+from nas.search.config import SearchConfig
+from nas.space.search_space import SearchSpace
+from nas.space.spec import ArchSpec, spec_to_dict
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    """A finished trial as the user interface shows it."""
+
+    number: int
+    role: TrialRole
+    status: TrialStatus
+    flops: int
+    accuracy: float | None = None
+    reward: float | None = None
+    error: str | None = None
+
+
+class SearchEvents:
+    """What a study tells its user interface; the default hears nothing."""
+
+    def search_started(self, done: int) -> None: ...
+
+    def trial_started(self, number: int, role: TrialRole) -> None: ...
+
+    def epoch_done(self, epoch: int, epochs: int) -> None: ...
+
+    def trial_finished(self, trial: TrialEnd, done: int, best: TrialEnd | None) -> None: ...
+
+
+def arch_key(spec: ArchSpec) -> str:
+    """SHA-256 of the canonical architecture: equal networks, equal keys."""
+    return hashlib.sha256(spec.arch_key().encode()).hexdigest()
+
+
+def new_trial(spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None, flops: int,
+              params: int) -> trials.NewTrial:
+    return trials.NewTrial(role=role, arch=spec_to_dict(spec), block_strings=" ".join(spec.canonical().block_strings()),
+                           arch_key=arch_key(spec), sample=sample, flops=flops, params=params)
+
+
+def create_search(db: Database, config: SearchConfig, name: str | None) -> int:
+    reward = config.reward
+    return searches.create_search(
+        db, name=name or f"{config.strategy}-{config.task.dataset}-{reward.target_flops / 1e6:g}M",
+        strategy=config.strategy, dataset=config.task.dataset, target_flops=reward.target_flops,
+        resolution=reward.resolution, seed=config.seed, max_trials=config.trials, config=config.to_config(),
+    )
+
+
+def search_space(config: SearchConfig, num_classes: int, in_channels: int) -> SearchSpace:
+    return SearchSpace(num_classes=num_classes, in_channels=in_channels, resolution=config.reward.resolution,
+                       fixed=dict(config.fixed))
+
+
+def _trial_end(trial: trials.TrialInfo) -> TrialEnd:
+    return TrialEnd(trial.number, trial.role, trial.status, trial.flops or 0, trial.accuracy, trial.reward,
+                    trial.error)
+
+
+class Study:
+    """One search: what it has evaluated, what it may still start, and each trial's row."""
+
+    def __init__(self, db: Database, search_id: int, config: SearchConfig, evaluator: Evaluator,
+                 events: SearchEvents | None = None) -> None:
+        self.db = db
+        self.search_id = search_id
+        self.config = config
+        self.evaluator = evaluator
+        self.events = events or SearchEvents()
+        self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._results: dict[tuple[TrialRole, str], float] = {}
+        self._best: TrialEnd | None = None
+        self._done = 0
+        self._in_flight = 0
+        self._idle_hits = 0
+        self._started = time.monotonic()
+
+    # -- state -------------------------------------------------------------------------------------------
+    def load_state(self) -> None:
+        """What earlier runs of this search finished; trials they left in flight become interrupted."""
+        trials.interrupt_in_flight(self.db, self.search_id,
+                                   "the process running this trial stopped before it ended", finished=False)
+        for trial in trials.finished_trials(self.db, self.search_id):
+            self._results[(trial.role, trial.arch_key)] = (
+                trial.reward if trial.status is TrialStatus.COMPLETE else 0.0
+            )
+            self._done += trial.role is TrialRole.CANDIDATE
+        best = trials.best_trial(self.db, self.search_id)
+        self._best = None if best is None else _trial_end(best)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def budget_available(self) -> bool:
+        config = self.config
+        if self._done + self._in_flight >= config.trials:
+            return False
+        if config.time_budget is not None and self.elapsed() >= config.time_budget:
+            return False
+        # A strategy that only proposes architectures already evaluated has run out of new ones.
+        return self._idle_hits < 1000 + len(self._results)
+
+    def _known_value(self, spec: ArchSpec) -> float | None:
+        known = self._results.get((TrialRole.CANDIDATE, arch_key(spec)))
+        self._idle_hits = self._idle_hits + 1 if known is not None else 0
+        return known
+
+    def _count(self, end: TrialEnd) -> None:
+        """Counts a finished trial and tells the user."""
+        if end.role is TrialRole.CANDIDATE:
+            self._done += 1
+            if end.status is TrialStatus.COMPLETE and (self._best is None or end.reward > self._best.reward):
+                self._best = end
+        self.events.trial_finished(end, self._done, self._best)
+
+    # -- trials in this process --------------------------------------------------------------------------
+    def evaluate_sample(self, sample: dict[str, Any]) -> float:
+        """The value the strategy maximises for a sample, training it only if this search has not evaluated its
+        architecture yet."""
+        spec = self.space.decode(sample)
+        known = self._known_value(spec)
+        if known is not None:
+            return known
+        return self.run_trial(spec, TrialRole.CANDIDATE, sample).strategy_value
+
+    def evaluate_reference(self) -> None:
+        """EfficientNet-B0 for this task, through the same evaluator (once per search)."""
+        spec = self.space.reference_spec()
+        if (TrialRole.REFERENCE, arch_key(spec)) not in self._results:
+            self.run_trial(spec, TrialRole.REFERENCE, self.space.b0_sample())
+
+    def run_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any]) -> Outcome:
+        """Claim -> evaluate -> record. Ctrl-C leaves the trial interrupted and goes on up."""
+        flops, params = self.evaluator.cost(spec)
+        trial = trials.claim_trial(self.db, self.search_id, new_trial(spec, role, sample, flops, params),
+                                   TrialStatus.RUNNING, self.worker)
+        self.events.trial_started(trial.number, role)
+        try:
+            outcome = self.evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
+                                              on_epoch=self.events.epoch_done)
+        except KeyboardInterrupt:
+            trials.record_outcome(self.db, trial.id, TrialStatus.INTERRUPTED,
+                                  error="interrupted by the user (Ctrl-C)")
+            raise
+        trials.record_outcome(self.db, trial.id, outcome.status, **outcome.results())
+        self._results[(role, trial.arch_key)] = outcome.strategy_value
+        self._count(TrialEnd(trial.number, role, outcome.status, flops, outcome.accuracy, outcome.reward,
+                             outcome.error))
+        return outcome
+
+    # -- trials in other processes (NNI's training-service engine) -----------------------------------------
+    def pending_reference(self) -> dict[str, Any] | None:
+        """The sample of EfficientNet-B0 when this search wants it and has not evaluated it yet."""
+        spec = self.space.reference_spec()
+        if not self.config.reference or (TrialRole.REFERENCE, arch_key(spec)) in self._results:
+            return None
+        return self.space.b0_sample()
+
+    def trial_spec(self, sample: dict[str, Any], role: TrialRole) -> ArchSpec:
+        return self.space.reference_spec() if role is TrialRole.REFERENCE else self.space.decode(sample)
+
+    def screen(self, sample: dict[str, Any]) -> float | None:
+        """The value of a candidate that needs no trial process: an architecture this search already has, or one
+        over the FLOPs cap (recorded here as rejected). None when it must be trained."""
+        spec = self.space.decode(sample)
+        known = self._known_value(spec)
+        if known is not None:
+            return known
+        flops, _ = self.evaluator.cost(spec)
+        if self.evaluator.over_cap(flops):
+            return self.run_trial(spec, TrialRole.CANDIDATE, sample).strategy_value
+        return None
+
+    def reserve(self, sample: dict[str, Any], role: TrialRole) -> None:
+        """Numbers the trial and stores it as queued, before a trial process takes it. Numbers follow the order
+        of proposals, and an architecture is never handed out twice."""
+        spec = self.trial_spec(sample, role)
+        flops, params = self.evaluator.cost(spec)
+        trial = trials.claim_trial(self.db, self.search_id, new_trial(spec, role, sample, flops, params),
+                                   TrialStatus.QUEUED, self.worker)
+        if role is TrialRole.CANDIDATE:
+            self._in_flight += 1
+        self.events.trial_started(trial.number, role)
+
+    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "") -> float:
+        """After the trial process of `sample` ended: the value of its outcome as stored. A process that ended
+        without storing one (killed, out of memory, an import error) leaves its trial failed."""
+        key = arch_key(self.trial_spec(sample, role))
+        error = f"the trial process ended without storing a result{'; ' + log_hint if log_hint else ''}"
+        trial = trials.collect_trial(self.db, self.search_id, role, key, error)
+        value = trial.reward if trial.status is TrialStatus.COMPLETE else 0.0
+        self._results[(role, key)] = value
+        if role is TrialRole.CANDIDATE:
+            self._in_flight -= 1
+        self._count(_trial_end(trial))
+        return value
+
+    def abandon_in_flight(self) -> None:
+        """Marks this search's queued and running trials interrupted (their processes were stopped)."""
+        trials.interrupt_in_flight(self.db, self.search_id, "stopped before it ended", finished=True)
+        self._in_flight = 0
+
+    # -- the whole search --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Read what earlier runs finished and mark the search running in this process."""
+        self.load_state()
+        self._started = time.monotonic()
+        searches.set_search_status(self.db, self.search_id, SearchStatus.RUNNING, worker=self.worker)
+        self.events.search_started(self._done)
+
+    def end(self, exc: BaseException | None) -> None:
+        """Mark the search finished, or interrupted (Ctrl-C) or failed with the trials still in flight."""
+        if exc is None:
+            searches.set_search_status(self.db, self.search_id, SearchStatus.FINISHED)
+            return
+        self.abandon_in_flight()
+        if isinstance(exc, KeyboardInterrupt):
+            searches.set_search_status(self.db, self.search_id, SearchStatus.INTERRUPTED)
+        else:
+            searches.set_search_status(self.db, self.search_id, SearchStatus.FAILED, error=error_line(exc))
+
+    def finished_count(self) -> int:
+        return self._done
+
+
+def train_queued_trial(db_url: str, search_id: int, sample: dict[str, Any], role: str) -> float:
+    """The work of one trial process: train the trial `sample` that the search process queued, store its row,
+    and return its value. A failure before training starts (data, device) is stored with the trial, then raised."""
+    from db import open_database
+    from nas.evaluation.data import load_task_data
+
+    db = open_database(db_url, create=False)
+    config = SearchConfig.from_config(searches.get_search(db, search_id).config)
+    trial_role = TrialRole(role)
+    try:
+        data = load_task_data(config.task, config.proxy.resolution)
+    except Exception as exc:
+        trials.fail_in_flight_sample(db, search_id, trial_role, sample, error_line(exc))
+        raise
+    study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
+    return study.run_trial(study.trial_spec(sample, trial_role), trial_role, sample).strategy_value
+
