@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.effnas-installed
 
-.PHONY: setup browser search test bench clean
+.PHONY: setup browser search test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -26,8 +26,15 @@ browser:
 search: setup
 	$(PY) -m nas.search --target-flops 400M
 
-test: setup browser
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup browser lint
 	$(PY) -m pytest
+
+# Under two minutes on 2 cores: no long searches, no browser, no PostgreSQL.
+test-fast: setup lint
+	$(PY) -m pytest -m "not slow and not browser and not postgres"
 
 bench: setup
 	$(PY) bench/flops_counters.py

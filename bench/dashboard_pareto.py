@@ -22,36 +22,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from db import SearchRecord, TrialRecord, open_database  # noqa: E402
-from nas.space.flops import count_flops, count_params  # noqa: E402
+from db import TrialRole, open_database, searches, trials  # noqa: E402
 from nas.evaluation.pareto import pareto_front  # noqa: E402
-from nas.runner import arch_key, join_blocks  # noqa: E402
+from nas.search.study import arch_key, new_trial  # noqa: E402
+from nas.space.flops import count_flops, count_params  # noqa: E402
 from nas.space.search_space import SearchSpace  # noqa: E402
-from nas.space.spec import spec_to_dict  # noqa: E402
 
 
-def seed(db: Path, trials: int) -> None:
-    factory = open_database(f"sqlite:///{db}")
+def seed(db_file: Path, count: int) -> None:
+    db = open_database(f"sqlite:///{db_file}")
     space = SearchSpace(num_classes=10, in_channels=1)
     rng = random.Random(0)
     rows, seen = [], set()
-    while len(rows) < trials:
-        spec = space.decode({label: rng.choice(values) for label, values in space.choices()})
+    while len(rows) < count:
+        sample = {label: rng.choice(values) for label, values in space.choices()}
+        spec = space.decode(sample)
         key = arch_key(spec)
         if key in seen:
             continue
         seen.add(key)
         flops = count_flops(spec)
         accuracy = min(0.99, max(0.05, 0.55 + 0.1 * (flops / 4e8) ** 0.5 + rng.gauss(0, 0.08)))
-        rows.append(dict(number=len(rows), role="candidate", status="complete", arch=spec_to_dict(spec),
-                         block_strings=join_blocks(spec), arch_key=key, accuracy=accuracy, flops=flops,
-                         params=count_params(spec), reward=accuracy * (flops / 4e8) ** -0.07))
-    with factory.begin() as session:
-        search = SearchRecord(name="bench-10k", status="finished", strategy="random", dataset="mnist",
-                              target_flops=400_000_000, resolution=224, seed=0, max_trials=trials, config={})
-        session.add(search)
-        session.flush()
-        session.execute(TrialRecord.__table__.insert(), [{**row, "search_id": search.id} for row in rows])
+        trial = new_trial(spec, TrialRole.CANDIDATE, sample, flops, count_params(spec))
+        rows.append((trial, accuracy, accuracy * (flops / 4e8) ** -0.07))
+    search_id = searches.create_search(db, name="bench-10k", strategy="random", dataset="mnist",
+                                       target_flops=400_000_000, resolution=224, seed=0, max_trials=count, config={})
+    trials.add_completed_trials(db, search_id, rows)
 
 
 def time_apptest(db: Path, repeats: int = 3) -> list[float]:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from db import FINISHED, TrialRole, open_database, trials
+from db.trials import TrialInfo
 
-def run_search(folder: Path, workers: int, trials: int, extra: list[str]) -> tuple[float, list[tuple]]:
+
+def run_search(folder: Path, workers: int, count: int, extra: list[str]) -> tuple[float, list[TrialInfo]]:
     db = folder / f"workers{workers}.db"
     command = [
         sys.executable, "-m", "nas.search", "--target-flops", "400M", "--strategy", "random", "--seed", "0",
-        "--trials", str(trials), "--time-budget", "none", "--workers", str(workers), "--db", str(db), *extra,
+        "--trials", str(count), "--time-budget", "none", "--workers", str(workers), "--db", str(db), *extra,
     ]
     print("running:", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
@@ -31,24 +33,23 @@ def run_search(folder: Path, workers: int, trials: int, extra: list[str]) -> tup
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"nas.search --workers {workers} failed ({result.returncode}):\n{result.stderr}")
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute(
-            "select number, role, status, arch_key, accuracy, train_seconds from trials order by number"
-        ).fetchall()
+    stored = open_database(f"sqlite:///{db}", create=False)
+    rows = trials.list_trials(stored, 1)
+    stored.close()
     return wall, rows
 
 
-def check_rows(rows: list[tuple], trials: int) -> str:
+def check_rows(rows: list[TrialInfo], count: int) -> str:
     """'' when the rows are whole, else what is wrong."""
-    candidates = [r for r in rows if r[1] == "candidate"]
+    candidates = [r for r in rows if r.role is TrialRole.CANDIDATE]
     problems = []
-    if len(candidates) != trials:
-        problems.append(f"{len(candidates)} candidate rows for {trials} trials")
-    if len({r[3] for r in candidates}) != len(candidates):
+    if len(candidates) != count:
+        problems.append(f"{len(candidates)} candidate rows for {count} trials")
+    if len({r.arch_key for r in candidates}) != len(candidates):
         problems.append("an architecture stored twice")
-    if len({r[0] for r in rows}) != len(rows):
+    if len({r.number for r in rows}) != len(rows):
         problems.append("a trial number used twice")
-    unfinished = [r[0] for r in rows if r[2] not in ("complete", "failed", "rejected")]
+    unfinished = [r.number for r in rows if r.status not in FINISHED]
     if unfinished:
         problems.append(f"unfinished trials {unfinished}")
     return "; ".join(problems)
@@ -67,12 +68,12 @@ def main() -> int:
     print(f"{'':24}{'--workers 1':>14}{f'--workers {args.workers}':>14}")
     print(f"{'wall time (s)':24}{serial_wall:14.1f}{parallel_wall:14.1f}")
     print(f"{'trials (incl. B0)':24}{len(serial_rows):14d}{len(parallel_rows):14d}")
-    means = [sum(r[5] or 0 for r in rows) / max(1, sum(r[5] is not None for r in rows))
+    means = [sum(r.train_seconds or 0 for r in rows) / max(1, sum(r.train_seconds is not None for r in rows))
              for rows in (serial_rows, parallel_rows)]
     print(f"{'train s per trial (mean)':24}{means[0]:14.2f}{means[1]:14.2f}")
     print(f"ratio: --workers {args.workers} takes {parallel_wall / serial_wall:.2f}x the wall time of --workers 1 "
           f"({serial_wall / parallel_wall:.2f}x the throughput)")
-    same = {r[3] for r in serial_rows} == {r[3] for r in parallel_rows}
+    same = {r.arch_key for r in serial_rows} == {r.arch_key for r in parallel_rows}
     print(f"same architectures trained in both runs: {'yes' if same else 'NO'}")
     failed = False
     for label, rows in (("--workers 1", serial_rows), (f"--workers {args.workers}", parallel_rows)):

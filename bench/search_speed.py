@@ -8,13 +8,14 @@ exactly as a user would, and reads the timings of every trial back from that dat
 from __future__ import annotations
 
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from db import TrialRole, TrialStatus, open_database, trials
 
 
 def main() -> int:
@@ -28,23 +29,23 @@ def main() -> int:
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             return result.returncode
-        with sqlite3.connect(db) as connection:
-            rows = connection.execute(
-                "select role, status, arch_key, build_seconds, train_seconds, eval_seconds from trials"
-            ).fetchall()
-    candidates = [r for r in rows if r[0] == "candidate"]
-    trained = [r for r in rows if r[1] == "complete"]
-    distinct = len({r[2] for r in candidates})
+        stored = open_database(f"sqlite:///{db}", create=False)
+        rows = trials.list_trials(stored, 1)
+        stored.close()
+    candidates = [r for r in rows if r.role is TrialRole.CANDIDATE]
+    trained = [r for r in rows if r.status is TrialStatus.COMPLETE]
+    distinct = len({r.arch_key for r in candidates})
     print(f"wall time of the run      : {wall:7.1f} s ({wall / 60:.2f} min)")
     print(f"candidate trials          : {len(candidates)} ({distinct} distinct architectures, "
-          f"{sum(r[1] == 'rejected' for r in candidates)} rejected, {sum(r[1] == 'failed' for r in candidates)} failed)"
+          f"{sum(r.status is TrialStatus.REJECTED for r in candidates)} rejected, "
+          f"{sum(r.status is TrialStatus.FAILED for r in candidates)} failed)"
           f" + {len(rows) - len(candidates)} reference")
     print(f"trials per minute         : {len(rows) / (wall / 60):7.2f} (all trials incl. reference)")
-    for index, name in ((3, "build"), (4, "train"), (5, "evaluate")):
-        values = [r[index] for r in trained]
+    for column, name in (("build_seconds", "build"), ("train_seconds", "train"), ("eval_seconds", "evaluate")):
+        values = [getattr(r, column) for r in trained]
         print(f"seconds per trial, {name:8}: mean {statistics.mean(values):6.2f}  median "
               f"{statistics.median(values):6.2f}  max {max(values):6.2f}")
-    overhead = wall - sum(r[3] + r[4] + r[5] for r in trained)
+    overhead = wall - sum(r.build_seconds + r.train_seconds + r.eval_seconds for r in trained)
     print(f"outside training (startup, data, strategy, database): {overhead:.1f} s")
     return 0
 

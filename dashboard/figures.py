@@ -7,16 +7,16 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from dashboard.queries import TrialPoint
-from db import IN_FLIGHT_STATUSES
-from nas.space.layout import network_layout
-from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from db import IN_FLIGHT, TrialRole, TrialStatus
+from db.trials import TrialPoint
 from nas.evaluation.pareto import pareto_front
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec
 
 COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)"}
-STATUS_SYMBOLS = {"complete": "circle", "failed": "x", "rejected": "triangle-down", "running": "hourglass",
-                  "interrupted": "square-open"}
+STATUS_SYMBOLS = {TrialStatus.COMPLETE: "circle", TrialStatus.FAILED: "x", TrialStatus.REJECTED: "triangle-down",
+                  TrialStatus.RUNNING: "hourglass", TrialStatus.INTERRUPTED: "square-open"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 
 
@@ -34,9 +34,9 @@ class ParetoSeries:
 
 def pareto_series(search_id: int, name: str, target_flops: int | None, trials: list[TrialPoint],
                   cost: str) -> ParetoSeries:
-    points = [t for t in trials if t.role == "candidate" and t.status == "complete" and getattr(t, cost)]
+    points = [t for t in trials if t.role is TrialRole.CANDIDATE and t.status is TrialStatus.COMPLETE and getattr(t, cost)]
     front = pareto_front([getattr(p, cost) for p in points], [p.accuracy for p in points])
-    reference = next((t for t in trials if t.role == "reference" and t.status == "complete"), None)
+    reference = next((t for t in trials if t.role is TrialRole.REFERENCE and t.status is TrialStatus.COMPLETE), None)
     return ParetoSeries(search_id, name, target_flops, points, front, reference)
 
 
@@ -108,12 +108,12 @@ def progress_data(trials: list[TrialPoint]) -> ProgressData:
     """Reward per candidate trial (0 for failed/rejected) and the best reward so far, in trial order."""
     numbers, rewards, statuses, best_numbers, best = [], [], [], [], []
     current = None
-    for t in (t for t in trials if t.role == "candidate" and t.status not in IN_FLIGHT_STATUSES):
-        value = t.reward if t.status == "complete" else 0.0
+    for t in (t for t in trials if t.role is TrialRole.CANDIDATE and t.status not in IN_FLIGHT):
+        value = t.reward if t.status is TrialStatus.COMPLETE else 0.0
         numbers.append(t.number)
         rewards.append(value)
         statuses.append(t.status)
-        if t.status == "complete" and (current is None or value > current):
+        if t.status is TrialStatus.COMPLETE and (current is None or value > current):
             current = value
         if current is not None:
             best_numbers.append(t.number)

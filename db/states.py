@@ -16,6 +16,9 @@ class _StrEnum(str, Enum):
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
 
+    # Enum hashes by name; hashing as the value keeps `"queued" in IN_FLIGHT` true, as `==` already is.
+    __hash__ = str.__hash__
+
 
 class TrialStatus(_StrEnum):
     """queued (numbered, waiting for a trial process), running, then complete, failed or rejected (over the

@@ -267,3 +267,20 @@ def trial_columns(db: Database, search_id: int, columns: tuple[str, ...]) -> lis
             .order_by(TrialRecord.number)
         ).all()
     return [dict(zip(columns, row)) for row in rows]
+
+
+def add_completed_trials(db: Database, search_id: int, completed: list[tuple[NewTrial, float, float]]) -> None:
+    """Append finished candidates (trial, accuracy, reward), numbered after the search's last trial, in one
+    transaction: for importing results measured elsewhere, and for seeding benchmarks."""
+    with db.writing() as session:
+        first = session.scalar(
+            select(func.coalesce(func.max(TrialRecord.number) + 1, 0)).where(TrialRecord.search_id == search_id)
+        )
+        now = utcnow()
+        session.execute(TrialRecord.__table__.insert(), [
+            {"search_id": search_id, "number": first + index, "role": trial.role.value,
+             "status": TrialStatus.COMPLETE.value, "arch": trial.arch, "block_strings": trial.block_strings,
+             "arch_key": trial.arch_key, "sample": trial.sample, "flops": trial.flops, "params": trial.params,
+             "accuracy": accuracy, "reward": reward, "attempts": 1, "started_at": now, "finished_at": now}
+            for index, (trial, accuracy, reward) in enumerate(completed)
+        ])

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, DatabaseError, open_database, resolve_url, searches, trials
-from effnas.cli import CommandParser, add_db_option, UsageError, fail
+from effnas.cli import CommandParser, UsageError, add_db_option, fail
 from nas.space.flops import FLOPS_CONVENTION
 
 FORMATS = ("csv", "json")

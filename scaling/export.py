@@ -1,4 +1,5 @@
-"""`python -m scaling.export --family ID --out DIR`: the family as spec JSON, ONNX and TorchScript files.
+"""`python -m scaling.export --family ID --out DIR [--files json,onnx,torchscript]`: the family as spec JSON, ONNX
+and TorchScript files.
 
 Per member `<member>.json` (our spec format, loadable with `nas.space.spec.from_json` and buildable with
 `nas.space.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
@@ -18,8 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effnas.cli import OneLineParser, UsageError, fail
+from db import Database, DatabaseError, open_database, resolve_url
+from db.families import get_family
+from effnas.cli import CommandParser, UsageError, add_db_option, fail
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
+from scaling.family import family_summary
 
 FORMATS = ("json", "onnx", "torchscript")
 SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -31,7 +35,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
     chosen = tuple(part.strip().lower() for part in text.split(",") if part.strip())
     unknown = [part for part in chosen if part not in FORMATS]
     if not chosen or unknown:
-        raise UsageError(f"unknown format {', '.join(unknown) or repr(text)}; choose from {', '.join(FORMATS)}")
+        raise UsageError(f"unknown file format {', '.join(unknown) or repr(text)} in --files; choose from "
+                         f"{', '.join(FORMATS)}")
     return chosen
 
 
@@ -122,43 +127,39 @@ def export_family(
     return [out / MANIFEST] + written
 
 
-def load_family_summary(session, family_id: int) -> dict[str, Any]:
+def load_family_summary(db: Database, family_id: int) -> dict[str, Any]:
     """The stored family with each member's full spec (for building it)."""
-    from db import FamilyRecord
-    from scaling.family import family_summary
-
-    record = session.get(FamilyRecord, family_id)
-    if record is None:
+    family = get_family(db, family_id)
+    if family is None:
         raise UsageError(f"no family with id {family_id}")
-    summary = family_summary(record)
-    for member, row in zip(summary["members"], record.members):
-        member["arch"] = row.arch
+    summary = family_summary(family)
+    for member, stored in zip(summary["members"], family.members):
+        member["arch"] = stored.arch
     return summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m scaling.export", description="Export a stored family.")
+    parser = CommandParser(prog="python -m scaling.export", description="Export a stored family.")
     parser.add_argument("--family", type=int, required=True, metavar="ID", help="family id (from scaling.grow)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated: {', '.join(FORMATS)} (all)")
+    parser.add_argument("--files", default=",".join(FORMATS),
+                        help=f"which files to write per member, comma-separated: {', '.join(FORMATS)} (all)")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")
-    parser.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
+    add_db_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from db import DatabaseError, open_database, resolve_url
-
     out = Path(args.out)
     try:
-        formats = parse_formats(args.format)
-        with open_database(resolve_url(args.db), create=False)() as session:
-            summary = load_family_summary(session, args.family)
+        formats = parse_formats(args.files)
+        summary = load_family_summary(open_database(resolve_url(args.db), create=False), args.family)
         check_output_dir(out, planned_files(summary, formats), args.force)
     except (UsageError, DatabaseError) as exc:
-        fail(str(exc))
+        fail(str(exc), prog=parser.prog)
     total = len(summary["members"])
     done = []
 
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = export_family(summary, out, formats, progress)
     except OSError as exc:
-        fail(f"cannot write to {out}: {exc.strerror or exc}", code=1)
+        fail(f"cannot write to {out}: {exc.strerror or exc}", code=1, prog=parser.prog)
     print(f"Wrote {len(paths)} files for family {args.family} to {out} (manifest: {out / MANIFEST})")
     return 0
 

@@ -1,4 +1,5 @@
-"""Growing a baseline into a family and storing it: members, coefficients, grid points, proxy accuracies."""
+"""Growing a baseline into a family: members, coefficients, grid points, proxy accuracies; and the family as
+stored, in plain data."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from db import FamilyMemberRecord, FamilyRecord, GridPointRecord
-from nas.evaluation.data import ProxyData
+from db import Database, PointStatus
+from db.families import FamilyInfo, GridPointInfo, MemberInfo, store_family
+from nas.evaluation.config import ProxyConfig, TaskConfig
+from nas.evaluation.data import ProxyData, load_task_data
+from nas.evaluation.proxy import train_and_evaluate
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
 from nas.space.spec import ArchSpec, spec_to_dict
-from nas.evaluation.proxy import ProxyConfig, train_and_evaluate
 from scaling.compound import (
     PAPER_COEFFICIENTS,
     MemberPlan,
@@ -53,7 +54,7 @@ class GridPoint:
     alpha: float
     beta: float
     gamma: float
-    status: str
+    status: PointStatus
     flops: int
     params: int
     resolution: int
@@ -73,22 +74,24 @@ class Family:
 
 
 class ProxyEvaluator:
-    """The search's evaluator at a scaled proxy resolution (data resized once per resolution)."""
+    """The search's proxy training at a scaled proxy resolution (data resized once per resolution)."""
 
-    def __init__(self, load: Callable[[int], ProxyData], base_resolution: int, config: ProxyConfig) -> None:
-        self._load = load
-        self._base = base_resolution
-        self._cache: dict[int, ProxyData] = {}
+    def __init__(self, task: TaskConfig, config: ProxyConfig) -> None:
+        self.task = task
         self.config = config
+        self._cache: dict[int, ProxyData] = {}
 
     def proxy_resolution(self, resolution_mult: float) -> int:
-        return max(32, int(round(self._base * resolution_mult)))
+        return max(32, int(round(self.config.resolution * resolution_mult)))
 
-    def __call__(self, spec: ArchSpec, resolution_mult: float) -> tuple[float, float]:
+    def data(self, resolution_mult: float = 1.0) -> ProxyData:
         size = self.proxy_resolution(resolution_mult)
         if size not in self._cache:
-            self._cache[size] = self._load(size)
-        result = train_and_evaluate(spec, self._cache[size], self.config)
+            self._cache[size] = load_task_data(self.task, size)
+        return self._cache[size]
+
+    def __call__(self, spec: ArchSpec, resolution_mult: float) -> tuple[float, float]:
+        result = train_and_evaluate(spec, self.data(resolution_mult), self.config)
         return result.accuracy, result.train_seconds + result.eval_seconds
 
 
@@ -121,9 +124,9 @@ def search_grid(
                       resolution=plan.resolution, spec=spec)
         try:
             accuracy, _ = evaluate(spec, gamma)
-            point = GridPoint(status="complete", accuracy=accuracy, **common)
+            point = GridPoint(status=PointStatus.COMPLETE, accuracy=accuracy, **common)
         except Exception as exc:  # one failing grid point is recorded; the others still count
-            point = GridPoint(status="failed", error=f"{type(exc).__name__}: {exc}", **common)
+            point = GridPoint(status=PointStatus.FAILED, error=f"{type(exc).__name__}: {exc}", **common)
         results.append(point)
         if on_point is not None:
             on_point(point, index + 1, len(points))
@@ -132,7 +135,7 @@ def search_grid(
 
 def best_grid_point(points: list[GridPoint]) -> GridPoint:
     """Highest proxy accuracy; on a tie, fewer FLOPs."""
-    done = [p for p in points if p.status == "complete"]
+    done = [p for p in points if p.status is PointStatus.COMPLETE]
     if not done:
         raise ValueError("every grid point failed")
     return max(done, key=lambda p: (p.accuracy, -p.flops))
@@ -187,73 +190,59 @@ def evaluate_members(family: Family, evaluate: ProxyEvaluator, max_flops: float,
                   {**family.config, "evaluate_max_flops": max_flops})
 
 
-def store_family(factory: sessionmaker[Session], family: Family, name: str) -> int:
-    """Write the family, its members and its grid points in one transaction; return its id."""
+def save_family(db: Database, family: Family, name: str) -> int:
+    """Store the family, its members and its grid points; its id."""
     alpha, beta, gamma = family.coefficients or (None, None, None)
-    with factory.begin() as session:
-        record = FamilyRecord(
-            name=name,
-            baseline_kind=family.baseline.kind,
-            baseline_trial_id=family.baseline.trial_id,
-            baseline_ref=family.baseline.ref,
-            baseline_arch=spec_to_dict(family.baseline.spec),
-            coefficient_source=family.source,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
-            phi_max=len(family.members) - 1,
-            base_resolution=family.baseline.spec.resolution,
-            config=family.config,
-        )
-        for member in family.members:
-            record.members.append(
-                FamilyMemberRecord(
-                    name=member.plan.name, phi=member.plan.phi, width=member.plan.width, depth=member.plan.depth,
-                    resolution_mult=member.plan.resolution_mult, resolution=member.plan.resolution,
-                    dropout=member.plan.dropout, params=member.params, flops=member.flops,
-                    flops_ratio=member.flops_ratio, arch=spec_to_dict(member.spec),
-                    block_strings=" ".join(member.spec.block_strings()), accuracy=member.accuracy,
-                    train_seconds=member.train_seconds,
-                )
+    return store_family(db, FamilyInfo(
+        name=name, baseline_kind=family.baseline.kind, baseline_ref=family.baseline.ref,
+        baseline_trial_id=family.baseline.trial_id, baseline_arch=spec_to_dict(family.baseline.spec),
+        coefficient_source=family.source, alpha=alpha, beta=beta, gamma=gamma,
+        base_resolution=family.baseline.spec.resolution, config=family.config,
+        members=[
+            MemberInfo(
+                name=m.plan.name, phi=m.plan.phi, width=m.plan.width, depth=m.plan.depth,
+                resolution_mult=m.plan.resolution_mult, resolution=m.plan.resolution, dropout=m.plan.dropout,
+                params=m.params, flops=m.flops, flops_ratio=m.flops_ratio, arch=spec_to_dict(m.spec),
+                block_strings=" ".join(m.spec.block_strings()), accuracy=m.accuracy, train_seconds=m.train_seconds,
             )
-        for point in family.grid:
-            record.grid_points.append(
-                GridPointRecord(
-                    alpha=point.alpha, beta=point.beta, gamma=point.gamma,
-                    flops_factor=flops_factor(point.alpha, point.beta, point.gamma), status=point.status,
-                    accuracy=point.accuracy, flops=point.flops, params=point.params, resolution=point.resolution,
-                    error=point.error, arch=spec_to_dict(point.spec),
-                )
+            for m in family.members
+        ],
+        grid_points=[
+            GridPointInfo(
+                alpha=p.alpha, beta=p.beta, gamma=p.gamma, flops_factor=flops_factor(p.alpha, p.beta, p.gamma),
+                status=p.status, flops=p.flops, params=p.params, resolution=p.resolution, arch=spec_to_dict(p.spec),
+                accuracy=p.accuracy, error=p.error,
             )
-        session.add(record)
-        session.flush()
-        return record.id
+            for p in family.grid
+        ],
+    ))
 
 
-def family_summary(record: FamilyRecord) -> dict[str, Any]:
-    """A stored family as plain data: what `scaling.grow --json` prints and `family.json` holds."""
+def family_summary(family: FamilyInfo) -> dict[str, Any]:
+    """A stored family as plain data: what `scaling.grow --format json` prints and `family.json` holds."""
     return {
-        "family_id": record.id,
-        "name": record.name,
-        "created_at": record.created_at.isoformat() if record.created_at else None,
-        "baseline": {"kind": record.baseline_kind, "ref": record.baseline_ref, "trial_id": record.baseline_trial_id,
-                     "arch": record.baseline_arch},
-        "coefficients": {"source": record.coefficient_source, "alpha": record.alpha, "beta": record.beta,
-                         "gamma": record.gamma},
-        "config": record.config,
+        "family_id": family.id,
+        "name": family.name,
+        "created_at": family.created_at.isoformat() if family.created_at else None,
+        "baseline": {"kind": family.baseline_kind, "ref": family.baseline_ref, "trial_id": family.baseline_trial_id,
+                     "arch": family.baseline_arch},
+        "coefficients": {"source": family.coefficient_source, "alpha": family.alpha, "beta": family.beta,
+                         "gamma": family.gamma},
+        "config": family.config,
         "flops_convention": FLOPS_CONVENTION,
         "members": [
             {
                 "name": m.name, "phi": m.phi, "width": m.width, "depth": m.depth, "resolution_mult": m.resolution_mult,
                 "resolution": m.resolution, "dropout": m.dropout, "params": m.params, "flops": m.flops,
                 "flops_ratio": m.flops_ratio, "ideal_ratio": 2.0**m.phi, "block_strings": m.block_strings.split(),
-                "accuracy": m.accuracy,
+                "proxy_accuracy": m.accuracy,
             }
-            for m in record.members
+            for m in family.members
         ],
         "grid": [
-            {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma, "flops_factor": p.flops_factor, "status": p.status,
-             "accuracy": p.accuracy, "flops": p.flops, "params": p.params, "resolution": p.resolution}
-            for p in record.grid_points
+            {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma, "flops_factor": p.flops_factor,
+             "status": p.status.value, "proxy_accuracy": p.accuracy, "flops": p.flops, "params": p.params,
+             "resolution": p.resolution}
+            for p in family.grid_points
         ],
     }

@@ -11,14 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from effnas.cli import OneLineParser, UsageError, fail, parse_flops
+from db import DatabaseError, TrialStatus, db_argument, open_database, resolve_url, searches, trials
+from db.families import get_family
+from effnas.cli import CommandParser, UsageError, add_db_option, fail, parse_flops
+from nas.evaluation.config import ProxyConfig, TaskConfig, default
 from nas.evaluation.data import DATASETS, DataError
+from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.runner import SearchSettings, best_trial, load_task_data
-from nas.space.spec import SpecError, from_json, named_spec
-from nas.evaluation.proxy import ProxyConfig
+from nas.space.spec import SpecError, from_json, named_spec, spec_from_dict
 from scaling.compound import SOURCES, flops_factor
-from db import FamilyRecord
 from scaling.family import (
     Baseline,
     GridPoint,
@@ -27,14 +28,16 @@ from scaling.family import (
     evaluate_members,
     family_summary,
     grow_family,
-    store_family,
+    save_family,
 )
+
+FORMATS = ("table", "json")
 
 DEFAULT_EVALUATE_MAX_FLOPS = "1G"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = CommandParser(
         prog="python -m scaling.grow",
         description=f"Grow a baseline into a B0..B7 family by compound scaling. {FLOPS_CONVENTION}.",
     )
@@ -43,12 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
     source.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
     source.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
-    parser.add_argument("--coefficients", default="paper",
+    parser.add_argument("--coefficients", choices=SOURCES, default="paper",
                         help="paper (1.2, 1.1, 1.15; default), official (published B1-B7 table) or grid")
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi, i.e. the last member (7)")
     parser.add_argument("--name", default=None, help="a name for the family")
-    parser.add_argument("--db", default=None, help="database URL or SQLite path (default $EFFNAS_DB or effnas.db)")
-    parser.add_argument("--json", action="store_true", help="print the family as JSON instead of a table")
+    add_db_option(parser)
+    parser.add_argument("--format", choices=FORMATS, default="table", help="print the family as a table or JSON (table)")
     proxy = parser.add_argument_group("proxy training (grid coefficients and --evaluate)")
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
     proxy.add_argument("--evaluate-max-flops", default=DEFAULT_EVALUATE_MAX_FLOPS,
@@ -56,11 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--grid-step", type=float, default=0.1, help="grid spacing of alpha, beta, gamma (0.1)")
     proxy.add_argument("--grid-tolerance", type=float, default=0.1,
                        help="keep grid points with |alpha*beta^2*gamma^2 - 2| within this (0.1)")
-    proxy.add_argument("--dataset", default=None, help="proxy data set (default: the search's, else mnist)")
+    proxy.add_argument("--dataset", choices=DATASETS,
+                       help=f"proxy data set (default: the search's, else {default(TaskConfig, 'dataset')})")
     proxy.add_argument("--data-dir", default=None, help="folder of the data set (cifar10, imagefolder)")
     proxy.add_argument("--subset", type=int, default=None, help="use only this many images")
-    proxy.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: the search's, else 3)")
-    proxy.add_argument("--seed", type=int, default=None, help="proxy training seed (default: the search's, else 0)")
+    proxy.add_argument("--epochs", type=int, default=None,
+                       help=f"proxy epochs (default: the search's, else {default(ProxyConfig, 'epochs')})")
+    proxy.add_argument("--seed", type=int, default=None,
+                       help=f"proxy training seed (default: the search's, else {default(ProxyConfig, 'seed')})")
     return parser
 
 
@@ -68,33 +74,20 @@ def _validate(args: argparse.Namespace) -> None:
     chosen = [flag for flag in ("search", "trial", "arch", "baseline") if getattr(args, flag) is not None]
     if len(chosen) != 1:
         raise UsageError("give exactly one baseline: --search ID, --trial ID, --arch FILE.json or --baseline NAME")
-    if args.coefficients not in SOURCES:
-        raise UsageError(f"unknown --coefficients {args.coefficients!r}; choose one of {', '.join(SOURCES)}")
     if args.phi_max < 1:
         raise UsageError(f"--phi-max must be at least 1, got {args.phi_max}")
     if args.coefficients == "official" and args.phi_max > 7:
         raise UsageError("the official table stops at B7: use --phi-max 7 or less")
     if args.grid_step <= 0 or args.grid_tolerance <= 0:
         raise UsageError("--grid-step and --grid-tolerance must be positive")
-    if args.dataset is not None and args.dataset not in DATASETS:
-        raise UsageError(f"unknown data set {args.dataset!r}; choose one of {', '.join(DATASETS)}")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.subset is not None and args.subset < 10:
         raise UsageError(f"--subset must be at least 10, got {args.subset}")
 
 
-def _open_existing(db_url: str):
-    from db import open_database
-
-    return open_database(db_url, create=False)
-
-
-def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, SearchSettings | None]:
-    """The baseline spec and, where it comes from a search, that search's settings (for the proxy)."""
-    from db import SearchRecord, TrialRecord
-    from nas.space.spec import spec_from_dict
-
+def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, SearchConfig | None]:
+    """The baseline spec and, where it comes from a search, that search's configuration (for the proxy)."""
     if args.baseline is not None:
         try:
             return Baseline(named_spec(args.baseline), "name", args.baseline), None
@@ -109,44 +102,40 @@ def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, S
         except SpecError as exc:
             raise UsageError(f"{args.arch}: {exc}") from None
         return Baseline(spec, "file", str(path.resolve())), None
-    factory = _open_existing(db_url)
-    with factory() as session:
-        if args.search is not None:
-            search = session.get(SearchRecord, args.search)
-            if search is None:
-                raise UsageError(f"no search with id {args.search}")
-            trial = best_trial(session, args.search)
-            if trial is None:
-                raise UsageError(f"search {args.search} has no completed trial to scale")
-        else:
-            trial = session.get(TrialRecord, args.trial)
-            if trial is None:
-                raise UsageError(f"no trial with id {args.trial}")
-            if trial.status != "complete":
-                raise UsageError(f"trial {args.trial} is {trial.status}, not complete")
-            search = trial.search
-        settings = SearchSettings.from_config(search.config)
-        ref = f"search {search.id}, trial {trial.number}"
-        return Baseline(spec_from_dict(trial.arch), "trial", ref, trial.id), settings
+    db = open_database(db_url, create=False)
+    if args.search is not None:
+        search = searches.get_search(db, args.search)
+        if search is None:
+            raise UsageError(f"no search with id {args.search}")
+        trial = trials.best_trial(db, args.search)
+        if trial is None:
+            raise UsageError(f"search {args.search} has no completed trial to scale")
+    else:
+        trial = trials.get_trial(db, args.trial)
+        if trial is None:
+            raise UsageError(f"no trial with id {args.trial}")
+        if trial.status is not TrialStatus.COMPLETE:
+            raise UsageError(f"trial {args.trial} is {trial.status}, not complete")
+        search = searches.get_search(db, trial.search_id)
+    ref = f"search {search.id}, trial {trial.number}"
+    return Baseline(spec_from_dict(trial.arch), "trial", ref, trial.id), SearchConfig.from_config(search.config)
 
 
-def _proxy(args: argparse.Namespace, settings: SearchSettings | None) -> ProxyEvaluator:
-    base = settings or SearchSettings(target_flops=1, threads=os.cpu_count() or 1)
+def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvaluator:
+    """The search's task and proxy (else the defaults, on every core), with the options given on top."""
+    task = search.task if search is not None else TaskConfig(threads=os.cpu_count() or 1)
+    proxy = search.proxy if search is not None else ProxyConfig()
     if args.dataset is not None:
-        base = replace(base, dataset=args.dataset, data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None)
+        task = replace(task, dataset=args.dataset, data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None)
     if args.subset is not None:
-        base = replace(base, subset=args.subset)
+        task = replace(task, subset=args.subset)
     if args.epochs is not None:
-        base = replace(base, epochs=args.epochs)
+        proxy = replace(proxy, epochs=args.epochs)
     if args.seed is not None:
-        base = replace(base, seed=args.seed)
-    load_task_data(base)
-
-    def load(size: int):
-        return load_task_data(base, size)
-
-    config: ProxyConfig = base.proxy_config()
-    return ProxyEvaluator(load, base.proxy_resolution, config)
+        proxy = replace(proxy, seed=args.seed)
+    evaluator = ProxyEvaluator(task, proxy)
+    evaluator.data()  # unreadable data is a usage error before any training
+    return evaluator
 
 
 def family_table(summary: dict[str, Any], db_arg: str) -> str:
@@ -166,14 +155,14 @@ def family_table(summary: dict[str, Any], db_arg: str) -> str:
         f"Family {family_id} from {summary['baseline']['ref']}, coefficients {how}.",
         f"Channels by round_filters, repeats by round_repeats (official rules); {rounding}. {FLOPS_CONVENTION}.",
     ]
-    done = [p for p in summary["grid"] if p["status"] == "complete"]
+    done = [p for p in summary["grid"] if p["proxy_accuracy"] is not None]
     if done:
         lines.append(f"Grid search: {len(summary['grid'])} points at phi=1 ({len(done)} trained), best proxy accuracy "
-                     f"{max(p['accuracy'] for p in done):.4f}.")
+                     f"{max(p['proxy_accuracy'] for p in done):.4f}.")
     lines.append("")
     header = (f"{'name':6}{'phi':>4}{'width':>8}{'depth':>8}{'resolution':>12}{'params':>10}{'FLOPs':>10}"
               f"{'FLOPs/B0':>10}{'2^phi':>8}")
-    has_acc = any(m["accuracy"] is not None for m in summary["members"])
+    has_acc = any(m["proxy_accuracy"] is not None for m in summary["members"])
     if has_acc:
         header += f"{'proxy acc':>11}"
     lines.append(header)
@@ -182,7 +171,7 @@ def family_table(summary: dict[str, Any], db_arg: str) -> str:
                f"{format_params(m['params']):>10}{format_flops(m['flops']):>10}{m['flops_ratio']:>10.2f}"
                f"{m['ideal_ratio']:>8.0f}")
         if has_acc:
-            row += f"{m['accuracy']:>11.4f}" if m["accuracy"] is not None else f"{'-':>11}"
+            row += f"{m['proxy_accuracy']:>11.4f}" if m["proxy_accuracy"] is not None else f"{'-':>11}"
         lines.append(row)
     lines += ["", f"Family id: {family_id}",
               f"Export it: python -m scaling.export --family {family_id} --out family-{family_id}{db_arg}"]
@@ -190,26 +179,25 @@ def family_table(summary: dict[str, Any], db_arg: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from db import DatabaseError, open_database, resolve_url
-
     db_url = resolve_url(args.db)
     try:
         _validate(args)
         max_flops = parse_flops(args.evaluate_max_flops)
-        baseline, settings = resolve_baseline(args, db_url)
+        baseline, search = resolve_baseline(args, db_url)
         needs_proxy = args.coefficients == "grid" or args.evaluate
-        evaluator = _proxy(args, settings) if needs_proxy else None
-        factory = open_database(db_url)
+        evaluator = _proxy(args, search) if needs_proxy else None
+        db = open_database(db_url)
     except (UsageError, DataError, DatabaseError) as exc:
-        fail(str(exc))
+        fail(str(exc), prog=parser.prog)
 
-    quiet = args.json
+    quiet = args.format == "json"
 
     def grid_progress(point: GridPoint, index: int, total: int) -> None:
         if not quiet:
-            result = f"accuracy {point.accuracy:.4f}" if point.accuracy is not None else f"failed: {point.error}"
+            result = f"proxy accuracy {point.accuracy:.4f}" if point.accuracy is not None else f"failed: {point.error}"
             print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
                   f"({format_flops(point.flops)} FLOPs) -> {result}", file=sys.stderr, flush=True)
 
@@ -223,19 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
     except ValueError as exc:
-        fail(str(exc))
+        fail(str(exc), prog=parser.prog)
     except KeyboardInterrupt:
         print("\nInterrupted; no family was stored.", file=sys.stderr)
         return 130
     name = args.name or f"{baseline.ref} x {args.coefficients}"
-    family_id = store_family(factory, family, name)
-    with factory() as session:
-        summary = family_summary(session.get(FamilyRecord, family_id))
-    if args.json:
+    family_id = save_family(db, family, name)
+    summary = family_summary(get_family(db, family_id))
+    if args.format == "json":
         print(json.dumps(summary, indent=2))
     else:
-        db_arg = f" --db {db_url}" if db_url != "sqlite:///effnas.db" else ""
-        print(family_table(summary, db_arg))
+        print(family_table(summary, db_argument(db_url)))
     return 0
 
 

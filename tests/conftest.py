@@ -9,7 +9,7 @@ os.environ.setdefault("NNI_FRAMEWORK", "none")
 warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 PG_ENV = "EFFNAS_TEST_PG"
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture

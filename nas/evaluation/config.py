@@ -8,6 +8,11 @@ from typing import Any
 
 CONSTRAINTS = ("soft", "hard")
 DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("mnist", "cifar10", "imagefolder")
+
+
+class DataError(Exception):
+    """A data set that cannot be read; the message is one line meant for the user."""
 
 
 @dataclass(frozen=True)

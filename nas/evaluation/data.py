@@ -17,15 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.evaluation.config import TaskConfig
+from nas.evaluation.config import DATASETS, DataError, TaskConfig
 
-DATASETS = ("mnist", "cifar10", "imagefolder")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 0
-
-
-class DataError(Exception):
-    """A data set that cannot be read; the message is one line meant for the user."""
 
 
 @dataclass(frozen=True)

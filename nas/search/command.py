@@ -15,19 +15,35 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db import DatabaseError, TrialRole, TrialStatus, db_argument, describe_url, open_database, resolve_url
-from db import searches, trials
-from effnas.cli import CommandParser, add_db_option, UsageError, fail, format_duration, parse_duration, parse_flops
-from nas.evaluation.config import CONSTRAINTS, DEVICES, ProxyConfig, RewardConfig, TaskConfig, default
-from nas.evaluation.data import DATASETS, DataError, ProxyData, load_task_data, resolve_device
-from nas.evaluation.evaluator import Evaluator
-from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig
-from nas.search.progress import ProgressDisplay
-from nas.search.study import Study, create_search, search_space
+from db import (
+    DatabaseError,
+    TrialStatus,
+    absolute_url,
+    db_argument,
+    describe_url,
+    open_database,
+    resolve_url,
+    searches,
+    trials,
+)
+from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_duration, parse_flops
+from nas.evaluation.config import (
+    CONSTRAINTS,
+    DATASETS,
+    DEVICES,
+    DataError,
+    ProxyConfig,
+    RewardConfig,
+    TaskConfig,
+    default,
+)
+from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig, check_strategy
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, parse_fixed
 
 if TYPE_CHECKING:
+    from db import Database
+    from nas.evaluation.data import ProxyData
     from nas.search.nni_adapters import TrialProcessOptions
 
 LOG_DIR = Path(".effnas") / "logs"
@@ -156,11 +172,8 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
     if proxy.lr <= 0:
         raise UsageError(f"--lr must be positive, got {proxy.lr}")
-    from nas.search.nni_adapters import make_strategy
-
     try:
-        make_strategy(config.strategy, config.seed, config.trials,
-                      SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size())
+        check_strategy(config.strategy, SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -181,9 +194,6 @@ def defining_options(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
     """How to run trial processes, or None to train in this process; UsageError names the first problem."""
-    from db import sqlite_path
-    from nas.search.nni_adapters import NniConfigError, TrialProcessOptions, experiment_config
-
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.nni_port is not None and not 1024 <= args.nni_port <= 65534:
@@ -195,6 +205,9 @@ def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProce
     workers = args.workers or concurrency or 1
     if workers == 1 and not nni_config:
         return None
+    from db import sqlite_path
+    from nas.search.nni_adapters import NniConfigError, TrialProcessOptions, experiment_config
+
     options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=args.nni_port)
     try:
         experiment_config(options)
@@ -227,7 +240,7 @@ def _read_nni_config(path: str) -> dict[str, Any]:
     return config
 
 
-def _summary(db, search_id: int, config: SearchConfig, data: ProxyData, seconds: float) -> str:
+def _summary(db: Database, search_id: int, config: SearchConfig, data: ProxyData, seconds: float) -> str:
     search = searches.get_search(db, search_id)
     counts = trials.candidate_status_counts(db, search_id)
     winner = trials.best_trial(db, search_id)
@@ -282,15 +295,20 @@ def _raise_interrupt(signum, frame):
 
 
 def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_url: str,
-                 trial_options: TrialProcessOptions | None) -> tuple[Any, int, SearchConfig, ProxyData]:
-    """The database, the search id, its config and its data: a stored search for --resume, else a new one."""
+                 trial_options: TrialProcessOptions | None) -> tuple[Database, int, SearchConfig, ProxyData]:
+    """The database, the search id, its config and its data: a stored search for --resume, else a new one.
+    Everything that needs no data is checked before PyTorch is imported, so a usage error comes back at once."""
     # Where trial processes train, this process needs the data only for its shape.
     data_device = "cpu" if trial_options is not None else None
     if args.resume is None:
         config = config_from_args(args, trial_options.workers if trial_options is not None else 1)
+        from nas.evaluation.data import load_task_data
+
         data = load_task_data(config.task, config.proxy.resolution, device=data_device)
         _check_device(config, trial_options)
         db = open_database(db_url)
+        from nas.search.study import create_search
+
         return db, create_search(db, config, args.name), config, data
     conflicts = defining_options(parser, args)
     if conflicts:
@@ -306,6 +324,8 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if args.time_budget is not None:
         overrides["time_budget"] = parse_duration(args.time_budget)
     config = SearchConfig.from_config({**stored.to_config(), **overrides})
+    from nas.evaluation.data import load_task_data
+
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
     _check_device(config, trial_options)
     if overrides:
@@ -314,6 +334,8 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
 
 
 def _check_device(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+    from nas.evaluation.data import resolve_device
+
     if trial_options is not None and trial_options.platform == "local":
         resolve_device(config.task.device)  # the trial processes would all fail on this machine
 
@@ -330,11 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
 
-    from db import absolute_url
+    from nas.evaluation.evaluator import Evaluator
     from nas.search.nni_adapters import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
+    from nas.search.progress import ProgressDisplay
+    from nas.search.study import Study
 
     log_file = LOG_DIR / f"search-{search_id}.log"
     route_nni_logs(log_file, args.verbose)
+    # Ctrl-C and SIGTERM stop the search cleanly even where the process was started with SIGINT ignored (a
+    # background job of a script), which Python would otherwise keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
     where = "in this process" if trial_options is None else (
@@ -357,8 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
     display = ProgressDisplay(config, study.elapsed)
     study.events = display
-    space = search_space(config, data.num_classes, data.in_channels)
-    strategy = make_strategy(config.strategy, config.seed, config.trials, space.size())
 
     def announce(experiment_id: str, port: int, log_folder: Path) -> None:
         address = "127.0.0.1" if trial_options.platform == "local" else "all interfaces"
@@ -368,15 +393,16 @@ def main(argv: list[str] | None = None) -> int:
     ended: BaseException | None = None
     try:
         study.start()
+        if trial_options is None and config.reference:
+            study.evaluate_reference()
+        strategy = make_strategy(config.strategy, config.seed, config.trials, study.space.size())
         if trial_options is None:
-            if config.reference:
-                study.evaluate_reference()
-            run_strategy(space, strategy, study.evaluate_sample, study.budget_available)
+            run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
         else:
             from nas.search.trial_entry import entry_arguments, train_in_trial_process
 
             run_strategy_on_trial_processes(
-                space, strategy, study, train_in_trial_process, entry_arguments(absolute_url(db_url), search_id),
+                study.space, strategy, study, train_in_trial_process, entry_arguments(absolute_url(db_url), search_id),
                 trial_options, f"search-{search_id}.log", on_start=announce,
             )
     except BaseException as exc:

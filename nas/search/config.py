@@ -12,6 +12,7 @@ from typing import Any
 from nas.evaluation.config import ProxyConfig, RewardConfig, TaskConfig
 
 STRATEGIES = ("evolution", "random", "tpe", "grid")
+GRID_MAX_SIZE = 100_000
 # Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
 DEFAULT_TIME_BUDGET = 540.0
 
@@ -56,3 +57,14 @@ class SearchConfig:
                 parts[part][name] = value
         own = {f.name: config[f.name] for f in fields(cls) if f.name not in _PARTS and f.name in config}
         return cls(**{part: _PARTS[part](**values) for part, values in parts.items()}, **own)
+
+
+def check_strategy(strategy: str, space_size: int) -> None:
+    """ValueError, one line for the user, when `strategy` cannot search a space of `space_size` architectures."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "grid" and space_size > GRID_MAX_SIZE:
+        raise ValueError(
+            f"grid search needs a space of at most {GRID_MAX_SIZE:,} architectures, this one has {space_size:.3g}; "
+            "pin dimensions with --fix (e.g. --fix block=mbconv_e6 --fix se=0.25)"
+        )

@@ -44,11 +44,9 @@ with warnings.catch_warnings():
 from torch import nn
 
 from db import TrialRole
-from nas.search.config import STRATEGIES
+from nas.search.config import check_strategy
 from nas.space.builder import build_model
 from nas.space.search_space import SearchSpace
-
-GRID_MAX_SIZE = 100_000
 
 
 class MnasModelSpace(ModelSpace):
@@ -93,7 +91,9 @@ class _BudgetedEngine(SequentialExecutionEngine):
 
 
 def make_strategy(name: str, seed: int, trials: int, space_size: int):
-    """An NNI strategy by our name, seeded so that the same seed proposes the same samples."""
+    """An NNI strategy by our name, seeded so that the same seed proposes the same samples; ValueError for a
+    strategy that cannot search this space."""
+    check_strategy(name, space_size)
     if name == "evolution":
         population = max(4, min(50, trials // 3))
         return RegularizedEvolution(
@@ -103,14 +103,7 @@ def make_strategy(name: str, seed: int, trials: int, space_size: int):
         return Random(dedup=True, seed=seed)
     if name == "tpe":
         return TPE(optimize_mode="maximize", seed=seed)
-    if name == "grid":
-        if space_size > GRID_MAX_SIZE:
-            raise ValueError(
-                f"grid search needs a space of at most {GRID_MAX_SIZE:,} architectures, this one has {space_size:.3g}; "
-                "pin dimensions with --fix (e.g. --fix block=mbconv_e6 --fix se=0.25)"
-            )
-        return GridSearch(shuffle=True, seed=seed, dedup=True)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return GridSearch(shuffle=True, seed=seed, dedup=True)
 
 
 def route_nni_logs(log_file: Path | None, verbose: bool) -> None:

@@ -11,13 +11,13 @@ built model with thop.
 
 from __future__ import annotations
 
-import torch
-from thop import profile
-from thop.vision.basic_hooks import zero_ops
-from torch import nn
+from typing import TYPE_CHECKING
 
 from nas.space.layout import STEM_KERNEL, BlockLayout, NetworkLayout, network_layout
 from nas.space.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FLOPS_CONVENTION = "FLOPs = multiply-accumulates of conv and linear layers"
 
@@ -113,21 +113,19 @@ def count_params(spec: ArchSpec) -> int:
     return layout_params(network_layout(spec, spec.resolution))
 
 
-_ZERO_COST = {
-    nn.BatchNorm2d: zero_ops,
-    nn.SiLU: zero_ops,
-    nn.Sigmoid: zero_ops,
-    nn.AdaptiveAvgPool2d: zero_ops,
-    nn.Dropout: zero_ops,
-    nn.Identity: zero_ops,
-}
-
-
 def measure_flops(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     """Multiply-accumulates of a built model measured by thop on one image (BN, activations, pooling count 0)."""
+    # PyTorch and thop load here, not with the module: the analytic counters serve commands that must start fast.
+    import torch
+    from thop import profile
+    from thop.vision.basic_hooks import zero_ops
+    from torch import nn
+
+    zero_cost = {module: zero_ops for module in (nn.BatchNorm2d, nn.SiLU, nn.Sigmoid, nn.AdaptiveAvgPool2d, nn.Dropout,
+                                                  nn.Identity)}
     was_training = model.training
     x = torch.zeros(1, in_channels, resolution, resolution)
-    macs, _ = profile(model, inputs=(x,), custom_ops=_ZERO_COST, verbose=False)
+    macs, _ = profile(model, inputs=(x,), custom_ops=zero_cost, verbose=False)
     model.train(was_training)
     return int(macs)
 

@@ -1,3 +1,4 @@
+
 """Two searches writing to one database at once, and the dashboard reading it meanwhile (SQLite WAL and, with
 $EFFNAS_TEST_PG, PostgreSQL)."""
 
@@ -7,14 +8,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from db import SearchRecord, TrialRecord, open_database
+from db import open_database
+from db.models import SearchRecord, TrialRecord
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
 
+@pytest.mark.slow
 def test_two_searches_write_at_once_while_the_dashboard_reads(db_url, tmp_path, monkeypatch):
     common = ["--db", db_url, "--target-flops", "400M", "--trials", "3", "--epochs", "1", "--subset", "300",
               "--threads", "1", "--strategy", "random"]
@@ -41,7 +45,7 @@ def test_two_searches_write_at_once_while_the_dashboard_reads(db_url, tmp_path, 
     for process in searches:
         assert process.wait() == 0, process.stderr.read()
     assert pages_seen >= 1
-    with open_database(db_url, create=False)() as session:
+    with open_database(db_url, create=False).reading() as session:
         by_name = {s.name: s for s in session.scalars(select(SearchRecord))}
         assert set(by_name) == {"s1", "s2"}
         for search in by_name.values():

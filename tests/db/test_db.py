@@ -1,7 +1,8 @@
 import pytest
 from sqlalchemy import select
 
-from db import DatabaseError, FamilyMemberRecord, FamilyRecord, SearchRecord, TrialRecord, open_database, resolve_url
+from db import DatabaseError, open_database, resolve_url
+from db.models import FamilyMemberRecord, FamilyRecord, SearchRecord, TrialRecord
 from nas.space.spec import efficientnet_b0, spec_to_dict
 
 
@@ -17,9 +18,9 @@ def make_search(session, **overrides) -> SearchRecord:
 
 def test_create_insert_query(db_url):
     url = db_url
-    factory = open_database(url)
+    db = open_database(url)
     spec = efficientnet_b0()
-    with factory.begin() as session:
+    with db.writing() as session:
         search = make_search(session)
         for number, acc in enumerate([0.5, 0.7]):
             session.add(TrialRecord(search_id=search.id, number=number, status="complete", arch=spec_to_dict(spec),
@@ -33,8 +34,8 @@ def test_create_insert_query(db_url):
                                                  arch=spec_to_dict(spec), block_strings=""))
         session.add(family)
     # a second open is idempotent and sees the data
-    factory = open_database(url)
-    with factory() as session:
+    db = open_database(url)
+    with db.reading() as session:
         trials = session.scalars(select(TrialRecord).order_by(TrialRecord.accuracy.desc())).all()
         assert [t.accuracy for t in trials] == [0.7, 0.5]
         assert trials[0].arch["blocks"] == spec.block_strings()
@@ -44,15 +45,15 @@ def test_create_insert_query(db_url):
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):
-    factory = open_database(str(tmp_path / "w.db"))
-    with factory() as session:
+    db = open_database(str(tmp_path / "w.db"))
+    with db.reading() as session:
         assert session.connection().exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_same_architecture_cannot_be_stored_twice_in_one_search(db_url):
-    factory = open_database(db_url)
+    db = open_database(db_url)
     with pytest.raises(Exception):
-        with factory.begin() as session:
+        with db.writing() as session:
             search = make_search(session)
             for number in range(2):
                 session.add(TrialRecord(search_id=search.id, number=number, arch={}, block_strings="", arch_key="same"))
@@ -94,7 +95,7 @@ def test_schema_creation_is_idempotent_and_a_foreign_schema_is_refused(db_url):
 
     open_database(db_url)
     open_database(db_url)
-    with open_database(db_url, create=False)() as session:
+    with open_database(db_url, create=False).reading() as session:
         assert session.scalar(select(SearchRecord).limit(1)) is None
     other = db_url.replace("test.db", "other.db") if db_url.startswith("sqlite") else None
     if other:
@@ -127,9 +128,9 @@ def test_an_older_schema_is_upgraded_by_writers_and_readers_say_what_to_run(db_u
     with pytest.raises(DatabaseError, match="python -m db upgrade --db"):
         open_database(db_url, create=False)
     assert current_revision(engine) == "0001"
-    factory = open_database(db_url)
+    db = open_database(db_url)
     assert current_revision(engine) == head_revision() != "0001"
-    with factory() as session:
+    with db.reading() as session:
         search = session.scalars(select(SearchRecord)).one()
         assert (search.name, search.worker) == ("old", None)
 

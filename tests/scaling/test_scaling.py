@@ -70,7 +70,7 @@ def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
     table = cli("scaling.grow", "--baseline", "efficientnet-b0", "--coefficients", "official", "--db", str(db),
                 cwd=tmp_path, check=True)
     assert "B7" in table.stdout and "66.35M" in table.stdout and "multiply-accumulates" in table.stdout
-    result = cli("scaling.grow", "--baseline", "efficientnet-b0", "--db", str(db), "--json", cwd=tmp_path, check=True)
+    result = cli("scaling.grow", "--baseline", "efficientnet-b0", "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     assert data["family_id"] == 2 and [m["name"] for m in data["members"]] == [f"B{i}" for i in range(8)]
     for member in data["members"]:
@@ -87,12 +87,12 @@ def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path
     arch = write_tiny_arch(tmp_path)
     result = cli("scaling.grow", "--arch", str(arch), "--coefficients", "grid", "--grid-step", "0.2",
                  "--grid-tolerance", "0.05", "--epochs", "1", "--subset", "200", "--phi-max", "3", "--db", str(db),
-                 "--json", cwd=tmp_path, check=True)
+                 "--format", "json", cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     expected = grid_points(0.2, 0.05)
     assert len(data["grid"]) == len(expected)
     assert {(p["alpha"], p["beta"], p["gamma"]) for p in data["grid"]} == set(expected)
-    best = max((p for p in data["grid"] if p["status"] == "complete"), key=lambda p: (p["accuracy"], -p["flops"]))
+    best = max((p for p in data["grid"] if p["status"] == "complete"), key=lambda p: (p["proxy_accuracy"], -p["flops"]))
     assert (data["coefficients"]["alpha"], data["coefficients"]["beta"], data["coefficients"]["gamma"]) == (
         best["alpha"], best["beta"], best["gamma"])
     with sqlite3.connect(db) as c:
@@ -100,26 +100,28 @@ def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path
             expected)
 
 
+@pytest.mark.slow
 def test_family_from_a_search_links_its_best_trial_and_members_can_be_evaluated(tmp_path):
     db = tmp_path / "s.db"
     cli("nas.search", "--target-flops", "400M", "--trials", "2", "--no-reference", "--epochs", "1", "--subset", "200",
         "--db", str(db), cwd=tmp_path, check=True)
     result = cli("scaling.grow", "--search", "1", "--phi-max", "2", "--evaluate", "--evaluate-max-flops", "10G",
-                 "--db", str(db), "--json", cwd=tmp_path, check=True)
+                 "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     with sqlite3.connect(db) as c:
         best_id = c.execute("select id from trials where status='complete' order by reward desc, number limit 1"
                             ).fetchone()[0]
         assert c.execute("select baseline_trial_id from families").fetchone()[0] == best_id
-    assert all(0.0 <= m["accuracy"] <= 1.0 for m in data["members"])
+    assert all(0.0 <= m["proxy_accuracy"] <= 1.0 for m in data["members"])
 
 
+@pytest.mark.slow
 def test_export_round_trip_json_onnx_torchscript(tmp_path):
     import onnxruntime as ort
 
     db = tmp_path / "e.db"
     arch = write_tiny_arch(tmp_path)
-    grown = json.loads(cli("scaling.grow", "--arch", str(arch), "--phi-max", "2", "--db", str(db), "--json",
+    grown = json.loads(cli("scaling.grow", "--arch", str(arch), "--phi-max", "2", "--db", str(db), "--format", "json",
                            cwd=tmp_path, check=True).stdout)
     out = tmp_path / "family"
     cli("scaling.export", "--family", str(grown["family_id"]), "--out", str(out), "--db", str(db), cwd=tmp_path,
@@ -145,7 +147,7 @@ def test_export_round_trip_json_onnx_torchscript(tmp_path):
                 cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
     forced = cli("scaling.export", "--family", str(grown["family_id"]), "--out", str(out), "--db", str(db),
-                 "--format", "json", "--force", cwd=tmp_path)
+                 "--files", "json", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
 
 
@@ -170,7 +172,7 @@ def test_onnx_matches_pytorch_on_the_same_weights(tmp_path):
     "args,message",
     [
         (["--family", "99", "--out", "x"], "no family with id 99"),
-        (["--family", "1", "--out", "x", "--format", "pdf"], "unknown format"),
+        (["--family", "1", "--out", "x", "--files", "pdf"], "unknown file format"),
         (["--family", "1", "--out", "afile/sub"], "is a file"),
     ],
 )
@@ -188,7 +190,7 @@ def test_export_bad_input_exit_2(tmp_path, args, message):
     "args,message",
     [
         ([], "exactly one baseline"),
-        (["--baseline", "efficientnet-b0", "--coefficients", "magic"], "unknown --coefficients"),
+        (["--baseline", "efficientnet-b0", "--coefficients", "magic"], "invalid choice"),
         (["--baseline", "resnet-50"], "unknown architecture name"),
         (["--arch", "missing.json"], "cannot read"),
         (["--search", "3"], "does not exist"),
@@ -201,6 +203,7 @@ def test_grow_bad_input_exit_2_and_no_database(tmp_path, args, message):
     assert not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.slow
 def test_search_export_json_and_csv(tmp_path):
     db = tmp_path / "x.db"
     cli("nas.search", "--target-flops", "400M", "--trials", "2", "--epochs", "1", "--subset", "200", "--db", str(db),

@@ -74,6 +74,7 @@ def listening_addresses(port: int) -> list[str]:
             if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
 
 
+@pytest.mark.slow
 def test_two_workers_train_in_separate_processes_with_the_results_of_one(tmp_path):
     """Same seed, same thread count: trial processes store exactly what in-process training stores, each
     candidate in a process of its own, and NNI's manager listens on 127.0.0.1 only."""
@@ -109,6 +110,7 @@ def test_two_workers_train_in_separate_processes_with_the_results_of_one(tmp_pat
     assert len(set(workers)) == 4 and search_worker(parallel) not in workers
 
 
+@pytest.mark.slow
 def test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on(tmp_path, db_url):
     """As when the kernel kills a trial for memory: the process training a candidate dies by SIGKILL."""
     proc = subprocess.Popen(search_command(db_url, "--trials", "4", "--workers", "2", "--no-reference", *SLOW),
@@ -140,9 +142,14 @@ def _has_rows(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_trial_processes_and_resume_finishes_the_search(tmp_path):
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    proc = subprocess.Popen(search_command(db, "--trials", "4", "--workers", "2", "--no-reference", *SLOW),
+    # Far more trials than can end before the signal: from the first hand-out on, trials stay in flight until
+    # the search is stopped. Random search proposes the same sequence whatever the budget, so the resume below
+    # can ask for exactly the trials stored.
+    proc = subprocess.Popen(search_command(db, "--trials", "40", "--time-budget", "none", "--strategy", "random",
+                                           "--workers", "2", "--no-reference", *SLOW),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     wait_for(lambda: _has_rows(db) and any(r["status"] == "running" for r in rows(db)), 120, "a running trial")
@@ -157,16 +164,19 @@ def test_ctrl_c_stops_the_trial_processes_and_resume_finishes_the_search(tmp_pat
     interrupted = [r for r in rows(db) if r["status"] == "interrupted"]
     assert interrupted and not [r for r in rows(db) if r["status"] in ("queued", "running")]
 
-    resumed = run([sys.executable, "-m", "nas.search", "--db", db, "--resume", "1", "--workers", "2"], tmp_path)
+    total = len(rows(db))
+    resumed = run([sys.executable, "-m", "nas.search", "--db", db, "--resume", "1", "--workers", "2", "--trials",
+                   str(total)], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     stored = rows(db)
-    assert len(stored) == 4 and len({r["arch_key"] for r in stored}) == 4
+    assert len(stored) == total and len({r["arch_key"] for r in stored}) == total
     assert all(r["status"] == "complete" for r in stored)
     # Trained once more: a trial that was running counts its second attempt, one still queued its first.
     before = {r["id"]: r["attempts"] for r in interrupted}
     assert all(r["attempts"] == before[r["id"]] + 1 for r in stored if r["id"] in before)
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_search_takes_manager_and_trials_along_and_resume_finishes(tmp_path):
     db = f"sqlite:///{tmp_path / 'k.db'}"
     proc = subprocess.Popen(search_command(db, "--trials", "4", "--workers", "2", "--no-reference", *SLOW),
@@ -203,7 +213,7 @@ trainingService:
     [
         (None, ["--workers", "0"], "--workers must be at least 1"),
         (None, ["--workers", "2", "--nni-port", "80"], "--nni-port must be between"),
-        (None, ["--workers", "2", "--device", "tpu"], "unknown device"),
+        (None, ["--workers", "2", "--device", "tpu"], "invalid choice"),
         ("trainingService: [unclosed", [], "is not YAML or JSON"),
         ("- just\n- a list\n", [], "must hold a mapping"),
         ("maxTrialNumber: 10\n", [], "--nni-config may not set maxTrialNumber"),
@@ -237,9 +247,9 @@ def test_missing_nni_config_file_is_named(tmp_path):
 def test_the_readme_remote_example_is_a_configuration_nni_accepts(tmp_path):
     import yaml
 
-    from nas.driver import TrialProcessOptions, experiment_config
+    from nas.search.nni_adapters import TrialProcessOptions, experiment_config
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S).group(1))
     key = tmp_path / "id_ed25519"  # NNI checks that the SSH key file exists
     key.write_text("key")
@@ -253,11 +263,11 @@ def test_the_readme_remote_example_is_a_configuration_nni_accepts(tmp_path):
 
 def test_the_trial_fork_server_runs_only_nni_trials_and_ends_with_the_search(tmp_path):
     """Anyone who can reach its socket could run a command: it runs NNI's trial entry and nothing else."""
-    from nas.trial_forkserver import run_client
+    from nas.search.trial_forkserver import run_client
 
     socket_path = str(tmp_path / "trials.sock")
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    server = subprocess.Popen([sys.executable, "-m", "nas.trial_forkserver", "serve", socket_path, str(parent.pid)],
+    server = subprocess.Popen([sys.executable, "-m", "nas.search.trial_forkserver", "serve", socket_path, str(parent.pid)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
@@ -276,18 +286,24 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
     """On another machine the data folder may be missing: the trial's row says so, not only NNI's log."""
     import shutil
 
-    from db import open_database
-    from nas.evaluation.data import DataError
-    from nas.runner import SearchRunner, SearchSettings, create_search, load_task_data, train_queued_trial
     from test_search import make_cifar
 
+    from db import TrialRole, open_database
+    from nas.evaluation.config import RewardConfig, TaskConfig
+    from nas.evaluation.data import DataError, load_task_data
+    from nas.evaluation.evaluator import Evaluator
+    from nas.search.config import SearchConfig
+    from nas.search.study import Study, create_search, train_queued_trial
+
     data_dir = make_cifar(tmp_path / "cifar")
-    settings = SearchSettings(target_flops=400_000_000, dataset="cifar10", data_dir=str(data_dir), threads=1)
-    factory = open_database(db_url)
-    search_id = create_search(factory, settings, None)
-    runner = SearchRunner(factory, search_id, settings, load_task_data(settings))
-    sample = runner.space.b0_sample()
-    runner.reserve(sample)
+    config = SearchConfig(reward=RewardConfig(target_flops=400_000_000),
+                          task=TaskConfig(dataset="cifar10", data_dir=str(data_dir), threads=1))
+    db = open_database(db_url)
+    search_id = create_search(db, config, None)
+    data = load_task_data(config.task, config.proxy.resolution)
+    study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
+    sample = study.space.b0_sample()
+    study.reserve(sample, TrialRole.CANDIDATE)
     assert [r["status"] for r in rows(db_url, search_id)] == ["queued"]
     shutil.rmtree(data_dir)
     with pytest.raises(DataError):
@@ -296,6 +312,7 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
     assert row["status"] == "failed" and "does not exist" in row["error"]
 
 
+@pytest.mark.slow
 def test_trial_concurrency_from_nni_config_shares_the_cores_like_workers(tmp_path):
     config = tmp_path / "local.yml"
     config.write_text("trialConcurrency: 2\ntrainingService:\n  platform: local\n")

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from nas.evaluation.pareto import pareto_front
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
 
 
@@ -110,10 +110,11 @@ def test_progress_shows_rejected_trials_as_such(filled_db, monkeypatch):
 
 def test_progress_counts_trials_handed_to_trial_processes_but_plots_only_finished_ones():
     from dashboard.figures import progress_data
-    from dashboard.queries import TrialPoint
+    from db import TrialRole, TrialStatus
+    from db.trials import TrialPoint
 
     def point(number, status, reward=None):
-        return TrialPoint(number, 1, number, "candidate", status, 1, 1, reward, reward, "")
+        return TrialPoint(number, 1, number, TrialRole.CANDIDATE, TrialStatus(status), 1, 1, reward, reward, "")
 
     data = progress_data([point(1, "complete", 0.5), point(2, "queued"), point(3, "running"), point(4, "failed"),
                           point(5, "complete", 0.7)])
@@ -202,6 +203,7 @@ def browser_on_app(db, tmp_path, page):
 ERRORS = "[data-testid='stException'], [data-testid='stAlertContentError']"
 
 
+@pytest.mark.browser
 def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -217,6 +219,7 @@ def test_real_browser_draws_the_pareto_chart(filled_db, tmp_path):
         assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.browser
 def test_real_browser_shows_a_running_search_live_without_reload(tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -249,7 +252,7 @@ def test_python_m_dashboard_serves_on_loopback(filled_db, tmp_path):
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--db", str(filled_db), "--server.port", str(port),
+        [sys.executable, "-m", "dashboard", "--db", str(filled_db), "--port", str(port),
          "--server.headless", "true"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 60
@@ -266,3 +269,13 @@ def test_python_m_dashboard_serves_on_loopback(filled_db, tmp_path):
         server.terminate()
         output, _ = server.communicate(timeout=30)
     assert f"127.0.0.1:{port}" in output
+
+
+def test_python_m_dashboard_help_lists_its_own_options_and_bad_options_are_one_line(tmp_path):
+    shown = subprocess.run([sys.executable, "-m", "dashboard", "--help"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0
+    assert "--db" in shown.stdout and "--port" in shown.stdout and len(shown.stdout.splitlines()) < 25
+    bad = subprocess.run([sys.executable, "-m", "dashboard", "--colour", "red"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--colour" in bad.stderr

@@ -13,13 +13,13 @@ import pytest
 
 from effnas.cli import UsageError, parse_duration, parse_flops
 from nas.evaluation.data import DataError, load_proxy_data
-from nas.space.flops import count_flops, count_params
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
+from nas.space.flops import count_flops, count_params
 from nas.space.search_space import SearchSpace, parse_fixed
 from nas.space.spec import efficientnet_b0, spec_from_dict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
 
 
@@ -36,6 +36,28 @@ def trials(db, search_id=1, role="candidate"):
         c.row_factory = sqlite3.Row
         return [dict(r) for r in c.execute(
             "select * from trials where search_id=? and role=? order by number", (search_id, role))]
+
+
+def freeze_when(proc, db, ready, timeout=300):
+    """Wait until the stored trials satisfy `ready`, then stop the search process (SIGSTOP) and read them again:
+    while it is stopped the state cannot move on, so the signal the test sends next lands in exactly that state.
+    The caller sends its signal and then SIGCONT. Returns the trials as they stand."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the search ended before the state this test waits for"
+        time.sleep(0.2)
+        try:
+            if not (db.exists() and ready(trials(db))):
+                continue
+            proc.send_signal(signal.SIGSTOP)
+            rows = trials(db)
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            continue
+        if ready(rows):
+            return rows
+        proc.send_signal(signal.SIGCONT)
+    raise AssertionError("timed out waiting for the state this test needs")
 
 
 # -- reward and constraint maths ------------------------------------------------------------------------------
@@ -81,7 +103,7 @@ def test_b0_choices_decode_to_exactly_the_official_b0():
 
 
 def test_nni_model_space_freezes_b0_through_the_foundation_builder():
-    from nas.driver import MnasModelSpace
+    from nas.search.nni_adapters import MnasModelSpace
 
     space = SearchSpace(num_classes=1000, in_channels=3)
     model = MnasModelSpace.of(space).freeze(space.b0_sample())
@@ -217,6 +239,7 @@ def test_tiny_search_end_to_end_writes_every_trial(tmp_path):
         assert c.execute("select status from searches").fetchone()[0] == "finished"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_same_trials(tmp_path):
     results = []
     for name in ("a", "b"):
@@ -227,6 +250,7 @@ def test_same_seed_gives_same_trials(tmp_path):
     assert results[0] == results[1]
 
 
+@pytest.mark.slow
 def test_resume_continues_to_the_run_an_uninterrupted_search_reaches(tmp_path):
     straight = tmp_path / "straight.db"
     assert run_search("--target-flops", "400M", "--trials", "5", "--no-reference", "--strategy", "evolution", *TINY,
@@ -243,36 +267,36 @@ def test_resume_continues_to_the_run_an_uninterrupted_search_reaches(tmp_path):
     assert [(r["arch_key"], r["accuracy"]) for r in rows] == [(r["arch_key"], r["accuracy"]) for r in trials(straight)]
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_resume_redoes_the_interrupted_one(tmp_path):
     db = tmp_path / "i.db"
-    args = [sys.executable, "-m", "nas.search", "--db", str(db), "--target-flops", "400M", "--trials", "4",
-            "--no-reference", "--epochs", "3", "--subset", "1500", "--threads", "1"]
+    # Far more trials than the test waits for, so the search is still training when it is stopped; random search
+    # proposes the same sequence whatever the trial budget, so the resume below can ask for exactly as many.
+    args = [sys.executable, "-m", "nas.search", "--db", str(db), "--target-flops", "400M", "--trials", "40",
+            "--time-budget", "none", "--strategy", "random", "--no-reference", "--epochs", "3", "--subset", "1500",
+            "--threads", "1"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if db.exists():
-            try:
-                rows = trials(db)
-            except sqlite3.OperationalError:
-                continue
-            if any(r["status"] == "complete" for r in rows) and any(r["status"] == "running" for r in rows):
-                break
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        freeze_when(proc, db, lambda rows: any(r["status"] == "complete" for r in rows)
+                    and any(r["status"] == "running" for r in rows))
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err
     assert "--resume 1" in err and "Traceback" not in err
     rows = trials(db)
     finished = [r for r in rows if r["status"] == "complete"]
     interrupted = [r for r in rows if r["status"] == "interrupted"]
-    assert finished and len(interrupted) == 1
+    assert finished and len(interrupted) == 1 and len(finished) + 1 == len(rows)
     with sqlite3.connect(db) as c:
         assert c.execute("select status from searches").fetchone()[0] == "interrupted"
-    resumed = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db), "--resume", "1"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db), "--resume", "1", "--trials",
+                              str(len(rows))], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     after = trials(db)
-    assert len(after) == 4 and len({r["arch_key"] for r in after}) == 4
+    assert len(after) == len(rows) and len({r["arch_key"] for r in after}) == len(rows)
     assert all(r["status"] == "complete" for r in after)
     redone = next(r for r in after if r["id"] == interrupted[0]["id"])
     assert redone["attempts"] == 2
@@ -302,6 +326,7 @@ def test_a_diverging_candidate_is_recorded_as_failed_and_the_search_goes_on(tmp_
     assert all(r["status"] == "failed" and "training diverged" in r["error"] for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["random", "tpe"])
 def test_other_strategies_run(tmp_path, strategy):
     db = tmp_path / "o.db"
@@ -329,7 +354,7 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
         (["--target-flops", "0"], "must be positive"),
         (["--target-flops", "-400M"], "target-flops"),
         ([], "--target-flops is required"),
-        (["--target-flops", "400M", "--strategy", "annealing"], "unknown strategy"),
+        (["--target-flops", "400M", "--strategy", "annealing"], "invalid choice"),
         (["--target-flops", "400M", "--trials", "0"], "--trials must be at least 1"),
         (["--target-flops", "400M", "--strategy", "grid"], "grid search needs"),
         (["--target-flops", "400M", "--fix", "kernel=4"], "--fix kernel"),
@@ -349,6 +374,7 @@ def test_bad_input_gives_one_line_exit_2_and_no_database(tmp_path, args, message
     assert not db.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_bad_database_urls_give_one_line_and_exit_2(tmp_path):
     for url in ("notadialect://x/y", str(tmp_path / "no" / "such" / "dir.db")):
         result = subprocess.run([sys.executable, "-m", "nas.search", "--db", url, "--target-flops", "400M"],
@@ -361,6 +387,7 @@ def test_bad_database_urls_give_one_line_and_exit_2(tmp_path):
     assert not_db.read_text() == "not a database"
 
 
+@pytest.mark.slow
 def test_resume_errors_leave_the_database_unchanged(tmp_path):
     db = tmp_path / "k.db"
     assert run_search("--target-flops", "400M", "--trials", "1", "--no-reference", *TINY, db=db,
@@ -375,35 +402,33 @@ def test_resume_errors_leave_the_database_unchanged(tmp_path):
     assert missing.returncode == 2 and not (tmp_path / "absent.db").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_reaches_the_uninterrupted_result(tmp_path):
-    common = ["--target-flops", "400M", "--trials", "4", "--no-reference", "--epochs", "2", "--subset", "800",
+    common = ["--target-flops", "400M", "--strategy", "random", "--no-reference", "--epochs", "2", "--subset", "800",
               "--threads", "1"]
-    straight = tmp_path / "straight.db"
-    assert run_search(*common, db=straight, cwd=tmp_path).returncode == 0
     db = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(db), *common], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        time.sleep(0.3)
-        try:
-            rows = trials(db) if db.exists() else []
-        except sqlite3.OperationalError:
-            continue
-        if sum(r["status"] == "complete" for r in rows) >= 2 and any(r["status"] == "running" for r in rows):
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    killed = trials(db)
+    proc = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(db), *common, "--trials", "40",
+                             "--time-budget", "none"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        killed = freeze_when(proc, db, lambda rows: sum(r["status"] == "complete" for r in rows) >= 2
+                             and any(r["status"] == "running" for r in rows))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
     finished = [r for r in killed if r["status"] == "complete"]
     assert len(finished) >= 2 and [r["status"] for r in killed].count("running") == 1
-    resumed = run_search("--resume", "1", db=db, cwd=tmp_path)
+    assert trials(db) == killed
+    total = str(len(killed))
+    resumed = run_search("--resume", "1", "--trials", total, db=db, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     after = trials(db)
-    assert len(after) == 4 and len({r["arch_key"] for r in after}) == 4
+    assert len(after) == len(killed) and len({r["arch_key"] for r in after}) == len(killed)
     assert all(r["status"] == "complete" for r in after)
     for before in finished:  # finished trials survive untouched
         assert next(r for r in after if r["id"] == before["id"]) == before
     redone = next(r for r in after if r["id"] == next(k["id"] for k in killed if k["status"] == "running"))
     assert redone["attempts"] == 2
+    straight = tmp_path / "straight.db"
+    assert run_search(*common, "--trials", total, db=straight, cwd=tmp_path).returncode == 0
     assert [(r["arch_key"], r["accuracy"]) for r in after] == [(r["arch_key"], r["accuracy"]) for r in trials(straight)]

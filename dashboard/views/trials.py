@@ -1,0 +1,38 @@
+"""Trials of one search: a sortable, filterable table with a CSV download."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.views.common import pick_search
+from db import Database
+from db.searches import SearchRow
+from db.trials import trial_columns
+from nas.space.flops import FLOPS_CONVENTION
+
+COLUMNS = (
+    "id", "number", "role", "status", "accuracy", "reward", "flops", "params", "train_seconds", "eval_seconds",
+    "attempts", "started_at", "finished_at", "block_strings", "error",
+)
+SHOWN_NAMES = {"accuracy": "proxy accuracy"}
+
+
+def render(db: Database, searches: list[SearchRow]) -> None:
+    st.subheader("Trials")
+    search = pick_search(searches, "trials-search")
+    frame = pd.DataFrame(trial_columns(db, search.id, COLUMNS), columns=COLUMNS).rename(columns=SHOWN_NAMES)
+    left, middle, right = st.columns(3)
+    statuses = sorted(frame["status"].unique()) if len(frame) else []
+    keep = left.multiselect("Status", statuses, default=statuses)
+    text = middle.text_input("Block strings contain", "")
+    min_acc = right.slider("Minimum proxy accuracy", 0.0, 1.0, 0.0, 0.01)
+    shown = frame[frame["status"].isin(keep)]
+    if text:
+        shown = shown[shown["block_strings"].str.contains(text, regex=False)]
+    if min_acc > 0:
+        shown = shown[shown["proxy accuracy"].fillna(-1) >= min_acc]
+    st.caption(f"{len(shown)} of {len(frame)} trials. {FLOPS_CONVENTION}. Click a column header to sort.")
+    st.dataframe(shown, hide_index=True, width="stretch")
+    st.download_button("Download CSV", shown.to_csv(index=False).encode(), file_name=f"search-{search.id}-trials.csv",
+                       mime="text/csv")

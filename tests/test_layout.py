@@ -1,0 +1,96 @@
+"""The layout by role holds: imports run one way (db <- space <- evaluation <- search <- scaling <- dashboard), no
+module-level import cycle, and SQL only in db/."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("db", "effnas", "nas", "scaling", "dashboard")
+# Lower layers never import higher ones. effnas.cli (the shared command-line convention) sits just above db.
+LAYERS = (
+    ("db", 0), ("db.__main__", 1), ("effnas.cli", 1), ("effnas", 6), ("nas.space", 2), ("nas.evaluation", 3),
+    ("nas.search", 4), ("nas.export", 4), ("nas", 4), ("scaling", 5), ("dashboard", 6),
+)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer(module: str) -> int:
+    """The rank of the longest prefix that names `module`'s place."""
+    matches = [(len(prefix), rank) for prefix, rank in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return max(matches)[1]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" not in path.parts:
+                found[module_name(path)] = path
+    return found
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """Imports executed when the module is imported (not those inside functions)."""
+    names = set()
+
+    def visit(statements):
+        for node in statements:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                visit(getattr(node, "body", []))
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+def internal_imports(found: dict[str, Path]) -> dict[str, set[str]]:
+    return {name: {imported for imported in module_level_imports(path) if imported in found}
+            for name, path in found.items()}
+
+
+def test_imports_run_one_way_from_db_up_to_the_dashboard():
+    found = modules()
+    wrong = [f"{name} imports {imported}" for name, imports in internal_imports(found).items()
+             for imported in imports if layer(imported) > layer(name)]
+    assert not wrong, wrong
+
+
+def test_no_module_level_import_cycle():
+    graph = internal_imports(modules())
+    state: dict[str, int] = {}
+
+    def cycle_from(node, trail):
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return trail + [node, nxt]
+            if nxt not in state:
+                found = cycle_from(nxt, trail + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            assert cycle_from(node, []) is None
+
+
+def test_only_db_speaks_sql():
+    outside = [name for name, path in modules().items() if not name.startswith("db")
+               and any(imported.split(".")[0] == "sqlalchemy" for imported in module_level_imports(path))]
+    lazy = [name for name, path in modules().items() if not name.startswith("db") and "sqlalchemy" in path.read_text()]
+    assert not outside and not lazy, outside + lazy
