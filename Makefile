@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.effnas-installed
 
-.PHONY: setup browser search test test-fast lint bench clean
+.PHONY: setup browser fashion-mnist search test test-fast lint bench bench-training clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,12 @@ browser:
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+# Fashion-MNIST's four IDX files from Debian (the training tests use the embedded MNIST digits instead).
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
 
 search: setup
 	$(PY) -m nas.search --target-flops 400M
@@ -42,6 +48,9 @@ bench: setup
 	$(PY) bench/parallel_trials.py
 	$(PY) bench/export_memory.py
 	$(PY) bench/dashboard_pareto.py
+
+bench-training: setup fashion-mnist
+	$(PY) bench/final_training.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

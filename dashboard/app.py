@@ -12,7 +12,7 @@ import sys
 
 import streamlit as st
 
-from dashboard.views import architecture, families, pareto, progress, searches, trials
+from dashboard.views import architecture, families, pareto, progress, searches, training, trials
 from db import Database, DatabaseError, db_argument, describe_url, open_database, resolve_url
 from db.searches import change_signature, list_searches
 
@@ -23,6 +23,7 @@ PAGES = {
     "Trials": ("trials", trials.render),
     "Architecture": ("architecture", architecture.render),
     "Families": ("families", families.render),
+    "Training": ("training", training.render),
 }
 REFRESH_SECONDS = 5
 
@@ -85,7 +86,7 @@ def main() -> None:
     st.sidebar.caption(f"Database: {db.shown_url}")
     seen = change_signature(db)
     known = list_searches(db)
-    if not known and page != "Families":
+    if not known and page not in ("Families", "Training"):
         st.info(start_hint(url))
     else:
         render(db, known)

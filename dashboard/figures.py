@@ -7,7 +7,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from db import IN_FLIGHT, TrialRole, TrialStatus
+from db import IN_FLIGHT, TrainingStatus, TrialRole, TrialStatus
+from db.training import RunInfo
 from db.trials import TrialPoint
 from nas.evaluation.pareto import pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
@@ -197,4 +198,61 @@ def family_accuracy_figure(members: list[dict[str, Any]], front: ParetoSeries | 
     ))
     figure.update_layout(xaxis={"title": {"text": COST_TITLES["flops"]}, "type": "log"},
                          yaxis={"title": {"text": "proxy validation accuracy"}})
+    return figure
+
+
+@dataclass(frozen=True)
+class TrainedSeries:
+    """The trained networks of one family (or one lone network), for the paper's Figure 1."""
+
+    name: str
+    runs: list[RunInfo]
+
+
+def trained_series(runs: list[RunInfo], family_names: dict[int, str]) -> list[TrainedSeries]:
+    """Complete runs grouped by family (a run of no family stands alone), each in FLOPs order."""
+    groups: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        if run.status is not TrainingStatus.COMPLETE:
+            continue
+        name = family_names.get(run.family_id, f"family {run.family_id}") if run.family_id else run.label
+        groups.setdefault(name, []).append(run)
+    return [TrainedSeries(name, sorted(group, key=lambda r: r.flops)) for name, group in groups.items()]
+
+
+def trained_accuracy_figure(series: list[TrainedSeries], cost: str) -> go.Figure:
+    """Trained test accuracy against FLOPs or params, one line per family, as in EfficientNet's Figure 1."""
+    figure = go.Figure()
+    for index, item in enumerate(series):
+        figure.add_trace(go.Scatter(
+            x=[getattr(r, cost) for r in item.runs], y=[r.test_accuracy for r in item.runs], mode="lines+markers+text",
+            text=[r.member or "" for r in item.runs], textposition="top left", name=item.name,
+            marker={"size": 10, "color": PALETTE[index % len(PALETTE)]},
+            hovertext=[f"{r.label}: test acc {r.test_accuracy:.4f}, {format_flops(r.flops)} FLOPs at {r.resolution}px, "
+                       f"{format_params(r.params)} params (run {r.id})" for r in item.runs],
+            hoverinfo="text",
+        ))
+    figure.update_layout(xaxis={"title": {"text": COST_TITLES[cost]}, "type": "log"},
+                         yaxis={"title": {"text": "trained test accuracy"}}, height=420, margin={"t": 40},
+                         title={"text": f"{FLOPS_CONVENTION}, at each network's training resolution",
+                                "font": {"size": 12}})
+    return figure
+
+
+def learning_curve_figure(run: RunInfo) -> go.Figure:
+    """Training loss and validation accuracy (raw and EMA weights) per epoch."""
+    epochs = [p["epoch"] for p in run.curve]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=epochs, y=[p["val_accuracy"] for p in run.curve], mode="lines+markers",
+                                name="validation accuracy (raw weights)"))
+    figure.add_trace(go.Scatter(x=epochs, y=[p["val_accuracy_ema"] for p in run.curve], mode="lines+markers",
+                                name="validation accuracy (EMA weights)"))
+    figure.add_trace(go.Scatter(x=epochs, y=[p["loss"] for p in run.curve], mode="lines+markers",
+                                name="training loss", yaxis="y2", line={"dash": "dot"}))
+    figure.update_layout(
+        xaxis={"title": {"text": "epoch"}, "range": [0.5, max(run.recipe.get("epochs", 1), len(epochs)) + 0.5]},
+        yaxis={"title": {"text": "validation accuracy"}},
+        yaxis2={"title": {"text": "training loss (label-smoothed)"}, "overlaying": "y", "side": "right"},
+        height=420, margin={"t": 30}, legend={"orientation": "h"},
+    )
     return figure

@@ -1,7 +1,7 @@
 """Storage: every SQL statement of effnas lives in this package, which imports nothing else of effnas.
 
-`open_database` gives a `Database`; `db.searches`, `db.trials` and `db.families` read and write it through plain
-functions that take and return plain dataclasses. States and roles are the enums of `db.states`.
+`open_database` gives a `Database`; `db.searches`, `db.trials`, `db.families` and `db.training` read and write it through
+plain functions that take and return plain dataclasses. States and roles are the enums of `db.states`.
 """
 
 from db.session import (
@@ -16,7 +16,7 @@ from db.session import (
     resolve_url,
     sqlite_path,
 )
-from db.states import FINISHED, IN_FLIGHT, PointStatus, SearchStatus, TrialRole, TrialStatus
+from db.states import FINISHED, IN_FLIGHT, PointStatus, SearchStatus, TrainingStatus, TrialRole, TrialStatus
 
 __all__ = [
     "DB_HELP",
@@ -27,6 +27,7 @@ __all__ = [
     "DatabaseError",
     "PointStatus",
     "SearchStatus",
+    "TrainingStatus",
     "TrialRole",
     "TrialStatus",
     "absolute_url",

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.states import SearchStatus, TrialRole, TrialStatus
+from db.states import SearchStatus, TrainingStatus, TrialRole, TrialStatus
 
 
 def utcnow() -> datetime:
@@ -21,7 +21,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
 
 
 class SearchRecord(Base):
@@ -154,3 +154,41 @@ class GridPointRecord(Base):
     arch: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     family: Mapped[FamilyRecord] = relationship(back_populates="grid_points")
+
+
+class TrainingRunRecord(Base):
+    """One full training of one network: a family member or any architecture, on one data set with one recipe."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    family_id: Mapped[Optional[int]] = mapped_column(ForeignKey("families.id", ondelete="SET NULL"), index=True)
+    member: Mapped[Optional[str]] = mapped_column(String(40))
+    trial_id: Mapped[Optional[int]] = mapped_column(ForeignKey("trials.id", ondelete="SET NULL"))
+    label: Mapped[str] = mapped_column(String(200))
+    arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    block_strings: Mapped[str] = mapped_column(Text)
+    dataset: Mapped[str] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
+    recipe_key: Mapped[str] = mapped_column(String(64), index=True)
+    device: Mapped[str] = mapped_column(String(40))
+    resolution: Mapped[int] = mapped_column(Integer)
+    flops: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20), default=TrainingStatus.RUNNING.value, index=True)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    curve: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    best_epoch: Mapped[Optional[int]] = mapped_column(Integer)
+    chosen_weights: Mapped[Optional[str]] = mapped_column(String(10))
+    val_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    test_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    seconds: Mapped[Optional[float]] = mapped_column(Float)
+    checkpoint_path: Mapped[Optional[str]] = mapped_column(Text)
+    weights_path: Mapped[Optional[str]] = mapped_column(Text)
+    weights_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[Optional[datetime]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from db.models import FamilyRecord, SearchRecord, TrialRecord, utcnow
+from db.models import FamilyRecord, SearchRecord, TrainingRunRecord, TrialRecord, utcnow
 from db.session import Database
 from db.states import SearchStatus, TrialRole
 
@@ -128,11 +128,13 @@ def list_searches(db: Database) -> list[SearchRow]:
 
 
 def change_signature(db: Database) -> tuple[Any, ...]:
-    """A cheap fingerprint of everything stored: it moves whenever a trial, search or family is written."""
+    """A cheap fingerprint of everything stored: it moves whenever a trial, search, family or training epoch is
+    written."""
     with db.reading() as session:
         searches = session.execute(select(func.count(), func.max(SearchRecord.updated_at))).one()
         trials = session.execute(
             select(func.count(), func.max(TrialRecord.started_at), func.max(TrialRecord.finished_at))
         ).one()
         families = session.scalar(select(func.count()).select_from(FamilyRecord))
-    return (*searches, *trials, families)
+        runs = session.execute(select(func.count(), func.max(TrainingRunRecord.updated_at))).one()
+    return (*searches, *trials, families, *runs)

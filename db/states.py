@@ -55,3 +55,13 @@ class PointStatus(_StrEnum):
 
     COMPLETE = "complete"
     FAILED = "failed"
+
+
+class TrainingStatus(_StrEnum):
+    """A full training: running (one epoch after another, a checkpoint after each), then complete, failed (with
+    its error) or interrupted (Ctrl-C or a killed process; `--resume` continues from the last checkpoint)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"

@@ -11,7 +11,9 @@ COMMANDS = {
     "search": ("nas.search.command", "search for a baseline network under a FLOPs budget"),
     "export": ("nas.export", "every trial of a search as CSV or JSON"),
     "grow": ("scaling.grow", "grow a baseline into a B0..B7 family by compound scaling"),
-    "export-family": ("scaling.export", "write a family as JSON specs, ONNX and TorchScript"),
+    "train": ("scaling.train", "train a found network or a family's members to the end: test accuracy, weights"),
+    "export-family": ("scaling.export", "write a family as JSON specs, ONNX, TorchScript and trained weights"),
+    "predict": ("scaling.predict", "classify image files with a trained network"),
     "dashboard": ("dashboard.__main__", "open the dashboard"),
     "db": ("db.__main__", "upgrade a database's schema or show its revision"),
 }

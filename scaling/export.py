@@ -1,5 +1,10 @@
-"""`python -m scaling.export --family ID --out DIR [--files json,onnx,torchscript]`: the family as spec JSON, ONNX
-and TorchScript files.
+"""`python -m scaling.export --family ID --out DIR [--files json,onnx,torchscript,weights]`: the family as spec
+JSON, ONNX and TorchScript files, with the trained weights of every member that `scaling.train` trained.
+
+A trained member is exported as trained: its state dict (`<member>.weights.pt`), and ONNX and TorchScript models
+that take float pixels in [0, 1] of shape (N, C, H, W) at the member's training resolution (fixed H and W, any
+batch) with the data set's normalisation inside the graph; the manifest names the training run each comes from.
+An untrained member is exported with random weights and no normalisation, and the manifest says so.
 
 Per member `<member>.json` (our spec format, loadable with `nas.space.spec.from_json` and buildable with
 `nas.space.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
@@ -22,11 +27,12 @@ from typing import Any
 from db import Database, DatabaseError, open_database, resolve_url
 from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
-from nas.space.spec import ArchSpec, spec_from_dict, to_json
-from scaling.family import family_summary
+from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict, to_json
+from scaling.deploy import TrainedWeights, WeightsError, load_weights
+from scaling.family import family_summary, latest_trained_runs
 
-FORMATS = ("json", "onnx", "torchscript")
-SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = ("json", "onnx", "torchscript", "weights")
+SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt", "weights": ".weights.pt"}
 MANIFEST = "family.json"
 ONNX_OPSET = 17
 
@@ -59,8 +65,13 @@ def tf_params(spec: ArchSpec) -> dict[str, Any]:
     }
 
 
+def member_formats(member: dict[str, Any], formats: tuple[str, ...]) -> tuple[str, ...]:
+    """The formats written for `member`: weights only where it was trained."""
+    return tuple(fmt for fmt in formats if fmt != "weights" or member.get("training_run"))
+
+
 def planned_files(summary: dict[str, Any], formats: tuple[str, ...]) -> list[str]:
-    return [MANIFEST] + [member_file(m["name"], fmt) for m in summary["members"] for fmt in formats]
+    return [MANIFEST] + [member_file(m["name"], fmt) for m in summary["members"] for fmt in member_formats(m, formats)]
 
 
 def check_output_dir(out: Path, files: list[str], force: bool) -> None:
@@ -79,16 +90,23 @@ def check_output_dir(out: Path, files: list[str], force: bool) -> None:
         raise UsageError(f"output directory {out} is not writable")
 
 
-def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...]) -> None:
+def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...],
+                   trained: TrainedWeights | None = None) -> None:
     import torch
 
     from nas.space.builder import build_model
 
+    if trained is not None:
+        spec = trained.spec
     if "json" in formats:
         (out / member_file(name, "json")).write_text(to_json(spec) + "\n")
+    if "weights" in formats and trained is not None:
+        torch.save({"state_dict": trained.state_dict, "arch": spec_to_dict(spec), "mean": trained.mean,
+                    "std": trained.std, "classes": trained.classes, "run_id": trained.run_id},
+                   out / member_file(name, "weights"))
     if "onnx" not in formats and "torchscript" not in formats:
         return
-    model = build_model(spec).eval()
+    model = trained.model() if trained is not None else build_model(spec).eval()
     example = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
     with torch.no_grad():
         if "onnx" in formats:
@@ -114,13 +132,22 @@ def export_family(
     written = []
     manifest = {**summary, "formats": list(formats), "members": []}
     for member in summary["members"]:
-        spec = spec_from_dict(member["arch"])
         name = member["name"]
-        _export_member(spec, name, out, formats)
-        files = {fmt: member_file(name, fmt) for fmt in formats}
+        run = member.get("training_run")
+        trained = load_weights(run["weights_path"], run["weights_sha256"]) if run else None
+        chosen = member_formats(member, formats)
+        spec = trained.spec if trained is not None else spec_from_dict(member["arch"])
+        _export_member(spec, name, out, chosen, trained)
+        files = {fmt: member_file(name, fmt) for fmt in chosen}
         written += [out / path for path in files.values()]
-        manifest["members"].append({**{k: v for k, v in member.items() if k != "arch"}, "files": files,
-                                    "tf": tf_params(spec)})
+        manifest["members"].append({
+            **{k: v for k, v in member.items() if k != "arch"}, "files": files, "tf": tf_params(spec),
+            "trained": trained is not None,
+            "input": ({"pixels": "float in [0, 1]", "shape": ["N", spec.in_channels, spec.resolution,
+                                                               spec.resolution],
+                       "normalisation": {"mean": trained.mean, "std": trained.std}, "classes": trained.classes}
+                      if trained is not None else "normalised pixels (random weights: train the member first)"),
+        })
         if on_member is not None:
             on_member(name)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -132,7 +159,7 @@ def load_family_summary(db: Database, family_id: int) -> dict[str, Any]:
     family = get_family(db, family_id)
     if family is None:
         raise UsageError(f"no family with id {family_id}")
-    summary = family_summary(family)
+    summary = family_summary(family, latest_trained_runs(db, family_id))
     for member, stored in zip(summary["members"], family.members):
         member["arch"] = stored.arch
     return summary
@@ -169,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         paths = export_family(summary, out, formats, progress)
+    except WeightsError as exc:
+        fail(str(exc), code=1, prog=parser.prog)
     except OSError as exc:
         fail(f"cannot write to {out}: {exc.strerror or exc}", code=1, prog=parser.prog)
     print(f"Wrote {len(paths)} files for family {args.family} to {out} (manifest: {out / MANIFEST})")

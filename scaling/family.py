@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from db import Database, PointStatus
+from db import Database, PointStatus, TrainingStatus
 from db.families import FamilyInfo, GridPointInfo, MemberInfo, store_family
+from db.training import RunInfo, list_runs
 from nas.evaluation.config import ProxyConfig, TaskConfig
 from nas.evaluation.data import ProxyData, load_task_data
 from nas.evaluation.proxy import train_and_evaluate
@@ -218,8 +219,22 @@ def save_family(db: Database, family: Family, name: str) -> int:
     ))
 
 
-def family_summary(family: FamilyInfo) -> dict[str, Any]:
-    """A stored family as plain data: what `scaling.grow --format json` prints and `family.json` holds."""
+def latest_trained_runs(db: Database, family_id: int) -> dict[str, RunInfo]:
+    """Member name -> its latest complete training run."""
+    runs = [run for run in list_runs(db, family_id=family_id) if run.status is TrainingStatus.COMPLETE]
+    return {run.member: run for run in runs}
+
+
+def _run_summary(run: RunInfo) -> dict[str, Any]:
+    return {"run_id": run.id, "dataset": run.dataset, "resolution": run.resolution, "epochs": run.epochs_done,
+            "test_accuracy": run.test_accuracy, "val_accuracy": run.val_accuracy, "recipe": run.recipe,
+            "weights_path": run.weights_path, "weights_sha256": run.weights_sha256}
+
+
+def family_summary(family: FamilyInfo, runs: dict[str, RunInfo] | None = None) -> dict[str, Any]:
+    """A stored family as plain data: what `scaling.grow --format json` prints and `family.json` holds; with
+    `runs` (member name -> training run), each trained member's test accuracy and run."""
+    runs = runs or {}
     return {
         "family_id": family.id,
         "name": family.name,
@@ -236,6 +251,8 @@ def family_summary(family: FamilyInfo) -> dict[str, Any]:
                 "resolution": m.resolution, "dropout": m.dropout, "params": m.params, "flops": m.flops,
                 "flops_ratio": m.flops_ratio, "ideal_ratio": 2.0**m.phi, "block_strings": m.block_strings.split(),
                 "proxy_accuracy": m.accuracy,
+                "test_accuracy": runs[m.name].test_accuracy if m.name in runs else None,
+                "training_run": _run_summary(runs[m.name]) if m.name in runs else None,
             }
             for m in family.members
         ],

@@ -16,9 +16,11 @@ from dashboard import figures
 from db import Database
 from db.families import get_family, list_families
 from db.searches import SearchRow
+from db.training import list_runs
 from db.trials import trial_points
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from scaling.export import FORMATS, export_family, load_family_summary
+from scaling.family import latest_trained_runs
 
 
 def family_zip(summary: dict, formats: tuple[str, ...]) -> bytes:
@@ -41,6 +43,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     chosen = st.selectbox("Family", list(by_id), format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].source})")
     family = by_id[chosen]
     members = [asdict(m) for m in get_family(db, family.id).members]
+    trained = latest_trained_runs(db, family.id)
     trials = trial_points(db, [family.search_id]) if family.search_id else []
     st.caption(f"Baseline: {family.baseline_ref}. Coefficients: {family.source}. {FLOPS_CONVENTION}, at each "
                "member's resolution.")
@@ -48,6 +51,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         "name": m["name"], "phi": m["phi"], "width": round(m["width"], 3), "depth": round(m["depth"], 3),
         "resolution": m["resolution"], "params": format_params(m["params"]), "FLOPs": format_flops(m["flops"]),
         "FLOPs/B0": round(m["flops_ratio"], 2), "2^phi": 2 ** m["phi"], "proxy accuracy": m["accuracy"],
+        "test accuracy (trained)": trained[m["name"]].test_accuracy if m["name"] in trained else None,
     } for m in members])
     st.dataframe(table, hide_index=True, width="stretch")
     left, right = st.columns(2)
@@ -61,6 +65,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
             st.plotly_chart(figures.family_accuracy_figure(members, front), width="stretch", key="family-accuracy")
         else:
             st.info("No proxy accuracy for these members: grow with `--evaluate` to measure it.")
+    trained_section(db, family.id, {f.id: f"{f.id}: {f.name}" for f in families})
     formats = st.multiselect("Export formats", list(FORMATS), default=["json"])
     key = f"zip-{family.id}-{','.join(formats)}"
     if st.button("Prepare download", disabled=not formats):
@@ -69,3 +74,25 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     if key in st.session_state:
         st.download_button("Download family (zip)", st.session_state[key], file_name=f"family-{family.id}.zip",
                            mime="application/zip")
+
+
+def trained_section(db: Database, family_id: int, family_names: dict[int, str]) -> None:
+    """Trained test accuracy of the members against FLOPs and params, beside every other family trained on the
+    same data with the same recipe: EfficientNet's Figure 1 for this data."""
+    st.markdown("#### Trained accuracy")
+    own = [r for r in list_runs(db, family_id=family_id) if r.test_accuracy is not None]
+    if not own:
+        st.info(f"No member of this family is trained yet: `python -m scaling.train --family {family_id}` trains "
+                "them on a data set with a test split.")
+        return
+    latest = own[-1]
+    comparable = [r for r in list_runs(db, dataset=latest.dataset) if r.recipe_key == latest.recipe_key]
+    series = figures.trained_series(comparable, family_names)
+    st.caption(f"Test accuracy after full training on {latest.dataset} with one recipe ({latest.recipe['epochs']} "
+               f"epochs); other families and networks trained the same way are drawn beside it. This is trained "
+               "accuracy, not the search's proxy accuracy.")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(figures.trained_accuracy_figure(series, "flops"), width="stretch", key="trained-flops")
+    with right:
+        st.plotly_chart(figures.trained_accuracy_figure(series, "params"), width="stretch", key="trained-params")

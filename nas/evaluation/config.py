@@ -3,12 +3,16 @@ training and the reward. Command-line defaults and help texts are read from here
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+import hashlib
+import json
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 CONSTRAINTS = ("soft", "hard")
 DEVICES = ("auto", "cpu", "cuda")
-DATASETS = ("mnist", "cifar10", "imagefolder")
+DATASETS = ("mnist", "fashion-mnist", "idx", "cifar10", "imagefolder")
+# Data sets whose classes do not change under a left-right mirror (digits and letters do).
+FLIP_DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 
 
 class DataError(Exception):
@@ -57,6 +61,33 @@ class RewardConfig:
     @property
     def flops_limit(self) -> float:
         return self.max_flops_ratio * self.target_flops
+
+
+@dataclass(frozen=True)
+class TrainingRecipe:
+    """Full training (`nas.evaluation.recipe`): SGD with Nesterov momentum, warm-up then cosine, label smoothing,
+    an EMA of the weights, crop / flip / erasing augmentation, the member's dropout and this drop-connect."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.999
+    flip: bool = False
+    erasing: float = 0.25
+    drop_connect: float = 0.2
+    seed: int = 0
+    eval_batch_size: int = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Equal recipes, equal keys: runs with one key were trained the same way (epochs included)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def default(config: type, name: str) -> Any:

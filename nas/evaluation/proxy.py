@@ -38,7 +38,7 @@ def proxy_spec(spec: ArchSpec, data: ProxyData) -> ArchSpec:
     )
 
 
-def _recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
     # BatchNorm's TF momentum (0.01) leaves running statistics far from the data after a few hundred steps;
     # re-estimating them as an exact average over training images makes eval-mode accuracy meaningful.
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -97,7 +97,7 @@ def train_and_evaluate(
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    _recalibrate_batchnorm(model, data.train_x[:RECALIBRATION_IMAGES], config.eval_batch_size)
+    recalibrate_batchnorm(model, data.train_x[:RECALIBRATION_IMAGES], config.eval_batch_size)
     model.eval()
     correct = 0
     with torch.no_grad():

@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
     proxy = parser.add_argument_group("proxy task")
-    proxy.add_argument("--dataset", choices=DATASETS, help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded")
-    proxy.add_argument("--data-dir", help="folder of the data set (cifar10, imagefolder)")
+    proxy.add_argument("--dataset", choices=DATASETS,
+                       help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded, fashion-mnist is read from "
+                       "Debian's dataset-fashion-mnist package unless --data-dir is given; only training files are read")
+    proxy.add_argument("--data-dir", help="folder of the data set (idx, cifar10, imagefolder; fashion-mnist optional)")
     proxy.add_argument("--subset", type=int, help="use only this many images (train + validation)")
     proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
     proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
@@ -157,7 +159,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
 
 def _check(config: SearchConfig) -> None:
     task, proxy, reward = config.task, config.proxy, config.reward
-    if task.dataset != "mnist" and not task.data_dir:
+    if task.dataset not in ("mnist", "fashion-mnist") and not task.data_dir:
         raise UsageError(f"--dataset {task.dataset} needs --data-dir")
     positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
                 "--threads": task.threads}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from helpers import mnist_idx
 from nas.evaluation.pareto import pareto_front
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,10 @@ def filled_db(tmp_path_factory):
         "--max-flops-ratio", "1.5", "--strategy", "random", "--db", str(db), cwd=folder)
     cli("scaling.grow", "--search", "1", "--phi-max", "3", "--evaluate", "--evaluate-max-flops", "100G", "--epochs",
         "1", "--subset", "200", "--db", str(db), cwd=folder)
+    digits = mnist_idx(folder / "digits")
+    cli("scaling.train", "--family", "1", "--members", "B0,B1", "--resolution", "32", "--dataset", "idx", "--data-dir",
+        str(digits), "--subset", "300", "--val-images", "200", "--epochs", "2", "--threads", "1", "--db", str(db),
+        cwd=folder)
     return db
 
 
@@ -52,7 +57,8 @@ def figure_json(at: AppTest, index: int = 0) -> dict:
     return json.loads(at.get("plotly_chart")[index].proto.spec)
 
 
-@pytest.mark.parametrize("page", ["Searches", "Pareto fronts", "Progress", "Trials", "Architecture", "Families"])
+@pytest.mark.parametrize("page", ["Searches", "Pareto fronts", "Progress", "Trials", "Architecture", "Families",
+                                  "Training"])
 def test_every_page_runs_without_exception(filled_db, monkeypatch, page):
     at = go_to(app_for(filled_db, monkeypatch), page)
     assert not at.exception, at.exception
@@ -279,3 +285,27 @@ def test_python_m_dashboard_help_lists_its_own_options_and_bad_options_are_one_l
     bad = subprocess.run([sys.executable, "-m", "dashboard", "--colour", "red"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--colour" in bad.stderr
+
+
+def test_training_page_draws_the_learning_curve_of_a_run(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Training")
+    assert not at.exception
+    curve = figure_json(at)
+    names = {trace["name"] for trace in curve["data"]}
+    assert {"validation accuracy (raw weights)", "validation accuracy (EMA weights)", "training loss"} <= names
+    assert [len(trace["x"]) for trace in curve["data"]] == [2, 2, 2]  # two epochs each
+    assert "trained accuracy" in " ".join(c.value for c in at.caption)
+
+
+def test_family_page_shows_trained_test_accuracy_against_flops_and_params(filled_db, monkeypatch):
+    with sqlite3.connect(filled_db) as c:
+        tested = dict(c.execute("select member, test_accuracy from training_runs where status='complete'"))
+    at = go_to(app_for(filled_db, monkeypatch), "Families")
+    assert not at.exception
+    charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    trained = [chart for chart in charts if chart["layout"]["yaxis"]["title"]["text"] == "trained test accuracy"]
+    assert len(trained) == 2  # against FLOPs and against params
+    assert sorted(trained[0]["data"][0]["y"]) == sorted(tested.values()) and len(tested) == 2
+    table = at.dataframe[0].value
+    assert list(table["test accuracy (trained)"][:2]) == [tested["B0"], tested["B1"]]
+    assert "proxy accuracy" in table.columns

@@ -180,3 +180,11 @@ def test_processes_creating_one_new_database_at_the_same_moment_all_succeed(db_u
     errors = [p.communicate(timeout=120)[1] for p in processes]
     assert all(p.returncode == 0 for p in processes), errors
     assert schema_state(create_db_engine(db_url)) == "current"
+
+
+def test_printed_hints_never_show_a_password():
+    from db import DEFAULT_DB_URL, db_argument
+
+    assert db_argument(DEFAULT_DB_URL) == ""
+    hint = db_argument("postgresql://effnas:s3cret@db.example.org/runs")
+    assert "s3cret" not in hint and "db.example.org/runs" in hint

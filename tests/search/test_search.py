@@ -432,3 +432,19 @@ def test_sigkill_mid_trial_then_resume_reaches_the_uninterrupted_result(tmp_path
     straight = tmp_path / "straight.db"
     assert run_search(*common, "--trials", total, db=straight, cwd=tmp_path).returncode == 0
     assert [(r["arch_key"], r["accuracy"]) for r in after] == [(r["arch_key"], r["accuracy"]) for r in trials(straight)]
+
+
+def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
+    """Databases written before the configs were split keep resuming: the stored mapping is the same."""
+    from nas.search.config import SearchConfig
+
+    stored = {
+        "target_flops": 400000000, "strategy": "evolution", "trials": 40, "time_budget": 540.0, "resolution": 224,
+        "proxy_resolution": 32, "epochs": 3, "batch_size": 128, "lr": 0.05, "seed": 0, "constraint": "soft",
+        "w": None, "max_flops_ratio": 4.0, "dataset": "mnist", "data_dir": None, "subset": None, "val_fraction": 0.2,
+        "fixed": {}, "reference": True, "threads": 2, "device": "auto",
+    }
+    config = SearchConfig.from_config(stored)
+    assert config.to_config() == stored
+    assert (config.reward.target_flops, config.proxy.resolution, config.task.threads, config.seed) == (
+        400000000, 32, 2, 0)

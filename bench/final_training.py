@@ -1,0 +1,98 @@
+"""The found B0 against EfficientNet-B0, both trained to the end on Fashion-MNIST with the same recipe.
+
+Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--subset N] [--device auto]
+1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` finds a B0 (the search reads
+   only Fashion-MNIST's 60k training images);
+2. `python -m scaling.train --search 1` trains it from scratch (55k train / 5k validation), tests it on t10k;
+3. `python -m scaling.train --baseline efficientnet-b0 --resolution 32` trains EfficientNet-B0 the same way.
+It prints test accuracy, params, FLOPs at 32 px, wall time and images/s of each, checks the targets (found B0:
+>= 0.94 test accuracy on CPU / 0.95 on a GPU, <= 1M params, at least EfficientNet-B0's accuracy at fewer FLOPs),
+and writes everything to bench/final_training.json (or --out). Each step is an effnas command, as a user runs it,
+into one database (--db), so a second run with the same --db reuses a finished search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    print("running: python -m", " ".join(args), flush=True)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, "EFFNAS_DB": ""})
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of both networks (30)")
+    parser.add_argument("--trials", type=int, default=40, help="search trials (40)")
+    parser.add_argument("--time-budget", default="9m", help="search time budget (9m)")
+    parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
+    parser.add_argument("--out", default=str(HERE / "final_training.json"), help="where the results go")
+    args = parser.parse_args()
+    folder = Path(args.db).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    db = ["--db", str(Path(args.db).resolve())]
+    search_args = ["nas.search", "--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M",
+                   "--trials", str(args.trials), "--time-budget", args.time_budget, "--device", args.device, *db]
+    _, search_seconds = run(search_args, folder)
+    common = ["--dataset", "fashion-mnist", "--epochs", str(args.epochs), "--device", args.device, "--format", "json",
+              *db, "--out-dir", str(folder / "runs")]
+    if args.subset:
+        common += ["--subset", str(args.subset)]
+    found_result, found_seconds = run(["scaling.train", "--search", "1", *common], folder)
+    b0_result, b0_seconds = run(["scaling.train", "--baseline", "efficientnet-b0", "--resolution", "32", *common],
+                                folder)
+    [found] = json.loads(found_result.stdout)
+    [b0] = json.loads(b0_result.stdout)
+    found["wall_seconds"], b0["wall_seconds"] = found_seconds, b0_seconds
+    for entry, stderr in ((found, found_result.stderr), (b0, b0_result.stderr)):
+        rates = [float(line.split(" images/s")[0].rsplit(" ", 1)[1]) for line in stderr.splitlines()
+                 if " images/s" in line]
+        entry["images_per_second"] = sum(rates) / len(rates) if rates else None
+    gpu = "cuda" in (found_result.stderr.splitlines()[0] if found_result.stderr else "")
+    target_accuracy = 0.95 if gpu else 0.94
+    checks = {
+        f"found B0 test accuracy >= {target_accuracy}": found["test_accuracy"] >= target_accuracy,
+        "found B0 params <= 1M": found["params"] <= 1_000_000,
+        "found B0 accuracy >= EfficientNet-B0's": found["test_accuracy"] >= b0["test_accuracy"],
+        "found B0 FLOPs < EfficientNet-B0's": found["flops"] < b0["flops"],
+        "found B0 trained within 60 minutes": found_seconds <= 3600,
+    }
+    results = {
+        "setup": {"data": "Fashion-MNIST, 55k train / 5k validation (from the training files) / 10k test",
+                  "search": " ".join(search_args[:-2]), "epochs": args.epochs, "subset": args.subset,
+                  "device": "cuda" if gpu else "cpu", "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                  "flops": "multiply-accumulates of conv and linear layers at 32x32"},
+        "search_seconds": search_seconds, "found_b0": found, "efficientnet_b0": b0, "checks": checks,
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
+    for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
+                            ("FLOPs at 32 px", "flops", "{:,}"), ("wall time (s)", "wall_seconds", "{:.0f}"),
+                            ("images/s (training)", "images_per_second", "{:.0f}")):
+        print(f"{label:22}{fmt.format(found[key]):>14}{fmt.format(b0[key]):>18}")
+    print(f"search: {search_seconds:.0f} s")
+    for check, passed in checks.items():
+        print(f"{'PASS' if passed else 'MISS'}  {check}")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Training runs: full trainings of a family member or any architecture, epoch by epoch.
+
+Guarantees: `record_epoch` appends one point to the run's curve and counts the epoch in one transaction, so
+the stored curve always matches the last checkpoint written before it; a run's results (accuracies, weights
+file and its SHA-256) are written together when it ends; runs are never deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from db.models import TrainingRunRecord, utcnow
+from db.session import Database
+from db.states import TrainingStatus
+
+
+@dataclass(frozen=True)
+class NewRun:
+    label: str
+    arch: dict[str, Any]
+    block_strings: str
+    dataset: str
+    data: dict[str, Any]
+    recipe: dict[str, Any]
+    recipe_key: str
+    device: str
+    resolution: int
+    flops: int
+    params: int
+    worker: str
+    family_id: int | None = None
+    member: str | None = None
+    trial_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    family_id: int | None
+    member: str | None
+    trial_id: int | None
+    label: str
+    arch: dict[str, Any]
+    block_strings: str
+    dataset: str
+    data: dict[str, Any]
+    recipe: dict[str, Any]
+    recipe_key: str
+    device: str
+    resolution: int
+    flops: int
+    params: int
+    status: TrainingStatus
+    error: str | None
+    epochs_done: int
+    curve: list[dict[str, Any]]
+    best_epoch: int | None
+    chosen_weights: str | None
+    val_accuracy: float | None
+    test_accuracy: float | None
+    seconds: float | None
+    checkpoint_path: str | None
+    weights_path: str | None
+    weights_sha256: str | None
+    worker: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+
+
+_FIELDS = tuple(f.name for f in fields(RunInfo))
+_RESULT_FIELDS = {"best_epoch", "chosen_weights", "val_accuracy", "test_accuracy", "seconds", "weights_path",
+                  "weights_sha256", "error", "checkpoint_path"}
+
+
+def _info(row: TrainingRunRecord) -> RunInfo:
+    values = {name: getattr(row, name) for name in _FIELDS}
+    values.update(status=TrainingStatus(row.status), curve=list(row.curve or []))
+    return RunInfo(**values)
+
+
+def create_run(db: Database, run: NewRun) -> int:
+    """A new run in status running, with no epoch done; its id."""
+    with db.writing() as session:
+        record = TrainingRunRecord(**{f.name: getattr(run, f.name) for f in fields(NewRun)},
+                                   status=TrainingStatus.RUNNING.value, epochs_done=0, curve=[])
+        session.add(record)
+        session.flush()
+        return record.id
+
+
+def get_run(db: Database, run_id: int) -> RunInfo | None:
+    with db.reading() as session:
+        row = session.get(TrainingRunRecord, run_id)
+        return None if row is None else _info(row)
+
+
+def record_epoch(db: Database, run_id: int, point: dict[str, Any], checkpoint_path: str) -> None:
+    """Append one epoch's point (loss, accuracies, seconds) to the curve and count it."""
+    with db.writing() as session:
+        row = session.get(TrainingRunRecord, run_id)
+        row.curve = [*(row.curve or []), point]
+        row.epochs_done = len(row.curve)
+        row.checkpoint_path = checkpoint_path
+
+
+def resume_run(db: Database, run_id: int, worker: str) -> None:
+    """Mark a stopped run running again, in `worker`."""
+    with db.writing() as session:
+        session.execute(update(TrainingRunRecord).where(TrainingRunRecord.id == run_id).values(
+            status=TrainingStatus.RUNNING.value, error=None, finished_at=None, worker=worker))
+
+
+def end_run(db: Database, run_id: int, status: TrainingStatus, **results: Any) -> None:
+    """End a run: complete with its results, or failed or interrupted (with the error)."""
+    unknown = set(results) - _RESULT_FIELDS
+    if unknown:
+        raise ValueError(f"not a training result: {', '.join(sorted(unknown))}")
+    with db.writing() as session:
+        session.execute(update(TrainingRunRecord).where(TrainingRunRecord.id == run_id).values(
+            status=status.value, finished_at=utcnow(), **results))
+
+
+def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None = None) -> list[RunInfo]:
+    """Runs, oldest first; only those of one family or one data set when asked."""
+    query = select(TrainingRunRecord).order_by(TrainingRunRecord.id)
+    if family_id is not None:
+        query = query.where(TrainingRunRecord.family_id == family_id)
+    if dataset is not None:
+        query = query.where(TrainingRunRecord.dataset == dataset)
+    with db.reading() as session:
+        return [_info(row) for row in session.scalars(query)]

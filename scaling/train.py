@@ -1,0 +1,401 @@
+"""`python -m scaling.train --search ID` (or `--family ID [--members B0,B1]`): train networks to the end.
+
+Each network is trained from scratch on the full training split at its own resolution with the recipe of
+`nas.evaluation.recipe`, chosen on a validation split carved from the training files, and scored once on the
+test split. Every epoch ends with a checkpoint and a point on the stored curve, so Ctrl-C or a killed process
+continues with `--resume RUN_ID`. The chosen weights are written to a file whose SHA-256 is stored with the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from db import Database, DatabaseError, TrainingStatus, db_argument, open_database, resolve_url, training
+from db.families import get_family
+from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_flops
+from nas.evaluation.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
+from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
+from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
+from scaling.grow import resolve_baseline
+
+FORMATS = ("table", "json")
+RUNS_DIR = Path(".effnas") / "training"
+DEFAULT_MAX_FLOPS = "2G"
+DEFAULT_VAL_IMAGES = 5000
+
+if TYPE_CHECKING:
+    from nas.evaluation.data import FinalData
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored run and everything needed to train it."""
+
+    run_id: int
+    spec: ArchSpec
+    data: FinalData
+    recipe: TrainingRecipe
+    device: str
+    label: str
+    resume: bool
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class Target:
+    """One network to train: a family member or a baseline."""
+
+    label: str
+    spec: ArchSpec
+    family_id: int | None = None
+    member: str | None = None
+    trial_id: int | None = None
+
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
+        prog="python -m scaling.train",
+        description="Train a found baseline or a family's members to the end: test accuracy, curves, weights. "
+        f"{FLOPS_CONVENTION}, counted at the training resolution.",
+    )
+    what = parser.add_argument_group("what to train (one of)")
+    what.add_argument("--search", type=int, metavar="ID", help="the best trial of search ID")
+    what.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
+    what.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
+    what.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
+    what.add_argument("--family", type=int, metavar="ID", help="the members of family ID (from scaling.grow)")
+    what.add_argument("--members", metavar="B0,B1,...", help="with --family: only these members (default: all "
+                      "under --max-flops)")
+    what.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped training run")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+                      help="data set with a test split (fashion-mnist)")
+    data.add_argument("--data-dir", help="folder of the data set (idx, cifar10, imagefolder; fashion-mnist optional)")
+    data.add_argument("--test-dir", help="imagefolder: the test images' folder (default DATA_DIR/test)")
+    data.add_argument("--resolution", type=int,
+                      help="training resolution of a single network, or of B0 with the members scaled from it "
+                      "(default: the network's own)")
+    data.add_argument("--subset", type=int, help="train on only the first N training images (a quick run)")
+    data.add_argument("--val-images", type=int, default=DEFAULT_VAL_IMAGES,
+                      help=f"validation images held out of the training files ({DEFAULT_VAL_IMAGES})")
+    recipe = parser.add_argument_group("recipe")
+    defaults = TrainingRecipe()
+    recipe.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs ({defaults.epochs})")
+    recipe.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help=f"batch size ({defaults.batch_size})")
+    recipe.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
+    recipe.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"random horizontal flips (default: on for {', '.join(FLIP_DATASETS)})")
+    recipe.add_argument("--seed", type=int, default=defaults.seed, help=f"seed ({defaults.seed})")
+    run = parser.add_argument_group("where and how")
+    run.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when there is one (auto)")
+    run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    run.add_argument("--max-flops", default=DEFAULT_MAX_FLOPS,
+                     help=f"refuse networks above this many FLOPs at their training resolution ({DEFAULT_MAX_FLOPS})")
+    run.add_argument("--out-dir", default=str(RUNS_DIR), help=f"checkpoints and weights go under here ({RUNS_DIR})")
+    run.add_argument("--format", choices=FORMATS, default="table", help="print the results as a table or JSON")
+    add_db_option(run)
+    return parser
+
+
+def _member_resolution(base: int, resolution_mult: float) -> int:
+    return max(32, int(round(base * resolution_mult)))
+
+
+def resolve_targets(args: argparse.Namespace, db_url: str) -> list[Target]:
+    """The networks to train, each at its training resolution; UsageError names what is wrong."""
+    chosen = [flag for flag in ("search", "trial", "arch", "baseline", "family") if getattr(args, flag) is not None]
+    if len(chosen) != 1:
+        raise UsageError("give exactly one of --search ID, --trial ID, --arch FILE.json, --baseline NAME, "
+                         "--family ID (or --resume RUN_ID)")
+    if args.members and args.family is None:
+        raise UsageError("--members goes with --family")
+    if args.family is None:
+        baseline, _ = resolve_baseline(args, db_url)
+        spec = baseline.spec if args.resolution is None else replace(baseline.spec, resolution=args.resolution)
+        return [Target(baseline.ref, spec, trial_id=baseline.trial_id)]
+    family = get_family(open_database(db_url, create=False), args.family)
+    if family is None:
+        raise UsageError(f"no family with id {args.family}")
+    members = family.members
+    if args.members:
+        wanted = [name.strip().upper() for name in args.members.split(",") if name.strip()]
+        known = {m.name.upper(): m for m in members}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise UsageError(f"family {args.family} has no member {', '.join(unknown)}; it has "
+                             f"{', '.join(m.name for m in members)}")
+        members = [known[name] for name in wanted]
+    targets = []
+    for member in members:
+        spec = spec_from_dict(member.arch)
+        if args.resolution is not None:
+            spec = replace(spec, resolution=_member_resolution(args.resolution, member.resolution_mult))
+        targets.append(Target(f"{member.name} of family {args.family}", spec, args.family, member.name))
+    return targets
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--threads", args.threads),
+                        ("--val-images", args.val_images)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    if args.subset is not None and args.subset < 10:
+        raise UsageError(f"--subset must be at least 10, got {args.subset}")
+    if args.resolution is not None and args.resolution < 32:
+        raise UsageError(f"--resolution must be at least 32, got {args.resolution}")
+    if args.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+
+
+class EpochDisplay:
+    """A bar per epoch on a terminal (steps, loss), and a line per epoch (loss, validation accuracy, images/s,
+    time left) wherever the output goes."""
+
+    def __init__(self, label: str, epochs: int, done: int) -> None:
+        self.label = label
+        self.epochs = epochs
+        self.done = done
+        self.first = done
+        self.bar = None
+        self.started = time.monotonic()
+
+    def step(self, step: int, steps: int, loss: float) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, file=sys.stderr, dynamic_ncols=True, leave=False, unit="step",
+                            desc=f"{self.label}: epoch {self.done + 1}/{self.epochs}")
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix_str(f"loss {loss:.3f}")
+
+    def epoch(self, point: dict[str, Any], done: int) -> None:
+        self.close()
+        self.done = done
+        per_epoch = (time.monotonic() - self.started) / max(1, done - self.first)
+        print(f"{self.label}: epoch {done}/{self.epochs}, loss {point['loss']:.4f}, validation accuracy "
+              f"{point['val_accuracy']:.4f} (EMA {point['val_accuracy_ema']:.4f}), "
+              f"{point['images_per_second']:.0f} images/s, ~{format_duration(per_epoch * (self.epochs - done))} left",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def train_run(db: Database, job: Job, run_dir: Path) -> training.RunInfo:
+    """Train (or continue) a run to its last epoch, checkpointing each; return the stored run."""
+    import torch
+
+    from nas.evaluation.recipe import Trainer
+    from scaling.deploy import sha256_of
+
+    run_id, data, recipe = job.run_id, job.data, job.recipe
+    trainer = Trainer(job.spec, data, recipe, job.device)
+    checkpoint = run_dir / "checkpoint.pt"
+    run = training.get_run(db, run_id)
+    curve = list(run.curve)
+    if job.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
+        trainer.load_state(state["trainer"])
+        # A process killed between writing the checkpoint and storing its epoch left the point in the checkpoint.
+        for point in state["curve"][len(curve):]:
+            training.record_epoch(db, run_id, point, str(checkpoint))
+        curve = state["curve"]
+    display = EpochDisplay(job.label, recipe.epochs, trainer.epoch)
+    started = time.monotonic() - sum(point["seconds"] for point in curve)
+    try:
+        while trainer.epoch < recipe.epochs:
+            point = trainer.train_epoch(display.step).point()
+            curve.append(point)
+            partial = run_dir / "checkpoint.pt.partial"
+            torch.save({"trainer": trainer.state(), "curve": curve}, partial)
+            os.replace(partial, checkpoint)
+            training.record_epoch(db, run_id, point, str(checkpoint))
+            display.epoch(point, trainer.epoch)
+    finally:
+        display.close()
+    test_accuracy = trainer.test_accuracy()
+    weights = run_dir / "weights.pt"
+    torch.save({"state_dict": trainer.best["state"], "arch": spec_to_dict(trainer.spec), "mean": data.mean,
+                "std": data.std, "classes": data.classes, "run_id": run_id, "weights": trainer.best["weights"],
+                "epoch": trainer.best["epoch"]}, weights)
+    training.end_run(
+        db, run_id, TrainingStatus.COMPLETE, best_epoch=trainer.best["epoch"], chosen_weights=trainer.best["weights"],
+        val_accuracy=trainer.best["accuracy"], test_accuracy=test_accuracy, seconds=time.monotonic() - started,
+        weights_path=str(weights.resolve()), weights_sha256=sha256_of(weights),
+    )
+    return training.get_run(db, run_id)
+
+
+def _result(run: training.RunInfo) -> dict[str, Any]:
+    return {"run_id": run.id, "label": run.label, "member": run.member, "family_id": run.family_id,
+            "test_accuracy": run.test_accuracy, "val_accuracy": run.val_accuracy, "params": run.params,
+            "flops": run.flops, "resolution": run.resolution, "seconds": run.seconds, "epochs": run.epochs_done,
+            "chosen_weights": run.chosen_weights, "best_epoch": run.best_epoch, "weights_path": run.weights_path,
+            "weights_sha256": run.weights_sha256}
+
+
+def results_table(runs: list[training.RunInfo]) -> str:
+    lines = [f"{FLOPS_CONVENTION}, counted at each network's training resolution. Accuracy: trained, on the "
+             "test split (chosen on the validation split).", "",
+             f"{'run':>4}  {'network':28}{'res':>5}{'params':>9}{'FLOPs':>9}{'test acc':>10}{'val acc':>9}"
+             f"{'epochs':>8}{'time':>9}"]
+    for run in runs:
+        lines.append(f"{run.id:>4}  {run.label[:27]:28}{run.resolution:>5}{format_params(run.params):>9}"
+                     f"{format_flops(run.flops):>9}{run.test_accuracy:>10.4f}{run.val_accuracy:>9.4f}"
+                     f"{run.epochs_done:>8}{format_duration(run.seconds or 0):>9}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    db_url = resolve_url(args.db)
+    try:
+        _check_numbers(args)
+        max_flops = parse_flops(args.max_flops)
+        if args.resume is not None:
+            db = open_database(db_url, create=False)
+            jobs = _resume_job(db, args)
+        else:
+            db, jobs = _new_jobs(args, db_url, max_flops)
+    except (UsageError, DataError, DatabaseError) as exc:
+        fail(str(exc), prog=parser.prog)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    finished = []
+    for job in jobs:
+        run_id = job.run_id
+        try:
+            finished.append(_run_job(db, job))
+        except KeyboardInterrupt:
+            training.end_run(db, run_id, TrainingStatus.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+            print(f"\nInterrupted. Every finished epoch is saved; continue with: python -m scaling.train --resume "
+                  f"{run_id}{db_argument(db_url)}", file=sys.stderr)
+            return 130
+        except Exception as exc:  # noqa: BLE001 - stored with the run, then one line for the user
+            message = _failure_line(exc, job)
+            training.end_run(db, run_id, TrainingStatus.FAILED, error=message)
+            fail(message, code=1, prog=parser.prog)
+    if args.format == "json":
+        print(json.dumps([_result(run) for run in finished], indent=2))
+    else:
+        print(results_table(finished))
+    return 0
+
+
+def _failure_line(exc: Exception, job: Job) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "out of memory" in text.lower():
+        return (f"run {job.run_id} ran out of device memory at batch size {job.recipe.batch_size}; start it "
+                "again with a smaller --batch-size")
+    return f"run {job.run_id} failed: {text}"
+
+
+def _task(args: argparse.Namespace) -> TaskConfig:
+    return TaskConfig(dataset=args.dataset, data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
+                      threads=args.threads or os.cpu_count() or 1, device=args.device)
+
+
+def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Database, list[Job]]:
+    """Check every target and load the data before the database is opened for writing; then store the runs."""
+    from nas.evaluation.data import load_final_data, resolve_device
+
+    targets = resolve_targets(args, db_url)
+    over = [(t, count_flops(t.spec)) for t in targets if count_flops(t.spec) > max_flops]
+    if over and not (args.family is not None and args.members is None):
+        target, flops = over[0]
+        raise UsageError(f"{target.label} counts {format_flops(flops)} FLOPs at {target.spec.resolution}px, over "
+                         f"--max-flops {format_flops(max_flops)}")
+    targets = [t for t in targets if count_flops(t.spec) <= max_flops]
+    if not targets:
+        raise UsageError(f"every member is over --max-flops {format_flops(max_flops)}")
+    if over:
+        print(f"not training {', '.join(t.member for t, _ in over)}: over --max-flops {format_flops(max_flops)} at "
+              "their resolution (name them with --members and raise --max-flops to train them)", file=sys.stderr)
+    task = _task(args)
+    device = resolve_device(task.device)
+    recipe = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                    flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
+    data_by_resolution = {}
+    for target in targets:
+        if target.spec.resolution not in data_by_resolution:
+            data_by_resolution[target.spec.resolution] = load_final_data(
+                task, target.spec.resolution, args.val_images, args.subset, args.test_dir)
+    db = open_database(db_url)
+    return db, [_store_job(db, args, target, data_by_resolution[target.spec.resolution], recipe, device, task)
+                for target in targets]
+
+
+def _data_config(task: TaskConfig, args: argparse.Namespace, resolution: int) -> dict[str, Any]:
+    return {"dataset": task.dataset, "data_dir": task.data_dir, "test_dir": args.test_dir,
+            "val_images": args.val_images, "subset": args.subset, "resolution": resolution, "threads": task.threads}
+
+
+def _store_job(db: Database, args: argparse.Namespace, target: Target, data: FinalData, recipe: TrainingRecipe,
+               device: str, task: TaskConfig) -> Job:
+    from nas.evaluation.recipe import trained_spec
+
+    spec = trained_spec(target.spec, data, recipe)
+    run_id = training.create_run(db, training.NewRun(
+        label=target.label, arch=spec_to_dict(spec), block_strings=" ".join(spec.block_strings()),
+        dataset=task.dataset, data=_data_config(task, args, spec.resolution), recipe=recipe.to_dict(),
+        recipe_key=recipe.key(), device=device, resolution=spec.resolution, flops=count_flops(spec),
+        params=count_params(spec), worker=f"{socket.gethostname()}:{os.getpid()}", family_id=target.family_id,
+        member=target.member, trial_id=target.trial_id,
+    ))
+    print(f"Training run {run_id}: {target.label}, {format_flops(count_flops(spec))} FLOPs at {spec.resolution}px, "
+          f"{format_params(count_params(spec))} params, {recipe.epochs} epochs on {data.describe()}, {device}",
+          file=sys.stderr, flush=True)
+    return Job(run_id, target.spec, data, recipe, device, target.label, False, Path(args.out_dir))
+
+
+def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
+    from nas.evaluation.data import load_final_data, resolve_device
+
+    run = training.get_run(db, args.resume)
+    if run is None:
+        raise UsageError(f"no training run with id {args.resume} in {db.shown_url}")
+    if run.status is TrainingStatus.COMPLETE:
+        raise UsageError(f"training run {run.id} is already complete (test accuracy {run.test_accuracy:.4f})")
+    stored = run.data
+    task = TaskConfig(dataset=stored["dataset"], data_dir=stored["data_dir"], threads=stored["threads"],
+                      device=args.device)
+    data = load_final_data(task, stored["resolution"], stored["val_images"], stored["subset"], stored["test_dir"])
+    if run.epochs_done and not (run.checkpoint_path and Path(run.checkpoint_path).is_file()):
+        raise UsageError(f"the checkpoint of run {run.id} is gone ({run.checkpoint_path})")
+    training.resume_run(db, run.id, f"{socket.gethostname()}:{os.getpid()}")
+    print(f"Training run {run.id}: {run.label}, continuing after epoch {run.epochs_done}", file=sys.stderr,
+          flush=True)
+    out_dir = Path(run.checkpoint_path).parent.parent if run.checkpoint_path else Path(args.out_dir)
+    return [Job(run.id, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe), resolve_device(task.device),
+                run.label, True, out_dir)]
+
+
+def _run_job(db: Database, job: Job) -> training.RunInfo:
+    run_dir = (job.out_dir / f"run-{job.run_id}").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train_run(db, job, run_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
