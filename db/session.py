@@ -274,15 +274,16 @@ class Database:
         self._sessions.kw["bind"].dispose()
 
 
-def open_database(url: str | None = None, *, create: bool = True) -> Database:
+def open_database(url: str | None = None, *, create: bool = True, migrate: bool = False) -> Database:
     """The resolved database; with `create`, the schema is made or upgraded if needed.
 
-    Without `create` the database must already exist and hold the current effnas schema: a reader never
-    changes the schema.
+    Without `create` the database must already exist. A reader (neither flag) needs the current effnas schema
+    and never changes it; `migrate` is for writers that continue stored work (`--resume`): an older schema is
+    upgraded, but no new database is made.
     """
     resolved = resolve_url(url)
     engine = create_db_engine(resolved, must_exist=not create)
-    if create:
+    if create or migrate:
         init_schema(engine)
     else:
         state = schema_state(engine)

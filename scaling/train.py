@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_numbers(args)
         max_flops = parse_flops(args.max_flops)
         if args.resume is not None:
-            db = open_database(db_url, create=False)
+            db = open_database(db_url, create=False, migrate=True)
             jobs = _resume_job(db, args)
         else:
             db, jobs = _new_jobs(args, db_url, max_flops)

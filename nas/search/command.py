@@ -315,7 +315,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     conflicts = defining_options(parser, args)
     if conflicts:
         raise UsageError(f"--resume takes the search's stored configuration; drop {', '.join(conflicts)}")
-    db = open_database(db_url, create=False)
+    db = open_database(db_url, create=False, migrate=True)
     search = searches.get_search(db, args.resume)
     if search is None:
         raise UsageError(f"no search with id {args.resume} in {describe_url(db_url)}")

@@ -448,3 +448,24 @@ def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
     assert config.to_config() == stored
     assert (config.reward.target_flops, config.proxy.resolution, config.task.threads, config.seed) == (
         400000000, 32, 2, 0)
+
+
+def test_a_search_stored_by_the_previous_schema_resumes_after_an_upgrade(tmp_path):
+    """A database one migration behind (before training_runs) resumes: the writer upgrades it, keeps every trial."""
+    from alembic import command
+
+    from db.session import _alembic_config, create_db_engine, current_revision, head_revision
+
+    db = tmp_path / "old.db"
+    assert run_search("--target-flops", "400M", "--trials", "1", "--no-reference", "--strategy", "random", *TINY,
+                      db=db, cwd=tmp_path).returncode == 0
+    engine = create_db_engine(f"sqlite:///{db}")
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0002")
+    assert current_revision(engine) == "0002"
+    before = trials(db)
+    resumed = run_search("--resume", "1", "--trials", "2", db=db, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert current_revision(engine) == head_revision()
+    after = trials(db)
+    assert after[:1] == before and len(after) == 2
