@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded, fashion-mnist is read from "
                        "Debian's dataset-fashion-mnist package unless --data-dir is given; only training files are read")
     proxy.add_argument("--data-dir", help="folder of the data set (idx, cifar10, imagefolder; fashion-mnist optional)")
-    proxy.add_argument("--subset", type=int, help="use only this many images (train + validation)")
+    proxy.add_argument("--subset", type=_subset,
+                       help=f"use this many of the training images (train + validation; {default(TaskConfig, 'subset')}), "
+                       "or all")
     proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
     proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
     proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
@@ -114,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subset(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'all', got {text!r}") from None
+
+
 def _given(args: argparse.Namespace, name: str, fallback: Any) -> Any:
     value = getattr(args, name)
     return fallback if value is None else value
@@ -132,7 +143,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     task = TaskConfig(
         dataset=_given(args, "dataset", default(TaskConfig, "dataset")),
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
-        subset=args.subset,
+        subset=None if args.subset == "all" else _given(args, "subset", default(TaskConfig, "subset")),
         # Parallel trial processes share the cores.
         threads=args.threads if args.threads is not None else max(1, (os.cpu_count() or 1) // workers),
         device=_given(args, "device", default(TaskConfig, "device")),
