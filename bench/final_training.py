@@ -8,7 +8,7 @@ Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--sub
 It prints test accuracy, params, FLOPs at 32 px, wall time and images/s of each, checks the targets (found B0:
 >= 0.94 test accuracy on CPU / 0.95 on a GPU, <= 1M params, at least EfficientNet-B0's accuracy at fewer FLOPs),
 and writes everything to bench/final_training.json (or --out). Each step is an effnas command, as a user runs it,
-into one database (--db), so a second run with the same --db reuses a finished search.
+into a fresh database (--db, replaced at the start).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def main() -> int:
     args = parser.parse_args()
     folder = Path(args.db).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(Path(args.db).name + "*"):
+        stale.unlink()
     db = ["--db", str(Path(args.db).resolve())]
     search_args = ["nas.search", "--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M",
                    "--trials", str(args.trials), "--time-budget", args.time_budget, "--device", args.device, *db]
