@@ -321,12 +321,13 @@ def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Da
     from nas.evaluation.data import load_final_data, resolve_device
 
     targets = resolve_targets(args, db_url)
-    over = [(t, count_flops(t.spec)) for t in targets if count_flops(t.spec) > max_flops]
+    flops = {id(t): count_flops(t.spec) for t in targets}
+    over = [(t, flops[id(t)]) for t in targets if flops[id(t)] > max_flops]
     if over and not (args.family is not None and args.members is None):
         target, flops = over[0]
         raise UsageError(f"{target.label} counts {format_flops(flops)} FLOPs at {target.spec.resolution}px, over "
                          f"--max-flops {format_flops(max_flops)}")
-    targets = [t for t in targets if count_flops(t.spec) <= max_flops]
+    targets = [t for t in targets if flops[id(t)] <= max_flops]
     if not targets:
         raise UsageError(f"every member is over --max-flops {format_flops(max_flops)}")
     if over:

@@ -241,9 +241,6 @@ class Study:
         else:
             searches.set_search_status(self.db, self.search_id, SearchStatus.FAILED, error=error_line(exc))
 
-    def finished_count(self) -> int:
-        return self._done
-
 
 def train_queued_trial(db_url: str, search_id: int, sample: dict[str, Any], role: str) -> float:
     """The work of one trial process: train the trial `sample` that the search process queued, store its row,
