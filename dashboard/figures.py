@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from db import IN_FLIGHT, TrainingStatus, TrialRole, TrialStatus
 from db.training import RunInfo
 from db.trials import TrialPoint
-from nas.evaluation.pareto import pareto_front
+from nas.evaluation.pareto import hypervolume_curve, pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec
@@ -135,6 +135,34 @@ def progress_figure(data: ProgressData) -> go.Figure:
                                 name="best so far"))
     figure.update_layout(xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": "reward"}}, height=420,
                          margin={"t": 30})
+    return figure
+
+
+@dataclass(frozen=True)
+class HypervolumeSeries:
+    """One search's hypervolume after each finished candidate, in trial order."""
+
+    name: str
+    numbers: list[int]
+    values: list[float]
+
+
+def hypervolume_series(name: str, trials: list[TrialPoint], max_flops: float) -> HypervolumeSeries:
+    """The hypervolume of the (FLOPs, proxy accuracy) front up to each finished candidate; failed and rejected
+    candidates count as trials that add nothing."""
+    finished = [t for t in trials if t.role is TrialRole.CANDIDATE and t.status not in IN_FLIGHT]
+    accuracies = [t.accuracy if t.status is TrialStatus.COMPLETE else 0.0 for t in finished]
+    values = hypervolume_curve([t.flops or 0 for t in finished], accuracies, max_flops)
+    return HypervolumeSeries(name, [t.number for t in finished], values)
+
+
+def hypervolume_figure(series: list[HypervolumeSeries]) -> go.Figure:
+    figure = go.Figure()
+    for index, s in enumerate(series):
+        figure.add_trace(go.Scatter(x=s.numbers, y=s.values, mode="lines", line={"shape": "hv",
+                                    "color": PALETTE[index % len(PALETTE)]}, name=s.name))
+    figure.update_layout(xaxis={"title": {"text": "trial"}}, yaxis={"title": {"text": "hypervolume"}, "range": [0, 1]},
+                         height=380, margin={"t": 30}, legend={"orientation": "h", "y": -0.25})
     return figure
 
 

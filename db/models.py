@@ -69,6 +69,7 @@ class TrialRecord(Base):
     flops: Mapped[Optional[int]] = mapped_column(BigInteger)
     params: Mapped[Optional[int]] = mapped_column(BigInteger)
     reward: Mapped[Optional[float]] = mapped_column(Float)
+    zero_cost_score: Mapped[Optional[float]] = mapped_column(Float)
     build_seconds: Mapped[Optional[float]] = mapped_column(Float)
     train_seconds: Mapped[Optional[float]] = mapped_column(Float)
     eval_seconds: Mapped[Optional[float]] = mapped_column(Float)

@@ -37,6 +37,7 @@ class TrialInfo:
     flops: int | None
     params: int | None
     reward: float | None
+    zero_cost_score: float | None
     build_seconds: float | None
     train_seconds: float | None
     eval_seconds: float | None
@@ -61,6 +62,8 @@ class NewTrial:
     sample: dict[str, Any] | None
     flops: int
     params: int
+    # The training-free score the trial was chosen by, when the search prescreens candidates.
+    zero_cost_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ def claim_trial(db: Database, search_id: int, trial: NewTrial, status: TrialStat
         row.error = None
         row.finished_at = None
         row.flops, row.params = trial.flops, trial.params
+        if trial.zero_cost_score is not None:
+            row.zero_cost_score = trial.zero_cost_score
         if status is TrialStatus.RUNNING:
             row.attempts += 1
             row.worker = worker

@@ -12,10 +12,11 @@ from db.trials import trial_columns
 from nas.space.flops import FLOPS_CONVENTION
 
 COLUMNS = (
-    "id", "number", "role", "status", "accuracy", "reward", "flops", "params", "train_seconds", "eval_seconds",
+    "id", "number", "role", "status", "accuracy", "reward", "flops", "params", "zero_cost_score", "train_seconds",
+    "eval_seconds",
     "attempts", "started_at", "finished_at", "block_strings", "error",
 )
-SHOWN_NAMES = {"accuracy": "proxy accuracy"}
+SHOWN_NAMES = {"accuracy": "proxy accuracy", "zero_cost_score": "zero-cost score"}
 
 
 def render(db: Database, searches: list[SearchRow]) -> None:

@@ -9,6 +9,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 CONSTRAINTS = ("soft", "hard")
+PROXY_OPTIMIZERS = ("sgd", "adamw")
+ZERO_COST_SCORES = ("naswot", "synflow", "grad_norm")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("mnist", "fashion-mnist", "idx", "cifar10", "imagefolder")
 # Data sets whose classes do not change under a left-right mirror (digits and letters do).
@@ -46,6 +48,9 @@ class ProxyConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-5
     eval_batch_size: int = 500
+    # sgd: Nesterov SGD; adamw: AdamW (lr is then AdamW's peak learning rate).
+    optimizer: str = "sgd"
+    label_smoothing: float = 0.0
 
 
 @dataclass(frozen=True)

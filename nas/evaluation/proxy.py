@@ -71,9 +71,13 @@ def train_and_evaluate(
     generator = torch.Generator().manual_seed(config.seed)
     n = len(data.train_y)
     steps_per_epoch = max(1, n // config.batch_size)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
-    )
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+            weight_decay=config.weight_decay,
+        )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
     )
@@ -83,7 +87,7 @@ def train_and_evaluate(
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             images = data.train_x[index].contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(images), data.train_y[index])
+            loss = F.cross_entropy(model(images), data.train_y[index], label_smoothing=config.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: loss became {loss.item()} in epoch {epoch + 1}, step {step + 1}"

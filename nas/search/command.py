@@ -31,6 +31,8 @@ from nas.evaluation.config import (
     CONSTRAINTS,
     DATASETS,
     DEVICES,
+    PROXY_OPTIMIZERS,
+    ZERO_COST_SCORES,
     DataError,
     ProxyConfig,
     RewardConfig,
@@ -79,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
                      f"({format_duration(DEFAULT_TIME_BUDGET)})")
+    how.add_argument("--prescreen", type=int, metavar="N",
+                     help="score N untrained candidates by a training-free score for each one trained, and train "
+                     f"the best (random, evolution, reinforce) {_d(SearchConfig, 'prescreen')}")
+    how.add_argument("--prescreen-score", choices=ZERO_COST_SCORES,
+                     help=f"the training-free score of --prescreen {_d(SearchConfig, 'prescreen_score')}")
     how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
@@ -93,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
     proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
     proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
-    proxy.add_argument("--lr", type=float, help=f"peak learning rate, SGD one-cycle {_d(ProxyConfig, 'lr')}")
+    proxy.add_argument("--lr", type=float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
+    proxy.add_argument("--optimizer", choices=PROXY_OPTIMIZERS, help=f"proxy optimiser {_d(ProxyConfig, 'optimizer')}")
+    proxy.add_argument("--label-smoothing", type=float,
+                       help=f"label smoothing of the proxy's loss {_d(ProxyConfig, 'label_smoothing')}")
     proxy.add_argument("--device", choices=DEVICES,
                        help="auto: a GPU when the training process sees one, else the CPU (auto)")
     proxy.add_argument("--threads", type=int,
@@ -150,7 +160,8 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     )
     proxy = ProxyConfig(
         resolution=_given(args, "proxy_resolution", default(ProxyConfig, "resolution")),
-        **{name: _given(args, name, default(ProxyConfig, name)) for name in ("epochs", "batch_size", "lr", "seed")},
+        **{name: _given(args, name, default(ProxyConfig, name))
+           for name in ("epochs", "batch_size", "lr", "seed", "optimizer", "label_smoothing")},
     )
     try:
         fixed = parse_fixed(args.fix or [])
@@ -163,6 +174,8 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         time_budget=parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
         fixed=fixed,
         reference=not args.no_reference,
+        prescreen=_given(args, "prescreen", default(SearchConfig, "prescreen")),
+        prescreen_score=_given(args, "prescreen_score", default(SearchConfig, "prescreen_score")),
     )
     _check(config)
     return config
@@ -185,8 +198,11 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
     if proxy.lr <= 0:
         raise UsageError(f"--lr must be positive, got {proxy.lr}")
+    if not 0 <= proxy.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {proxy.label_smoothing}")
     try:
-        check_strategy(config.strategy, SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size())
+        check_strategy(config.strategy, SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size(),
+                       config.prescreen, config.prescreen_score)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -408,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         study.start()
         if trial_options is None and config.reference:
             study.evaluate_reference()
-        strategy = make_strategy(config.strategy, config.seed, config.trials, study.space.size())
+        strategy = make_strategy(
+            config.strategy, config.seed, config.trials, study.space,
+            batch=1 if trial_options is None else trial_options.workers, prescreen=config.prescreen,
+            screen_score=study.screen_score,
+        )
         if trial_options is None:
             run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
         else:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nas.evaluation.config import ProxyConfig, RewardConfig, TaskConfig
+from nas.evaluation.config import ZERO_COST_SCORES, ProxyConfig, RewardConfig, TaskConfig
 
-STRATEGIES = ("evolution", "random", "tpe", "grid")
+STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce")
+# Strategies whose proposals can be prescreened: they draw candidates one at a time and learn only from the ones
+# trained (TPE and grid search track every proposal they make).
+PRESCREEN_STRATEGIES = ("evolution", "random", "reinforce")
 GRID_MAX_SIZE = 100_000
 # Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
 DEFAULT_TIME_BUDGET = 540.0
@@ -21,10 +24,13 @@ DEFAULT_TIME_BUDGET = 540.0
 _STORED_KEYS: dict[str, tuple[str, str]] = {
     **{name: ("task", name) for name in ("dataset", "data_dir", "subset", "val_fraction", "threads", "device")},
     "proxy_resolution": ("proxy", "resolution"),
-    **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed")},
+    **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed", "label_smoothing")},
+    "proxy_optimizer": ("proxy", "optimizer"),
     **{name: ("reward", name) for name in ("target_flops", "resolution", "constraint", "w", "max_flops_ratio")},
 }
 _PARTS = {"task": TaskConfig, "proxy": ProxyConfig, "reward": RewardConfig}
+# What a search stored before a key existed used, whatever today's default is.
+_LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "prescreen": 1}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,9 @@ class SearchConfig:
     time_budget: float | None = DEFAULT_TIME_BUDGET
     fixed: dict[str, Any] = field(default_factory=dict)
     reference: bool = True
+    # Candidates scored by `prescreen_score` (training-free) per candidate trained; 1 trains every proposal.
+    prescreen: int = 1
+    prescreen_score: str = "naswot"
 
     @property
     def seed(self) -> int:
@@ -51,6 +60,7 @@ class SearchConfig:
     def from_config(cls, config: dict[str, Any]) -> SearchConfig:
         """The search of a stored configuration; keys this version does not know are ignored."""
         parts: dict[str, dict[str, Any]] = {part: {} for part in _PARTS}
+        config = {**_LEGACY_VALUES, **config}
         for key, value in config.items():
             if key in _STORED_KEYS:
                 part, name = _STORED_KEYS[key]
@@ -59,10 +69,17 @@ class SearchConfig:
         return cls(**{part: _PARTS[part](**values) for part, values in parts.items()}, **own)
 
 
-def check_strategy(strategy: str, space_size: int) -> None:
-    """ValueError, one line for the user, when `strategy` cannot search a space of `space_size` architectures."""
+def check_strategy(strategy: str, space_size: int, prescreen: int = 1, prescreen_score: str = "naswot") -> None:
+    """ValueError, one line for the user, when `strategy` cannot search a space of `space_size` architectures
+    (with `prescreen` candidates scored by `prescreen_score` per trial)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if prescreen < 1:
+        raise ValueError(f"--prescreen must be at least 1, got {prescreen}")
+    if prescreen > 1 and strategy not in PRESCREEN_STRATEGIES:
+        raise ValueError(f"--prescreen works with the {', '.join(PRESCREEN_STRATEGIES)} strategies, not {strategy}")
+    if prescreen_score not in ZERO_COST_SCORES:
+        raise ValueError(f"unknown --prescreen-score {prescreen_score!r}; choose one of {', '.join(ZERO_COST_SCORES)}")
     if strategy == "grid" and space_size > GRID_MAX_SIZE:
         raise ValueError(
             f"grid search needs a space of at most {GRID_MAX_SIZE:,} architectures, this one has {space_size:.3g}; "

@@ -39,12 +39,14 @@ with warnings.catch_warnings():
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni.nas.nn.pytorch import ModelSpace
     from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
-    from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution
+    from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
+    from nni.nas.strategy.utils import DuplicationError
 
 from torch import nn
 
 from db import TrialRole
 from nas.search.config import check_strategy
+from nas.search.controller import PolicyController
 from nas.space.builder import build_model
 from nas.space.search_space import SearchSpace
 
@@ -90,17 +92,96 @@ class _BudgetedEngine(SequentialExecutionEngine):
         return self._budget()
 
 
-def make_strategy(name: str, seed: int, trials: int, space_size: int):
+ScreenScore = Callable[[dict[str, Any]], float]
+
+
+def _best_of(draw: Callable[[], ExecutableModelSpace], count: int, score: ScreenScore) -> ExecutableModelSpace:
+    """The best of `count` draws by the training-free `score` (the first of equals); draws that repeat an earlier
+    proposal are skipped, and DuplicationError tells the strategy's retry loop when all of them did."""
+    candidates = []
+    for _ in range(count):
+        try:
+            candidates.append(draw())
+        except DuplicationError:
+            continue
+    if not candidates:
+        raise DuplicationError("every prescreened candidate was proposed before")
+    scores = [score(dict(model.sample)) for model in candidates]
+    return candidates[scores.index(max(scores))]
+
+
+class PrescreenedRandom(Random):
+    """Random search that draws `count` samples per trial and proposes the one with the best training-free score."""
+
+    def __init__(self, count: int, score: ScreenScore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._count, self._score = count, score
+
+    def random(self, model_space: ExecutableModelSpace) -> ExecutableModelSpace:
+        return _best_of(lambda: super(PrescreenedRandom, self).random(model_space), self._count, self._score)
+
+
+class PrescreenedEvolution(RegularizedEvolution):
+    """Regularized evolution whose every new individual (random or mutant) is the best of `count` by the
+    training-free score; the population only ever holds trained individuals."""
+
+    def __init__(self, count: int, score: ScreenScore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._count, self._score = count, score
+
+    def random(self) -> ExecutableModelSpace:
+        return _best_of(super().random, self._count, self._score)
+
+    def new_individual(self) -> ExecutableModelSpace:
+        return _best_of(super().new_individual, self._count, self._score)
+
+
+class Reinforce(Strategy):
+    """MnasNet's search on NNI's strategy interface: a policy (`PolicyController`) proposes `batch` candidates,
+    the engine trains them, the policy learns from their rewards, and again. With prescreening, each proposal is
+    the best of `count` policy samples by the training-free score."""
+
+    def __init__(self, choices: list[tuple[str, tuple[Any, ...]]], seed: int, batch: int = 1, count: int = 1,
+                 score: ScreenScore | None = None) -> None:
+        super().__init__()
+        self.controller = PolicyController(choices, seed)
+        self._batch, self._count, self._score = batch, count, score
+
+    def _propose(self) -> ExecutableModelSpace:
+        draw = lambda: self.model_space.freeze(self.controller.sample())  # noqa: E731
+        return draw() if self._count == 1 else _best_of(draw, self._count, self._score)
+
+    def _run(self) -> None:
+        while True:
+            models = []
+            while len(models) < self._batch and self.wait_for_resource():
+                model = self._propose()
+                self.engine.submit_models(model)
+                models.append(model)
+            if not models:
+                return
+            self.engine.wait_models(*models)
+            scored = [model for model in models if model.metric is not None]
+            self.controller.update([dict(model.sample) for model in scored], [float(model.metric) for model in scored])
+
+
+def make_strategy(name: str, seed: int, trials: int, space: SearchSpace, *, batch: int = 1, prescreen: int = 1,
+                  screen_score: ScreenScore | None = None):
     """An NNI strategy by our name, seeded so that the same seed proposes the same samples; ValueError for a
-    strategy that cannot search this space."""
-    check_strategy(name, space_size)
+    strategy that cannot search this space. `batch` candidates train at once (reinforce updates its policy
+    after each batch). With `prescreen` > 1, each trained candidate is the best of `prescreen` proposals by
+    `screen_score(sample)`."""
+    check_strategy(name, space.size(), prescreen)
+    screened = {"count": prescreen, "score": screen_score} if prescreen > 1 else None
+    if name == "reinforce":
+        return Reinforce(space.choices(), seed, batch=batch, **(screened or {}))
     if name == "evolution":
         population = max(4, min(50, trials // 3))
-        return RegularizedEvolution(
-            population_size=population, sample_size=max(2, population // 3), mutation_prob=0.1, dedup=True, seed=seed
-        )
+        options = dict(population_size=population, sample_size=max(2, population // 3), mutation_prob=0.1,
+                       dedup=True, seed=seed)
+        return PrescreenedEvolution(**screened, **options) if screened else RegularizedEvolution(**options)
     if name == "random":
-        return Random(dedup=True, seed=seed)
+        return PrescreenedRandom(**screened, dedup=True, seed=seed) if screened else Random(dedup=True, seed=seed)
     if name == "tpe":
         return TPE(optimize_mode="maximize", seed=seed)
     return GridSearch(shuffle=True, seed=seed, dedup=True)

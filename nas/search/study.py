@@ -18,6 +18,8 @@ from typing import Any
 
 from db import Database, SearchStatus, TrialRole, TrialStatus, searches, trials
 from nas.evaluation.evaluator import Evaluator, Outcome, error_line
+from nas.evaluation.proxy import proxy_spec
+from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
 from nas.space.search_space import SearchSpace
 from nas.space.spec import ArchSpec, spec_to_dict
@@ -54,9 +56,10 @@ def arch_key(spec: ArchSpec) -> str:
 
 
 def new_trial(spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None, flops: int,
-              params: int) -> trials.NewTrial:
+              params: int, zero_cost_score: float | None = None) -> trials.NewTrial:
     return trials.NewTrial(role=role, arch=spec_to_dict(spec), block_strings=" ".join(spec.canonical().block_strings()),
-                           arch_key=arch_key(spec), sample=sample, flops=flops, params=params)
+                           arch_key=arch_key(spec), sample=sample, flops=flops, params=params,
+                           zero_cost_score=zero_cost_score)
 
 
 def create_search(db: Database, config: SearchConfig, name: str | None) -> int:
@@ -91,6 +94,7 @@ class Study:
         self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._results: dict[tuple[TrialRole, str], float] = {}
+        self._screen_scores: dict[str, float] = {}
         self._best: TrialEnd | None = None
         self._done = 0
         self._in_flight = 0
@@ -127,6 +131,23 @@ class Study:
         self._idle_hits = self._idle_hits + 1 if known is not None else 0
         return known
 
+    def screen_score(self, sample: dict[str, Any]) -> float:
+        """The training-free score (`config.prescreen_score`) of a sample's untrained network, kept to be stored
+        with its trial. An architecture this search has evaluated already scores what it did (it costs nothing
+        to propose again)."""
+        spec = self.space.decode(sample)
+        key = arch_key(spec)
+        if key not in self._screen_scores:
+            data = self.evaluator.data
+            score = zero_cost_score(self.config.prescreen_score, proxy_spec(spec, data), data.train_x.cpu(),
+                                    data.train_y.cpu(), self.config.seed)
+            self._screen_scores[key] = score
+        return self._screen_scores[key]
+
+    def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> trials.NewTrial:
+        flops, params = self.evaluator.cost(spec)
+        return new_trial(spec, role, sample, flops, params, self._screen_scores.get(arch_key(spec)))
+
     def _count(self, end: TrialEnd) -> None:
         """Counts a finished trial and tells the user."""
         if end.role is TrialRole.CANDIDATE:
@@ -153,9 +174,9 @@ class Study:
 
     def run_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any]) -> Outcome:
         """Claim -> evaluate -> record. Ctrl-C leaves the trial interrupted and goes on up."""
-        flops, params = self.evaluator.cost(spec)
-        trial = trials.claim_trial(self.db, self.search_id, new_trial(spec, role, sample, flops, params),
-                                   TrialStatus.RUNNING, self.worker)
+        trial = trials.claim_trial(self.db, self.search_id, self._new_trial(spec, role, sample), TrialStatus.RUNNING,
+                                   self.worker)
+        flops = trial.flops
         self.events.trial_started(trial.number, role)
         try:
             outcome = self.evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
@@ -197,9 +218,8 @@ class Study:
         """Numbers the trial and stores it as queued, before a trial process takes it. Numbers follow the order
         of proposals, and an architecture is never handed out twice."""
         spec = self.trial_spec(sample, role)
-        flops, params = self.evaluator.cost(spec)
-        trial = trials.claim_trial(self.db, self.search_id, new_trial(spec, role, sample, flops, params),
-                                   TrialStatus.QUEUED, self.worker)
+        trial = trials.claim_trial(self.db, self.search_id, self._new_trial(spec, role, sample), TrialStatus.QUEUED,
+                                   self.worker)
         if role is TrialRole.CANDIDATE:
             self._in_flight += 1
         self.events.trial_started(trial.number, role)

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from helpers import mnist_idx
-from nas.evaluation.pareto import pareto_front
+from nas.evaluation.pareto import hypervolume, pareto_front
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "dashboard" / "app.py")
@@ -112,6 +112,32 @@ def test_progress_shows_rejected_trials_as_such(filled_db, monkeypatch):
     traces = {t["name"]: t for t in figure_json(at)["data"]}
     assert rejected > 0 and len(traces["rejected"]["x"]) == rejected
     assert "best so far" in traces
+
+
+def test_progress_draws_the_hypervolume_of_the_front_after_every_trial(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Progress")
+    with sqlite3.connect(filled_db) as c:
+        rows = c.execute("select number, status, flops, accuracy from trials where role='candidate' order by number"
+                         ).fetchall()
+    [series] = figure_json(at, 1)["data"]
+    assert series["x"] == [r[0] for r in rows]
+    complete = [(r[2], r[3]) for r in rows if r[1] == "complete"]
+    # The search ran with --max-flops-ratio 1.5 at a 200M target: the box ends at 300M FLOPs.
+    assert series["y"][-1] == pytest.approx(hypervolume([f for f, _ in complete], [a for _, a in complete], 300e6))
+    assert series["y"] == sorted(series["y"]) and 0 < series["y"][-1] < 1
+    assert figure_json(at, 1)["layout"]["yaxis"]["title"]["text"] == "hypervolume"
+
+
+def test_trials_page_shows_the_zero_cost_score_of_a_prescreened_search(tmp_path, monkeypatch):
+    db = tmp_path / "screened.db"
+    cli("nas.search", "--target-flops", "200M", "--trials", "2", "--epochs", "1", "--subset", "300", "--strategy",
+        "random", "--prescreen", "3", "--no-reference", "--threads", "1", "--db", str(db), cwd=tmp_path)
+    at = go_to(app_for(db, monkeypatch), "Trials")
+    table = at.dataframe[0].value
+    with sqlite3.connect(db) as c:
+        stored = [r[0] for r in c.execute("select zero_cost_score from trials order by number")]
+    assert len(stored) == 2 and all(score is not None for score in stored)
+    assert list(table["zero-cost score"]) == pytest.approx(stored)
 
 
 def test_progress_counts_trials_handed_to_trial_processes_but_plots_only_finished_ones():

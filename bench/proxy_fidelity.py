@@ -1,0 +1,288 @@
+"""How well does each proxy rank architectures by how good they end up? Fashion-MNIST, 32 px, target 8M FLOPs.
+
+Run: .venv/bin/python bench/proxy_fidelity.py [--part all|reference|proxies|report] [--archs 24]
+- Architectures: `--archs` random samples of the search space (seed `--seed`), stratified over log FLOPs from 1/4
+  to 2x the target, plus EfficientNet-B0.
+- Reference: the final-training recipe (nas/evaluation/recipe.py) for `--ref-epochs` epochs on `--ref-images`
+  training images (5 x 20,000 = 20x the proxy's 5,000 images), 5,000 validation images, accuracy on t10k.
+- Scores: every proxy variant of PROXIES at seeds 0 and 1 (the search's task: 5,000 training images, 20% held
+  out for validation, 1 thread), FLOPs, params and the zero-cost scores of nas/evaluation/zero_cost.py.
+- Figures: Kendall tau and Spearman rho against the reference with bootstrap 90% intervals, top-5 overlap, each
+  proxy's seed-0-vs-seed-1 tau, seconds per candidate. Written to bench/proxy_fidelity.json and drawn in
+  bench/proxy_fidelity.png.
+Every measurement is cached under bench/out/proxy_fidelity/ as soon as it is taken: a run that is stopped
+continues where it was. `--part reference` and `--part proxies` can run at the same time (one core each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau, spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nas.evaluation.config import ProxyConfig, TaskConfig, TrainingRecipe  # noqa: E402
+from nas.evaluation.data import load_final_data, load_proxy_data  # noqa: E402
+from nas.evaluation.proxy import proxy_spec, train_and_evaluate  # noqa: E402
+from nas.evaluation.recipe import Trainer  # noqa: E402
+from nas.evaluation.zero_cost import ZERO_COST_SCORES, zero_cost_score  # noqa: E402
+from nas.space.flops import count_flops, count_params  # noqa: E402
+from nas.space.search_space import SearchSpace  # noqa: E402
+from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESOLUTION = 32
+SEEDS = (0, 1)
+# Proxy variants: (data subset of the training files, config). Each costs about what the default costs.
+PROXIES: dict[str, tuple[int, ProxyConfig]] = {
+    "default": (5000, ProxyConfig()),
+    "bs32": (5000, ProxyConfig(batch_size=32, lr=0.05)),
+    "adamw": (5000, ProxyConfig(batch_size=64, optimizer="adamw", lr=3e-3, weight_decay=0.05)),
+    "1ep_15k": (15000, ProxyConfig(epochs=1, batch_size=64, lr=0.05, label_smoothing=0.1)),
+}
+
+
+def sample_architectures(count: int, seed: int, target: float) -> list[ArchSpec]:
+    """`count` distinct random architectures, stratified over log2(FLOPs/target) in [-2, 1], then EfficientNet-B0."""
+    space = SearchSpace(num_classes=10, in_channels=1, resolution=RESOLUTION)
+    rng = random.Random(seed)
+    bins = 6
+    per_bin = math.ceil(count / bins)
+    chosen: dict[int, list[ArchSpec]] = {b: [] for b in range(bins)}
+    seen: set[str] = set()
+    while sum(len(v) for v in chosen.values()) < bins * per_bin:
+        sample = {label: rng.choice(values) for label, values in space.choices()}
+        spec = space.decode(sample)
+        ratio = math.log2(count_flops(spec) / target)
+        b = int((ratio + 2) / 3 * bins)
+        if 0 <= b < bins and len(chosen[b]) < per_bin and spec.arch_key() not in seen:
+            seen.add(spec.arch_key())
+            chosen[b].append(spec)
+    specs = [spec for b in range(bins) for spec in chosen[b]][:count]
+    return specs + [space.reference_spec()]
+
+
+class Cache:
+    """One JSON file per scorer: arch index -> measurement, written after each measurement."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / f"{name}.json"
+        self.values: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def get(self, key: str) -> dict | None:
+        return self.values.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.values[key] = value
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.values, indent=1))
+        tmp.replace(self.path)
+
+
+def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
+    cache = Cache(folder, "reference")
+    data = load_final_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
+                           subset=args.ref_images)
+    recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True)
+    for index, spec in enumerate(specs):
+        if cache.get(str(index)) is not None:
+            continue
+        start = time.perf_counter()
+        trainer = Trainer(spec, data, recipe, "cpu")
+        for _ in range(recipe.epochs):
+            trainer.train_epoch()
+        test = trainer.test_accuracy()
+        seconds = time.perf_counter() - start
+        cache.put(str(index), {"test_accuracy": test, "val_accuracy": trainer.best["accuracy"], "seconds": seconds})
+        print(f"reference {index + 1}/{len(specs)}: test {test:.4f} in {seconds:.0f} s", flush=True)
+
+
+def run_proxies(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    datasets: dict[int, object] = {}
+    for name in args.proxies:
+        subset, config = PROXIES[name]
+        if subset not in datasets:
+            datasets[subset] = load_proxy_data("fashion-mnist", None, RESOLUTION, 0.2, subset)
+        data = datasets[subset]
+        for seed in SEEDS:
+            cache = Cache(folder, f"proxy-{name}-seed{seed}")
+            for index, spec in enumerate(specs):
+                if cache.get(str(index)) is not None:
+                    continue
+                start = time.perf_counter()
+                result = train_and_evaluate(spec, data, replace(config, seed=seed))
+                seconds = time.perf_counter() - start
+                cache.put(str(index), {"score": result.accuracy, "seconds": seconds})
+                print(f"{name} seed {seed} {index + 1}/{len(specs)}: {result.accuracy:.4f} in {seconds:.1f} s",
+                      flush=True)
+    data = datasets.get(5000) or load_proxy_data("fashion-mnist", None, RESOLUTION, 0.2, 5000)
+    for name in ZERO_COST_SCORES:
+        for seed in SEEDS:
+            cache = Cache(folder, f"zero-cost-{name}-seed{seed}")
+            for index, spec in enumerate(specs):
+                if cache.get(str(index)) is not None:
+                    continue
+                start = time.perf_counter()
+                score = zero_cost_score(name, proxy_spec(spec, data), data.train_x, data.train_y, seed)
+                cache.put(str(index), {"score": score, "seconds": time.perf_counter() - start})
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float:
+    return float(kendalltau(a, b).statistic)
+
+
+def _interval(scores: np.ndarray, reference: np.ndarray, statistic, rng: np.random.Generator) -> list[float]:
+    values = []
+    for _ in range(1000):
+        pick = rng.integers(0, len(scores), len(scores))
+        if len(set(reference[pick])) > 1 and len(set(scores[pick])) > 1:
+            values.append(statistic(scores[pick], reference[pick]))
+    return [float(np.percentile(values, 5)), float(np.percentile(values, 95))]
+
+
+def _top_overlap(scores: np.ndarray, reference: np.ndarray, k: int = 5) -> int:
+    return len(set(np.argsort(-scores)[:k]) & set(np.argsort(-reference)[:k]))
+
+
+def _figures(scores: np.ndarray, reference: np.ndarray, seed1: np.ndarray | None, seconds: float | None,
+             rng: np.random.Generator) -> dict:
+    rho = lambda a, b: float(spearmanr(a, b).statistic)  # noqa: E731
+    return {
+        "kendall_tau": _tau(scores, reference), "kendall_tau_90": _interval(scores, reference, _tau, rng),
+        "spearman_rho": rho(scores, reference), "spearman_rho_90": _interval(scores, reference, rho, rng),
+        "top5_overlap": _top_overlap(scores, reference),
+        "seed_to_seed_tau": None if seed1 is None else _tau(scores, seed1),
+        "seconds_per_candidate": seconds,
+    }
+
+
+def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dict:
+    reference_cache = Cache(folder, "reference")
+    done = [i for i in range(len(specs)) if reference_cache.get(str(i)) is not None]
+    reference = np.array([reference_cache.get(str(i))["test_accuracy"] for i in done])
+    rng = np.random.default_rng(0)
+
+    def column(name: str, key: str = "score") -> np.ndarray | None:
+        cache = Cache(folder, name)
+        if any(cache.get(str(i)) is None for i in done):
+            return None
+        return np.array([cache.get(str(i))[key] for i in done])
+
+    rows: dict[str, dict] = {}
+    for name in list(PROXIES) + [f"zero-cost-{z}" for z in ZERO_COST_SCORES]:
+        prefix = name if name.startswith("zero-cost") else f"proxy-{name}"
+        seed0, seed1 = column(f"{prefix}-seed0"), column(f"{prefix}-seed1")
+        if seed0 is None:
+            continue
+        seconds = column(f"{prefix}-seed0", "seconds")
+        rows[name] = _figures(seed0, reference, seed1, float(seconds.mean()), rng)
+        if seed1 is not None and not name.startswith("zero-cost"):
+            rows[f"{name} (mean of 2 seeds)"] = _figures((seed0 + seed1) / 2, reference, None,
+                                                         float(seconds.mean() * 2), rng)
+    flops = np.array([float(count_flops(specs[i])) for i in done])
+    params = np.array([float(count_params(replace(specs[i], num_classes=10, in_channels=1))) for i in done])
+    rows["flops"] = _figures(flops, reference, None, 0.0, rng)
+    rows["params"] = _figures(params, reference, None, 0.0, rng)
+    b0 = len(specs) - 1
+    return {
+        "setup": {
+            "data": "Fashion-MNIST; proxies: 5,000 of the training images (20% validation) unless the variant "
+                    "says otherwise; reference: test accuracy on t10k",
+            "reference": f"final-training recipe, {args.ref_epochs} epochs on {args.ref_images} training images, "
+                         "5,000 validation images, flip on, 32 px",
+            "architectures": f"{len(specs) - 1} random (seed {args.seed}, log2 FLOPs/target in [-2, 1]) + "
+                             "EfficientNet-B0",
+            "target_flops": args.target_flops, "resolution": RESOLUTION,
+            "flops": "multiply-accumulates of conv and linear layers at 32x32",
+            "proxies": {name: {"subset": subset, **config.__dict__} for name, (subset, config) in PROXIES.items()},
+            "seeds": list(SEEDS), "bootstrap": "1000 resamples of the architectures, 5th-95th percentile",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
+        },
+        "architectures_measured": len(done),
+        "architectures": [
+            {"index": i, "block_strings": " ".join(specs[i].block_strings()), "flops": int(flops[k]),
+             "params": int(params[k]), "reference_test_accuracy": float(reference[k]), "efficientnet_b0": i == b0,
+             "reference_seconds": reference_cache.get(str(i))["seconds"]}
+            for k, i in enumerate(done)
+        ],
+        "scores": rows,
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["scores"]
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in names:
+        row = rows[name]
+        low, high = row["kendall_tau_90"]
+        seconds = max(row["seconds_per_candidate"] or 0.0, 0.01)
+        ax.errorbar(seconds, row["kendall_tau"], yerr=[[row["kendall_tau"] - low], [high - row["kendall_tau"]]],
+                    fmt="o", capsize=3)
+        ax.annotate(name, (seconds, row["kendall_tau"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per candidate (1 CPU thread; FLOPs and params: 0.01)")
+    ax.set_ylabel("Kendall tau vs reference (90% bootstrap)")
+    ax.axhline(0.6, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(f"Proxy fidelity, Fashion-MNIST 32 px, {results['architectures_measured']} architectures")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("all", "reference", "proxies", "report"), default="all")
+    parser.add_argument("--archs", type=int, default=24, help="random architectures besides EfficientNet-B0 (24)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the architecture sample (0)")
+    parser.add_argument("--target-flops", type=float, default=8e6, help="FLOPs target at 32 px (8M)")
+    parser.add_argument("--ref-epochs", type=int, default=5, help="reference training epochs (5)")
+    parser.add_argument("--ref-images", type=int, default=20000, help="reference training images (20000)")
+    parser.add_argument("--proxies", default=",".join(PROXIES), help=f"variants to score ({','.join(PROXIES)})")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
+    parser.add_argument("--out", default=str(HERE / "proxy_fidelity.json"))
+    args = parser.parse_args()
+    args.proxies = [name for name in args.proxies.split(",") if name]
+    folder = HERE / "out" / "proxy_fidelity"
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = sample_architectures(args.archs, args.seed, args.target_flops)
+    (folder / "architectures.json").write_text(json.dumps([spec_to_dict(s) for s in specs], indent=1))
+    assert [spec_from_dict(spec_to_dict(s)) for s in specs] == specs
+    torch.set_num_threads(args.threads)
+    if args.part in ("all", "proxies"):
+        run_proxies(specs, folder, args)
+    if args.part in ("all", "reference"):
+        run_reference(specs, folder, args)
+    if args.part in ("all", "report"):
+        results = report(specs, folder, args)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        plot(results, Path(args.out).with_suffix(".png"))
+        print(f"{'score':28}{'tau':>7}{'90% interval':>16}{'rho':>7}{'top5':>6}{'seed tau':>9}{'s/cand':>8}")
+        for name, row in results["scores"].items():
+            seed_tau = "" if row["seed_to_seed_tau"] is None else f"{row['seed_to_seed_tau']:.2f}"
+            low, high = row["kendall_tau_90"]
+            print(f"{name:28}{row['kendall_tau']:7.2f}{f'[{low:.2f}, {high:.2f}]':>16}{row['spearman_rho']:7.2f}"
+                  f"{row['top5_overlap']:6d}{seed_tau:>9}{row['seconds_per_candidate']:8.1f}")
+        print(f"{results['architectures_measured']} architectures; results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

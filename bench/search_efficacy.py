@@ -1,0 +1,154 @@
+"""Does the search beat random sampling? Every strategy at the same trial budget, several seeds, two tasks.
+
+Run: .venv/bin/python bench/search_efficacy.py [--trials 30] [--seeds 0,1,2] [--tasks mnist,fashion-mnist] [--jobs 2]
+Each search is a real `python -m nas.search` run (1 thread, no EfficientNet-B0 reference, no time budget) into
+bench/out/search_efficacy/<task>.db; a stopped bench continues where it was (finished searches are kept,
+interrupted ones resumed). Per strategy, mean +- sd over seeds of:
+- the best reward after every trial;
+- the hypervolume of the (FLOPs, proxy accuracy) front after every trial, by pymoo's indicator, normalised to
+  the box FLOPs in [0, 4 x target] x accuracy in [0, 1], reference point (4 x target FLOPs, accuracy 0);
+- where each winner lands: its FLOPs / target.
+FLOPs are multiply-accumulates of conv and linear layers, at the task's resolution. Results go to
+bench/search_efficacy.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from db import SearchStatus, TrialRole, TrialStatus, open_database  # noqa: E402
+from db.searches import list_searches  # noqa: E402
+from db.trials import trial_points  # noqa: E402
+from nas.evaluation.pareto import hypervolume_curve  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TASKS = {
+    "mnist": ["--target-flops", "400M"],
+    "fashion-mnist": ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M"],
+}
+# name -> options of nas.search
+STRATEGIES = {
+    "random": ["--strategy", "random"],
+    "evolution": ["--strategy", "evolution"],
+    "tpe": ["--strategy", "tpe"],
+    "reinforce": ["--strategy", "reinforce"],
+    "evolution+prescreen8": ["--strategy", "evolution", "--prescreen", "8"],
+}
+MAX_FLOPS_RATIO = 4.0
+
+
+def run_search(task: str, strategy: str, seed: int, trials: int, folder: Path) -> str:
+    db = folder / f"{task}.db"
+    name = f"{strategy}-seed{seed}"
+    existing = {}
+    if db.exists():
+        existing = {s.name: s for s in list_searches(open_database(f"sqlite:///{db}", create=False))}
+    if name in existing and existing[name].status is SearchStatus.FINISHED:
+        return f"{task} {name}: done before"
+    if name in existing:
+        args = ["--resume", str(existing[name].id), "--trials", str(trials)]
+    else:
+        args = [*TASKS[task], *STRATEGIES[strategy], "--seed", str(seed), "--trials", str(trials), "--threads", "1",
+                "--no-reference", "--time-budget", "none", "--name", name]
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db), *args], capture_output=True,
+                            text=True, env={**os.environ, "EFFNAS_DB": ""}, cwd=folder)
+    if result.returncode != 0:
+        raise SystemExit(f"{task} {name} failed:\n{result.stderr[-2000:]}")
+    return f"{task} {name}: {time.perf_counter() - start:.0f} s"
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarise(task: str, folder: Path, trials: int) -> dict:
+    db = open_database(f"sqlite:///{folder / f'{task}.db'}", create=False)
+    per_strategy: dict[str, dict] = {}
+    for search in list_searches(db):
+        strategy, _, seed = search.name.rpartition("-seed")
+        points = [p for p in trial_points(db, [search.id]) if p.role is TrialRole.CANDIDATE][:trials]
+        complete = [p.status is TrialStatus.COMPLETE for p in points]
+        max_cost = MAX_FLOPS_RATIO * search.target_flops
+        curve = hypervolume_curve([p.flops for p in points],
+                                  [p.accuracy if ok else 0.0 for p, ok in zip(points, complete)], max_cost)
+        best, best_curve, winner = 0.0, [], None
+        for p, ok in zip(points, complete):
+            if ok and p.reward > best:
+                best, winner = p.reward, p
+            best_curve.append(best)
+        entry = per_strategy.setdefault(strategy, {"seeds": []})
+        entry["seeds"].append({
+            "seed": int(seed), "search_id": search.id, "trials": len(points), "best_reward": best,
+            "best_accuracy": winner.accuracy if winner else None,
+            "winner_flops_over_target": winner.flops / search.target_flops if winner else None,
+            "hypervolume": curve[-1] if curve else 0.0, "hypervolume_by_trial": curve,
+            "best_reward_by_trial": best_curve,
+            "median_accuracy": statistics.median(p.accuracy for p, ok in zip(points, complete) if ok),
+        })
+    for entry in per_strategy.values():
+        seeds = entry["seeds"]
+        entry["best_reward"] = _mean_sd([s["best_reward"] for s in seeds])
+        entry["hypervolume"] = _mean_sd([s["hypervolume"] for s in seeds])
+        entry["winner_flops_over_target"] = [s["winner_flops_over_target"] for s in seeds]
+        length = min(len(s["hypervolume_by_trial"]) for s in seeds)
+        entry["hypervolume_by_trial_mean"] = [statistics.fmean(s["hypervolume_by_trial"][i] for s in seeds)
+                                              for i in range(length)]
+    return per_strategy
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=30, help="trials per search (30)")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds (0,1,2)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"tasks ({','.join(TASKS)})")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"strategies ({','.join(STRATEGIES)})")
+    parser.add_argument("--jobs", type=int, default=2, help="searches at once, 1 thread each (2)")
+    parser.add_argument("--out", default=str(HERE / "search_efficacy.json"))
+    args = parser.parse_args()
+    folder = HERE / "out" / "search_efficacy"
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tasks, strategies = args.tasks.split(","), args.strategies.split(",")
+    runs = [(task, strategy, seed) for task in tasks for seed in seeds for strategy in strategies]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for index, line in enumerate(pool.map(lambda r: run_search(*r, args.trials, folder), runs)):
+            print(f"[{index + 1}/{len(runs)}, {time.perf_counter() - started:.0f} s] {line}", flush=True)
+    results = {
+        "setup": {
+            "trials": args.trials, "seeds": seeds, "tasks": {t: " ".join(TASKS[t]) for t in tasks},
+            "strategies": {s: " ".join(STRATEGIES[s]) for s in strategies},
+            "search": "python -m nas.search with the default proxy, --threads 1 --no-reference --time-budget none",
+            "hypervolume": "pymoo HV of (FLOPs / (4 x target), 1 - proxy accuracy) with reference point (1, 1): the "
+                           "share of the box FLOPs in [0, 4 x target] x accuracy in [0, 1] that the front dominates",
+            "flops": "multiply-accumulates of conv and linear layers; mnist at 224 px, fashion-mnist at 32 px",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} searches at once",
+        },
+        "tasks": {task: summarise(task, folder, args.trials) for task in tasks},
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for task, per_strategy in results["tasks"].items():
+        print(f"\n{task} ({args.trials} trials, seeds {args.seeds})")
+        print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}  winner FLOPs/target")
+        for name, entry in per_strategy.items():
+            best, hv = entry["best_reward"], entry["hypervolume"]
+            ratios = ", ".join(f"{r:.2f}" for r in entry["winner_flops_over_target"] if r is not None)
+            print(f"{name:24}{best['mean']:>10.4f} ± {best['sd']:.4f}{hv['mean']:>10.4f} ± {hv['sd']:.4f}  {ratios}")
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
