@@ -34,7 +34,7 @@ from scipy.stats import kendalltau, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nas.evaluation.config import ProxyConfig, TaskConfig, TrainingRecipe  # noqa: E402
-from nas.evaluation.data import load_final_data, load_proxy_data  # noqa: E402
+from nas.evaluation.data import ProxyData, load_final_data, load_proxy_data  # noqa: E402
 from nas.evaluation.proxy import proxy_spec, train_and_evaluate  # noqa: E402
 from nas.evaluation.recipe import Trainer  # noqa: E402
 from nas.evaluation.zero_cost import ZERO_COST_SCORES, zero_cost_score  # noqa: E402
@@ -109,35 +109,36 @@ def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace)
         print(f"reference {index + 1}/{len(specs)}: test {test:.4f} in {seconds:.0f} s", flush=True)
 
 
+def measure_all(cache: Cache, specs: list[ArchSpec], measure, label: str) -> None:
+    """`measure(spec) -> score` for every architecture not in `cache` yet, each cached with its seconds."""
+    for index, spec in enumerate(specs):
+        if cache.get(str(index)) is not None:
+            continue
+        start = time.perf_counter()
+        score = measure(spec)
+        cache.put(str(index), {"score": score, "seconds": time.perf_counter() - start})
+        print(f"{label} {index + 1}/{len(specs)}: {score:.4f} in {time.perf_counter() - start:.1f} s", flush=True)
+
+
 def run_proxies(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
-    torch.set_num_threads(args.threads)
-    datasets: dict[int, object] = {}
-    for name in args.proxies:
-        subset, config = PROXIES[name]
+    datasets: dict[int, ProxyData] = {}
+
+    def data_of(subset: int) -> ProxyData:
         if subset not in datasets:
             datasets[subset] = load_proxy_data("fashion-mnist", None, RESOLUTION, 0.2, subset)
-        data = datasets[subset]
+        return datasets[subset]
+
+    for name in args.proxies:
+        subset, config = PROXIES[name]
+        data = data_of(subset)
         for seed in SEEDS:
-            cache = Cache(folder, f"proxy-{name}-seed{seed}")
-            for index, spec in enumerate(specs):
-                if cache.get(str(index)) is not None:
-                    continue
-                start = time.perf_counter()
-                result = train_and_evaluate(spec, data, replace(config, seed=seed))
-                seconds = time.perf_counter() - start
-                cache.put(str(index), {"score": result.accuracy, "seconds": seconds})
-                print(f"{name} seed {seed} {index + 1}/{len(specs)}: {result.accuracy:.4f} in {seconds:.1f} s",
-                      flush=True)
-    data = datasets.get(5000) or load_proxy_data("fashion-mnist", None, RESOLUTION, 0.2, 5000)
+            measure = lambda spec: train_and_evaluate(spec, data, replace(config, seed=seed)).accuracy  # noqa: E731
+            measure_all(Cache(folder, f"proxy-{name}-seed{seed}"), specs, measure, f"{name} seed {seed}")
+    data = data_of(5000)
     for name in ZERO_COST_SCORES:
         for seed in SEEDS:
-            cache = Cache(folder, f"zero-cost-{name}-seed{seed}")
-            for index, spec in enumerate(specs):
-                if cache.get(str(index)) is not None:
-                    continue
-                start = time.perf_counter()
-                score = zero_cost_score(name, proxy_spec(spec, data), data.train_x, data.train_y, seed)
-                cache.put(str(index), {"score": score, "seconds": time.perf_counter() - start})
+            measure = lambda spec: zero_cost_score(name, proxy_spec(spec, data), data.train_x, data.train_y, seed)  # noqa: E731
+            measure_all(Cache(folder, f"zero-cost-{name}-seed{seed}"), specs, measure, f"{name} seed {seed}")
 
 
 def _tau(a: np.ndarray, b: np.ndarray) -> float:

@@ -398,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"Search {search_id}: {config.strategy}, {config.trials} trials"
+        f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
         f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
         f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
         f"({FLOPS_CONVENTION}). Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. "

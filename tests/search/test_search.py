@@ -362,6 +362,10 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
         (["--target-flops", "400M", "--dataset", "imagefolder"], "needs --data-dir"),
         (["--target-flops", "400M", "--time-budget", "soon"], "duration"),
         (["--target-flops", "400M", "--epochs", "two"], "invalid int"),
+        (["--target-flops", "400M", "--prescreen", "0"], "--prescreen must be at least 1"),
+        (["--target-flops", "400M", "--strategy", "tpe", "--prescreen", "4"], "--prescreen works with"),
+        (["--target-flops", "400M", "--prescreen-score", "magic"], "invalid choice"),
+        (["--target-flops", "400M", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
     ],
 )
 def test_bad_input_gives_one_line_exit_2_and_no_database(tmp_path, args, message):
