@@ -7,7 +7,8 @@ interrupted ones resumed). Per strategy, mean +- sd over seeds of:
 - the best reward after every trial;
 - the hypervolume of the (FLOPs, proxy accuracy) front after every trial, by pymoo's indicator, normalised to
   the box FLOPs in [0, 4 x target] x accuracy in [0, 1], reference point (4 x target FLOPs, accuracy 0);
-- where each winner lands: its FLOPs / target.
+- where each winner lands: its FLOPs / target;
+- wall seconds per search (to compare prescreening, which adds scoring time, at equal wall time).
 FLOPs are multiply-accumulates of conv and linear layers, at the task's resolution. Results go to
 bench/search_efficacy.json (or --out).
 """
@@ -77,6 +78,8 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
     db = open_database(f"sqlite:///{folder / f'{task}.db'}", create=False)
     per_strategy: dict[str, dict] = {}
     for search in list_searches(db):
+        if search.status is not SearchStatus.FINISHED:
+            continue
         strategy, _, seed = search.name.rpartition("-seed")
         points = [p for p in trial_points(db, [search.id]) if p.role is TrialRole.CANDIDATE][:trials]
         complete = [p.status is TrialStatus.COMPLETE for p in points]
@@ -91,6 +94,8 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
         entry = per_strategy.setdefault(strategy, {"seeds": []})
         entry["seeds"].append({
             "seed": int(seed), "search_id": search.id, "trials": len(points), "best_reward": best,
+            "wall_seconds": (search.finished_at - search.started_at).total_seconds()
+            if search.finished_at and search.started_at else None,
             "best_accuracy": winner.accuracy if winner else None,
             "winner_flops_over_target": winner.flops / search.target_flops if winner else None,
             "hypervolume": curve[-1] if curve else 0.0, "hypervolume_by_trial": curve,
@@ -102,6 +107,7 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
         entry["best_reward"] = _mean_sd([s["best_reward"] for s in seeds])
         entry["hypervolume"] = _mean_sd([s["hypervolume"] for s in seeds])
         entry["winner_flops_over_target"] = [s["winner_flops_over_target"] for s in seeds]
+        entry["wall_seconds"] = _mean_sd([s["wall_seconds"] or 0.0 for s in seeds])
         length = min(len(s["hypervolume_by_trial"]) for s in seeds)
         entry["hypervolume_by_trial_mean"] = [statistics.fmean(s["hypervolume_by_trial"][i] for s in seeds)
                                               for i in range(length)]
@@ -115,13 +121,14 @@ def main() -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"tasks ({','.join(TASKS)})")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"strategies ({','.join(STRATEGIES)})")
     parser.add_argument("--jobs", type=int, default=2, help="searches at once, 1 thread each (2)")
+    parser.add_argument("--report", action="store_true", help="only summarise the searches already finished")
     parser.add_argument("--out", default=str(HERE / "search_efficacy.json"))
     args = parser.parse_args()
     folder = HERE / "out" / "search_efficacy"
     folder.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks, strategies = args.tasks.split(","), args.strategies.split(",")
-    runs = [(task, strategy, seed) for task in tasks for seed in seeds for strategy in strategies]
+    runs = [] if args.report else [(task, strategy, seed) for task in tasks for seed in seeds for strategy in strategies]
     started = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         for index, line in enumerate(pool.map(lambda r: run_search(*r, args.trials, folder), runs)):
@@ -141,11 +148,12 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     for task, per_strategy in results["tasks"].items():
         print(f"\n{task} ({args.trials} trials, seeds {args.seeds})")
-        print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}  winner FLOPs/target")
+        print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}{'wall s':>8}  winner FLOPs/target")
         for name, entry in per_strategy.items():
             best, hv = entry["best_reward"], entry["hypervolume"]
             ratios = ", ".join(f"{r:.2f}" for r in entry["winner_flops_over_target"] if r is not None)
-            print(f"{name:24}{best['mean']:>10.4f} ± {best['sd']:.4f}{hv['mean']:>10.4f} ± {hv['sd']:.4f}  {ratios}")
+            print(f"{name:24}{best['mean']:>10.4f} ± {best['sd']:.4f}{hv['mean']:>10.4f} ± {hv['sd']:.4f}"
+                  f"{entry['wall_seconds']['mean']:>8.0f}  {ratios}")
     print(f"results: {args.out}")
     return 0
 

@@ -42,14 +42,16 @@ class ProxyConfig:
 
     resolution: int = 32
     epochs: int = 3
-    batch_size: int = 128
-    lr: float = 0.05
+    # AdamW at batch 64 was chosen by bench/proxy_fidelity.py: at the same 12k image passes as SGD at batch 128
+    # (the default before), it ranks 25 architectures by trained accuracy far closer and repeats across seeds.
+    batch_size: int = 64
+    lr: float = 3e-3
     seed: int = 0
     momentum: float = 0.9
-    weight_decay: float = 1e-5
+    weight_decay: float = 0.05
     eval_batch_size: int = 500
-    # sgd: Nesterov SGD; adamw: AdamW (lr is then AdamW's peak learning rate).
-    optimizer: str = "sgd"
+    # sgd: Nesterov SGD (momentum above); adamw: AdamW.
+    optimizer: str = "adamw"
     label_smoothing: float = 0.0
 
 

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
     proxy.add_argument("--lr", type=float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
     proxy.add_argument("--optimizer", choices=PROXY_OPTIMIZERS, help=f"proxy optimiser {_d(ProxyConfig, 'optimizer')}")
+    proxy.add_argument("--weight-decay", type=float, help=f"proxy weight decay {_d(ProxyConfig, 'weight_decay')}")
     proxy.add_argument("--label-smoothing", type=float,
                        help=f"label smoothing of the proxy's loss {_d(ProxyConfig, 'label_smoothing')}")
     proxy.add_argument("--device", choices=DEVICES,
@@ -161,7 +162,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     proxy = ProxyConfig(
         resolution=_given(args, "proxy_resolution", default(ProxyConfig, "resolution")),
         **{name: _given(args, name, default(ProxyConfig, name))
-           for name in ("epochs", "batch_size", "lr", "seed", "optimizer", "label_smoothing")},
+           for name in ("epochs", "batch_size", "lr", "seed", "optimizer", "label_smoothing", "weight_decay")},
     )
     try:
         fixed = parse_fixed(args.fix or [])
@@ -198,6 +199,8 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
     if proxy.lr <= 0:
         raise UsageError(f"--lr must be positive, got {proxy.lr}")
+    if proxy.weight_decay < 0:
+        raise UsageError(f"--weight-decay must not be negative, got {proxy.weight_decay}")
     if not 0 <= proxy.label_smoothing < 1:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {proxy.label_smoothing}")
     try:

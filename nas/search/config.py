@@ -24,13 +24,13 @@ DEFAULT_TIME_BUDGET = 540.0
 _STORED_KEYS: dict[str, tuple[str, str]] = {
     **{name: ("task", name) for name in ("dataset", "data_dir", "subset", "val_fraction", "threads", "device")},
     "proxy_resolution": ("proxy", "resolution"),
-    **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed", "label_smoothing")},
+    **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed", "label_smoothing", "weight_decay")},
     "proxy_optimizer": ("proxy", "optimizer"),
     **{name: ("reward", name) for name in ("target_flops", "resolution", "constraint", "w", "max_flops_ratio")},
 }
 _PARTS = {"task": TaskConfig, "proxy": ProxyConfig, "reward": RewardConfig}
 # What a search stored before a key existed used, whatever today's default is.
-_LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "prescreen": 1}
+_LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1}
 
 
 @dataclass(frozen=True)
