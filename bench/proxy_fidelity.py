@@ -87,8 +87,9 @@ class Cache:
         return self.values.get(key)
 
     def put(self, key: str, value: dict) -> None:
-        self.values[key] = value
-        tmp = self.path.with_suffix(".tmp")
+        # Re-read first: two processes may fill one cache from both ends (--reverse).
+        self.values = {**(json.loads(self.path.read_text()) if self.path.exists() else {}), key: value}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.values, indent=1))
         tmp.replace(self.path)
 
@@ -98,7 +99,8 @@ def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace)
     data = load_final_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
                            subset=args.ref_images)
     recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True)
-    for index, spec in enumerate(specs):
+    order = list(enumerate(specs))
+    for index, spec in reversed(order) if args.reverse else order:
         if cache.get(str(index)) is not None:
             continue
         start = time.perf_counter()
@@ -260,6 +262,8 @@ def main() -> int:
     parser.add_argument("--ref-images", type=int, default=20000, help="reference training images (20000)")
     parser.add_argument("--proxies", default=",".join(PROXIES), help=f"variants to score ({','.join(PROXIES)})")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="train the references from the last architecture back (a second process beside a first)")
     parser.add_argument("--out", default=str(HERE / "proxy_fidelity.json"))
     args = parser.parse_args()
     args.proxies = [name for name in args.proxies.split(",") if name]

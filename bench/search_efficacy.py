@@ -47,9 +47,12 @@ STRATEGIES = {
     "evolution+prescreen8": ["--strategy", "evolution", "--prescreen", "8"],
 }
 MAX_FLOPS_RATIO = 4.0
+# --proxy sgd: the proxy before bench/proxy_fidelity.py chose AdamW (what the committed results used).
+PROXY_OPTIONS = {"default": [], "sgd": ["--optimizer", "sgd", "--batch-size", "128", "--lr", "0.05",
+                                        "--weight-decay", "1e-5"]}
 
 
-def run_search(task: str, strategy: str, seed: int, trials: int, folder: Path) -> str:
+def run_search(task: str, strategy: str, seed: int, trials: int, folder: Path, proxy: str) -> str:
     db = folder / f"{task}.db"
     name = f"{strategy}-seed{seed}"
     existing = {}
@@ -60,7 +63,7 @@ def run_search(task: str, strategy: str, seed: int, trials: int, folder: Path) -
     if name in existing:
         args = ["--resume", str(existing[name].id), "--trials", str(trials)]
     else:
-        args = [*TASKS[task], *STRATEGIES[strategy], "--seed", str(seed), "--trials", str(trials), "--threads", "1",
+        args = [*TASKS[task], *STRATEGIES[strategy], *PROXY_OPTIONS[proxy], "--seed", str(seed), "--trials", str(trials), "--threads", "1",
                 "--no-reference", "--time-budget", "none", "--name", name]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db), *args], capture_output=True,
@@ -121,6 +124,7 @@ def main() -> int:
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"tasks ({','.join(TASKS)})")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help=f"strategies ({','.join(STRATEGIES)})")
     parser.add_argument("--jobs", type=int, default=2, help="searches at once, 1 thread each (2)")
+    parser.add_argument("--proxy", choices=PROXY_OPTIONS, default="default", help="proxy of new searches (default)")
     parser.add_argument("--report", action="store_true", help="only summarise the searches already finished")
     parser.add_argument("--out", default=str(HERE / "search_efficacy.json"))
     args = parser.parse_args()
@@ -131,13 +135,13 @@ def main() -> int:
     runs = [] if args.report else [(task, strategy, seed) for task in tasks for seed in seeds for strategy in strategies]
     started = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
-        for index, line in enumerate(pool.map(lambda r: run_search(*r, args.trials, folder), runs)):
+        for index, line in enumerate(pool.map(lambda r: run_search(*r, args.trials, folder, args.proxy), runs)):
             print(f"[{index + 1}/{len(runs)}, {time.perf_counter() - started:.0f} s] {line}", flush=True)
     results = {
         "setup": {
             "trials": args.trials, "seeds": seeds, "tasks": {t: " ".join(TASKS[t]) for t in tasks},
             "strategies": {s: " ".join(STRATEGIES[s]) for s in strategies},
-            "search": "python -m nas.search with the default proxy, --threads 1 --no-reference --time-budget none",
+            "search": f"python -m nas.search with the {args.proxy} proxy, --threads 1 --no-reference --time-budget none",
             "hypervolume": "pymoo HV of (FLOPs / (4 x target), 1 - proxy accuracy) with reference point (1, 1): the "
                            "share of the box FLOPs in [0, 4 x target] x accuracy in [0, 1] that the front dominates",
             "flops": "multiply-accumulates of conv and linear layers; mnist at 224 px, fashion-mnist at 32 px",
