@@ -192,7 +192,7 @@ def architecture_figure(spec: ArchSpec) -> go.Figure:
     layout = network_layout(spec)
     labels = ["stem"] + [f"stage {i + 1}" for i in range(len(rows))] + ["head"]
     heights = [layout.stem_channels] + [int(r["channels"].split("->")[1]) for r in rows] + [layout.head_channels]
-    texts = [f"conv3x3 s2<br>{layout.stem_size}²"] + [
+    texts = [f"conv3x3 s{layout.stem_stride}<br>{layout.stem_size}²"] + [
         f"{r['block']} k{r['kernel'][0]}<br>x{r['repeats']}{' SE' if r['SE'] else ''}<br>{r['resolution'].split('->')[1]}²"
         for r in rows
     ] + [f"conv1x1<br>{layout.head_size}²"]

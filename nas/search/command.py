@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"reject without training candidates above this multiple of T {_d(RewardConfig, 'max_flops_ratio')}")
     what.add_argument("--fix", action="append", metavar="DIM=VALUE",
                       help=f"pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: {', '.join(DIMENSIONS)})")
+    what.add_argument("--stem-stride", type=int, choices=(1, 2),
+                      help="stride of the stem conv; 1 for small images such as 32 px, where B0's five stride-2 "
+                      f"steps leave a 1x1 map before the head {_d(SearchConfig, 'stem_stride')}")
     how = parser.add_argument_group("how to search")
     how.add_argument("--strategy", choices=STRATEGIES, help=f"search strategy {_d(SearchConfig, 'strategy')}")
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
@@ -174,6 +177,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         trials=_given(args, "trials", default(SearchConfig, "trials")),
         time_budget=parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
         fixed=fixed,
+        stem_stride=_given(args, "stem_stride", default(SearchConfig, "stem_stride")),
         reference=not args.no_reference,
         prescreen=_given(args, "prescreen", default(SearchConfig, "prescreen")),
         prescreen_score=_given(args, "prescreen_score", default(SearchConfig, "prescreen_score")),
@@ -293,7 +297,8 @@ def _summary(db: Database, search_id: int, config: SearchConfig, data: ProxyData
     if winner is not None:
         columns.append((f"winner (trial {winner.number})", winner))
     if reference is not None and reference.status is TrialStatus.COMPLETE:
-        columns.append(("EfficientNet-B0 (same evaluator)", reference))
+        stem = "" if config.stem_stride == 2 else f", stem stride {config.stem_stride}"
+        columns.append((f"EfficientNet-B0{stem} (same evaluator)", reference))
     if not columns:
         lines.append("No trial completed.")
         return "\n".join(lines)

@@ -42,6 +42,7 @@ class SearchConfig:
     trials: int = 40
     time_budget: float | None = DEFAULT_TIME_BUDGET
     fixed: dict[str, Any] = field(default_factory=dict)
+    stem_stride: int = 2
     reference: bool = True
     # Candidates scored by `prescreen_score` (training-free) per candidate trained; 1 trains every proposal.
     prescreen: int = 1

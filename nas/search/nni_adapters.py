@@ -58,16 +58,17 @@ class MnasModelSpace(ModelSpace):
     are plain values, because NNI sends this object's arguments to trial processes as JSON.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, resolution: int, fixed: dict[str, Any]) -> None:
+    def __init__(self, num_classes: int, in_channels: int, resolution: int, fixed: dict[str, Any],
+                 stem_stride: int = 2) -> None:
         super().__init__()
         self.space = SearchSpace(num_classes=num_classes, in_channels=in_channels, resolution=resolution,
-                                 fixed=dict(fixed))
+                                 fixed=dict(fixed), stem_stride=stem_stride)
         for label, values in self.space.choices():
             self.add_mutable(nni.choice(label, list(values)))
 
     @classmethod
     def of(cls, space: SearchSpace) -> MnasModelSpace:
-        return cls(space.num_classes, space.in_channels, space.resolution, dict(space.fixed))
+        return cls(space.num_classes, space.in_channels, space.resolution, dict(space.fixed), space.stem_stride)
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         return build_model(self.space.decode(sample))

@@ -73,7 +73,7 @@ def create_search(db: Database, config: SearchConfig, name: str | None) -> int:
 
 def search_space(config: SearchConfig, num_classes: int, in_channels: int) -> SearchSpace:
     return SearchSpace(num_classes=num_classes, in_channels=in_channels, resolution=config.reward.resolution,
-                       fixed=dict(config.fixed))
+                       fixed=dict(config.fixed), stem_stride=config.stem_stride)
 
 
 def _trial_end(trial: trials.TrialInfo) -> TrialEnd:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from nas.space.blocks import ConvBnAct, DepthwiseSeparable, MBConv, RegularConv
-from nas.space.layout import STEM_KERNEL, STEM_STRIDE, BlockLayout, NetworkLayout, network_layout
+from nas.space.layout import STEM_KERNEL, BlockLayout, NetworkLayout, network_layout
 from nas.space.spec import ArchSpec
 
 _BLOCK_MODULES = {"mbconv": MBConv, "dsconv": DepthwiseSeparable, "conv": RegularConv}
@@ -20,7 +20,7 @@ class EfficientNet(nn.Module):
 
     def __init__(self, layout: NetworkLayout) -> None:
         super().__init__()
-        self.stem = ConvBnAct(layout.in_channels, layout.stem_channels, STEM_KERNEL, STEM_STRIDE)
+        self.stem = ConvBnAct(layout.in_channels, layout.stem_channels, STEM_KERNEL, layout.stem_stride)
         self.stages = nn.Sequential(
             *(nn.Sequential(*(build_block(block) for block in stage)) for stage in layout.stages)
         )

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from nas.space.spec import ArchSpec, SpecError, round_filters, round_repeats
 
 STEM_KERNEL = 3
-STEM_STRIDE = 2
 MIN_RESOLUTION = 32
 
 
@@ -45,6 +44,7 @@ class NetworkLayout:
     in_channels: int
     resolution: int
     stem_channels: int
+    stem_stride: int
     stem_size: int
     stages: tuple[tuple[BlockLayout, ...], ...]
     head_in: int
@@ -64,7 +64,7 @@ def network_layout(spec: ArchSpec, resolution: int | None = None) -> NetworkLayo
     if size < MIN_RESOLUTION:
         raise SpecError(f"input resolution must be at least {MIN_RESOLUTION}, got {size}")
     stem = round_filters(spec.stem_channels, spec.width)
-    size = conv_output_size(size, STEM_KERNEL, STEM_STRIDE)
+    size = conv_output_size(size, STEM_KERNEL, spec.stem_stride)
     stem_size = size
     repeats = [round_repeats(stage.repeats, spec.depth) for stage in spec.stages]
     total = sum(repeats)
@@ -102,6 +102,7 @@ def network_layout(spec: ArchSpec, resolution: int | None = None) -> NetworkLayo
         in_channels=spec.in_channels,
         resolution=spec.resolution if resolution is None else resolution,
         stem_channels=stem,
+        stem_stride=spec.stem_stride,
         stem_size=stem_size,
         stages=tuple(stages),
         head_in=channels,

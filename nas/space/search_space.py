@@ -1,7 +1,8 @@
 """MnasNet's factorized hierarchical search space on EfficientNet-B0's seven stages (no NNI here).
 
 Per stage: block type, kernel, SE ratio, skip, output channels (a factor of B0's, rounded to a multiple of 8)
-and layers (B0's -1, 0, +1, at least 1). Strides, stem and head are B0's. A sample is a plain dict from
+and layers (B0's -1, 0, +1, at least 1). Strides, stem and head are B0's, except that a task of small images
+may set the stem's stride to 1. A sample is a plain dict from
 labels such as `stage3_kernel` to values; `decode` turns it into the foundation's `ArchSpec`.
 """
 
@@ -73,6 +74,7 @@ class SearchSpace:
     in_channels: int
     resolution: int = 224
     fixed: dict[str, Any] = field(default_factory=dict)
+    stem_stride: int = 2
     base: ArchSpec = field(default_factory=efficientnet_b0)
 
     def choices(self) -> list[tuple[str, tuple[Any, ...]]]:
@@ -111,6 +113,7 @@ class SearchSpace:
         return ArchSpec(
             stages=tuple(stages),
             stem_channels=self.base.stem_channels,
+            stem_stride=self.stem_stride,
             head_channels=self.base.head_channels,
             resolution=self.resolution,
             dropout=self.base.dropout,

@@ -90,6 +90,8 @@ class ArchSpec:
 
     stages: tuple[StageSpec, ...]
     stem_channels: int = 32
+    # 1 keeps four times the feature map for small images: at 32 px, B0's strides leave 1x1 maps before the head.
+    stem_stride: int = 2
     head_channels: int = 1280
     width: float = 1.0
     depth: float = 1.0
@@ -107,6 +109,8 @@ class ArchSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if self.stem_stride not in (1, 2) or isinstance(self.stem_stride, bool):
+            raise SpecError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
         if self.width <= 0 or self.depth <= 0:
             raise SpecError(f"width and depth multipliers must be positive, got {self.width}, {self.depth}")
         for name in ("dropout", "drop_connect"):
@@ -134,9 +138,10 @@ class ArchSpec:
 
     def arch_key(self) -> str:
         """A canonical text naming the trained network: block strings, stem, head and multipliers."""
+        stem = f"stem{self.stem_channels}" + ("" if self.stem_stride == 2 else f"_s{self.stem_stride}")
         return "|".join(
             self.canonical().block_strings()
-            + [f"stem{self.stem_channels}", f"head{self.head_channels}", f"w{self.width:g}", f"d{self.depth:g}"]
+            + [stem, f"head{self.head_channels}", f"w{self.width:g}", f"d{self.depth:g}"]
         )
 
 

@@ -1,3 +1,4 @@
+import json
 import os
 import pickle
 import random
@@ -6,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from effnas.cli import UsageError, parse_duration, parse_flops
 from nas.evaluation.data import DataError, load_proxy_data
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
+from nas.search.study import arch_key
 from nas.space.flops import count_flops, count_params
 from nas.space.search_space import SearchSpace, parse_fixed
 from nas.space.spec import efficientnet_b0, spec_from_dict
@@ -239,6 +242,21 @@ def test_tiny_search_end_to_end_writes_every_trial(tmp_path):
         assert c.execute("select status from searches").fetchone()[0] == "finished"
 
 
+def test_a_small_image_search_with_stem_stride_1_counts_and_trains_that_network(tmp_path):
+    db = tmp_path / "s.db"
+    result = run_search("--target-flops", "8M", "--resolution", "32", "--stem-stride", "1", "--trials", "2", *TINY,
+                        db=db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "EfficientNet-B0, stem stride 1 (same evaluator)" in result.stdout
+    for row in trials(db) + trials(db, role="reference"):
+        spec = spec_from_dict(json.loads(row["arch"]))
+        assert spec.stem_stride == 1 and row["arch_key"] == arch_key(spec)
+        assert row["flops"] == count_flops(spec, 32)
+    reference = spec_from_dict(json.loads(trials(db, role="reference")[0]["arch"]))
+    # The official B0 at 32 px is 8.3M MACs; a stride-1 stem quadruples every map after it.
+    assert count_flops(reference, 32) > 3 * count_flops(replace(reference, stem_stride=2), 32)
+
+
 @pytest.mark.slow
 def test_same_seed_gives_same_trials(tmp_path):
     results = []
@@ -366,6 +384,7 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
         (["--target-flops", "400M", "--strategy", "tpe", "--prescreen", "4"], "--prescreen works with"),
         (["--target-flops", "400M", "--prescreen-score", "magic"], "invalid choice"),
         (["--target-flops", "400M", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+        (["--target-flops", "8M", "--stem-stride", "3"], "invalid choice"),
     ],
 )
 def test_bad_input_gives_one_line_exit_2_and_no_database(tmp_path, args, message):

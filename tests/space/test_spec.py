@@ -1,4 +1,5 @@
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -57,6 +58,7 @@ def random_spec(rng: random.Random, max_stages: int = 5) -> ArchSpec:
         drop_connect=rng.choice([0.0, 0.2]),
         num_classes=rng.choice([2, 10, 100]),
         in_channels=rng.choice([1, 3]),
+        stem_stride=rng.choice([1, 2]),
     )
 
 
@@ -152,6 +154,21 @@ def test_forward_and_backward_run_for_random_specs_at_any_resolution(rng):
         assert out.shape == (2, spec.num_classes)
         out.sum().backward()
         assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stem_stride_one_keeps_a_2x2_map_at_32_px_and_names_a_distinct_network():
+    b0 = replace(efficientnet_b0(num_classes=10, in_channels=1), resolution=32)
+    small = replace(b0, stem_stride=1)
+    assert network_layout(b0).head_size == 1
+    assert network_layout(small).head_size == 2
+    assert build_model(small)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+    assert small.arch_key() != b0.arch_key()
+    assert b0.arch_key().endswith("|stem32|head1280|w1|d1")
+    older_file = {key: value for key, value in spec_to_dict(b0).items() if key != "stem_stride"}
+    assert spec_from_dict(older_file) == b0
+    assert spec_from_dict(spec_to_dict(small)) == small
+    with pytest.raises(SpecError, match="stem_stride"):
+        replace(b0, stem_stride=4)
 
 
 def test_identity_skip_only_where_stride_one_and_channels_match():
