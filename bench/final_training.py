@@ -1,6 +1,7 @@
 """The found B0 against EfficientNet-B0, both trained to the end on Fashion-MNIST with the same recipe.
 
-Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride 1] [--subset N]
+Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride 1] [--weight-decay W]
+     [--subset N]
 1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M --stem-stride 1` finds a B0 (the
    search reads only Fashion-MNIST's 60k training images; a stride-1 stem keeps a 2x2 map before the head at
    32 px, where B0's own stem leaves 1x1);
@@ -42,6 +43,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=40, help="search trials (40)")
     parser.add_argument("--time-budget", default="9m", help="search time budget (9m)")
     parser.add_argument("--stem-stride", default="1", choices=("1", "2"), help="stem stride of the search (1)")
+    parser.add_argument("--weight-decay", help="scaling.train's --weight-decay for both networks (its default)")
     parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
@@ -60,6 +62,8 @@ def main() -> int:
               *db, "--out-dir", str(folder / "runs")]
     if args.subset:
         common += ["--subset", str(args.subset)]
+    if args.weight_decay:
+        common += ["--weight-decay", args.weight_decay]
     found_result, found_seconds = run(["scaling.train", "--search", "1", *common], folder)
     b0_result, b0_seconds = run(["scaling.train", "--baseline", "efficientnet-b0", "--resolution", "32", *common],
                                 folder)

@@ -94,6 +94,8 @@ def build_parser() -> CommandParser:
     recipe.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"batch size ({defaults.batch_size})")
     recipe.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
+    recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                        help=f"weight decay of conv and linear weights, not BatchNorm or biases ({defaults.weight_decay})")
     recipe.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random horizontal flips (default: on for {', '.join(FLIP_DATASETS)})")
     recipe.add_argument("--seed", type=int, default=defaults.seed, help=f"seed ({defaults.seed})")
@@ -156,6 +158,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--resolution must be at least 32, got {args.resolution}")
     if args.lr <= 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.weight_decay < 0:
+        raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
 
 
 class EpochDisplay:
@@ -250,7 +254,7 @@ def _result(run: training.RunInfo) -> dict[str, Any]:
             "test_accuracy": run.test_accuracy, "val_accuracy": run.val_accuracy, "params": run.params,
             "flops": run.flops, "resolution": run.resolution, "seconds": run.seconds, "epochs": run.epochs_done,
             "chosen_weights": run.chosen_weights, "best_epoch": run.best_epoch, "weights_path": run.weights_path,
-            "weights_sha256": run.weights_sha256}
+            "weights_sha256": run.weights_sha256, "block_strings": run.block_strings, "recipe": run.recipe}
 
 
 def results_table(runs: list[training.RunInfo]) -> str:
@@ -335,8 +339,8 @@ def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Da
               "their resolution (name them with --members and raise --max-flops to train them)", file=sys.stderr)
     task = _task(args)
     device = resolve_device(task.device)
-    recipe = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
+    recipe = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                            seed=args.seed, flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
     data_by_resolution = {}
     for target in targets:
         if target.spec.resolution not in data_by_resolution:

@@ -86,7 +86,7 @@ def trained(tmp_path_factory):
     arch.write_text(to_json(SMALL))
     db = folder / "t.db"
     result = cli(*train_command(db, arch, "--data-dir", str(data), "--subset", "2700", "--epochs", "4", "--batch-size",
-                                "64", "--lr", "0.2", "--format", "json"), cwd=folder)
+                                "64", "--lr", "0.2", "--weight-decay", "1e-4", "--format", "json"), cwd=folder)
     assert result.returncode == 0, result.stderr
     return {"folder": folder, "data": data, "arch": arch, "db": db, "result": json.loads(result.stdout),
             "stderr": result.stderr}
@@ -95,6 +95,7 @@ def trained(tmp_path_factory):
 def test_training_reaches_accuracy_far_above_chance_and_stores_the_run(trained):
     [result] = trained["result"]
     assert result["test_accuracy"] > 0.7 and result["val_accuracy"] > 0.7  # chance is 0.1
+    assert result["recipe"]["weight_decay"] == 1e-4 and result["block_strings"] == " ".join(SMALL.block_strings())
     assert f"Training run {result['run_id']}" in trained["stderr"].splitlines()[0]
     [run] = runs(trained["db"])
     assert run["status"] == "complete" and run["epochs_done"] == 4 and run["dataset"] == "idx"
@@ -206,6 +207,7 @@ def test_predict_classifies_image_files_with_a_trained_run(trained, tmp_path):
     (["--baseline", "efficientnet-b0", "--max-flops", "1M", "--resolution", "32"], "over --max-flops"),
     (["--baseline", "efficientnet-b0", "--dataset", "idx", "--data-dir", "/nonexistent"], "does not exist"),
     (["--resume", "42"], "no training run with id 42"),
+    (["--baseline", "efficientnet-b0", "--weight-decay", "-1"], "--weight-decay must be 0 or more"),
     (["--baseline", "efficientnet-b0", "--dataset", "mnist", "--resolution", "32"], "no test split"),
 ])
 def test_bad_input_exit_2_and_leaves_the_database_as_it_was(trained, tmp_path, args, message):
