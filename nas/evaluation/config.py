@@ -81,7 +81,8 @@ class TrainingRecipe:
     # 0.1 made the loss climb back to chance at the end of warm-up on Fashion-MNIST (found B0, 55k images).
     lr: float = 0.05
     momentum: float = 0.9
-    weight_decay: float = 5e-5
+    # Chosen on the validation split by bench/final_training.py (found B0, 30 epochs): 5e-5 gave 0.9176, 5e-4 0.925.
+    weight_decay: float = 5e-4
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
     ema_decay: float = 0.999
