@@ -4,12 +4,14 @@ Run: .venv/bin/python bench/dashboard_pareto.py [--trials 10000] [--browser]
 Seeds a temporary SQLite database with one search of N trials: real architectures sampled from the search
 space with their analytic FLOPs and params, and synthetic accuracies (this measures the page, not a search).
 Reports the Pareto function alone, the page's script run (Streamlit AppTest: queries, Pareto fronts, figures),
-and with --browser the time until headless Chromium has drawn the chart.
+and with --browser the time until headless Chromium has drawn the chart. Results go to
+bench/dashboard_pareto.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import random
 import socket
@@ -21,6 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_json import default_path, write_json  # noqa: E402
 
 from db import TrialRole, open_database, searches, trials  # noqa: E402
 from nas.evaluation.pareto import pareto_front  # noqa: E402
@@ -52,6 +56,9 @@ def seed(db_file: Path, count: int) -> None:
 
 def time_apptest(db: Path, repeats: int = 3) -> list[float]:
     from streamlit.testing.v1 import AppTest
+
+    # Streamlit warns about a missing ScriptRunContext on every bare-mode run: not news to someone timing the page.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").disabled = True
 
     os.environ["EFFNAS_DB"] = f"sqlite:///{db}"
     times = []
@@ -128,6 +135,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--browser", action="store_true")
+    parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.db"
@@ -139,11 +147,13 @@ def main() -> int:
         accs = [rng.random() for _ in range(args.trials)]
         start = time.perf_counter()
         front = pareto_front(costs, accs)
-        print(f"pareto_front on {args.trials} points: {1000 * (time.perf_counter() - start):.1f} ms "
-              f"({len(front)} on the front)")
+        front_ms = 1000 * (time.perf_counter() - start)
+        print(f"pareto_front on {args.trials} points: {front_ms:.1f} ms ({len(front)} on the front)")
+        results = {"trials": args.trials, "pareto_front_ms": front_ms, "front_size": len(front)}
         times = time_apptest(db)
         print(f"Pareto page script run (AppTest), {args.trials} trials: "
               + ", ".join(f"{t:.2f} s" for t in times) + f" (best {min(times):.2f} s)")
+        results["page_script_seconds"] = times
         if args.browser:
             shell, click, again, load = time_browser(db)
             print("headless Chromium, until the chart is drawn:")
@@ -151,6 +161,9 @@ def main() -> int:
                   f"Searches page: {shell:.2f} s)")
             print(f"  click 'Pareto fronts', first chart    : {click:.2f} s (includes loading Plotly's JavaScript)")
             print(f"  click 'Pareto fronts', later          : {again:.2f} s")
+            results["browser_seconds"] = {"app_shell": shell, "fresh_page_load": load, "first_click": click,
+                                          "later_click": again}
+    write_json(args.out, results)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Peak memory and time of exporting the official family up to B7 (ONNX + TorchScript), member by member.
 
 Run: .venv/bin/python bench/export_memory.py [--phi-max 7]
-Each member is exported in a fresh child process so its peak resident memory is its own.
+Each member is exported in a fresh child process so its peak resident memory is its own. Results go to
+bench/export_memory.json (or --out).
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import subprocess
 import sys
 import tempfile
 
+from bench_json import default_path, write_json
+
 CHILD = """
 import json, resource, sys, time
+from pathlib import Path
 from nas.space.spec import named_spec
 from nas.space.flops import count_params
 from scaling.export import _export_member
@@ -26,9 +30,11 @@ print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak_kib /
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--phi-max", type=int, default=7)
+    parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args = parser.parse_args()
+    members = {}
     print(f"{'member':18}{'params':>12}{'export s':>10}{'peak RSS':>12}{'weights':>10}")
     with tempfile.TemporaryDirectory() as folder:
         for phi in range(args.phi_max + 1):
@@ -38,8 +44,10 @@ def main() -> int:
                 print(result.stderr, file=sys.stderr)
                 return 1
             data = json.loads(result.stdout.strip().splitlines()[-1])
+            members[name] = data
             print(f"{name:18}{data['params']:>12,}{data['seconds']:>10.1f}{data['peak_mib']:>9.0f} MiB"
                   f"{data['params'] * 4 / 2**20:>7.0f} MiB")
+    write_json(args.out, {"formats": ["onnx", "torchscript"], "members": members})
     return 0
 
 

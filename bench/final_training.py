@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_json import default_path, machine_description, write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +48,7 @@ def main() -> int:
     parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
-    parser.add_argument("--out", default=str(HERE / "final_training.json"), help="where the results go")
+    parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args = parser.parse_args()
     folder = Path(args.db).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -86,11 +87,11 @@ def main() -> int:
     results = {
         "setup": {"data": "Fashion-MNIST, 55k train / 5k validation (from the training files) / 10k test",
                   "search": " ".join(search_args[:-2]), "epochs": args.epochs, "subset": args.subset,
-                  "device": "cuda" if gpu else "cpu", "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                  "device": "cuda" if gpu else "cpu", "machine": machine_description(),
                   "flops": "multiply-accumulates of conv and linear layers at 32x32"},
         "search_seconds": search_seconds, "found_b0": found, "efficientnet_b0": b0, "checks": checks,
     }
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
     for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
                             ("FLOPs at 32 px", "flops", "{:,}"), ("wall time (s)", "wall_seconds", "{:.0f}"),

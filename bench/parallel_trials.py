@@ -5,6 +5,7 @@ Both runs use `--strategy random` with one seed, so they train the same architec
 come back in (evolution's later proposals depend on that order). Each run gets a fresh SQLite database and is
 timed from the command's start to its exit, exactly as a user would see it. Afterwards every database is checked
 for lost or duplicated trial rows: one row per proposed architecture, distinct numbers, all finished.
+Results go to bench/parallel_trials.json (or --out).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_json import default_path, write_json
 
 from db import FINISHED, TrialRole, open_database, trials
 from db.trials import TrialInfo
@@ -59,6 +62,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel trial processes of the second run (2)")
     parser.add_argument("--trials", type=int, default=16, help="candidates per run (16)")
+    parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args, extra = parser.parse_known_args()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -75,12 +79,22 @@ def main() -> int:
           f"({serial_wall / parallel_wall:.2f}x the throughput)")
     same = {r.arch_key for r in serial_rows} == {r.arch_key for r in parallel_rows}
     print(f"same architectures trained in both runs: {'yes' if same else 'NO'}")
-    failed = False
+    problems = {}
     for label, rows in (("--workers 1", serial_rows), (f"--workers {args.workers}", parallel_rows)):
-        problem = check_rows(rows, args.trials)
-        print(f"rows of {label}: {problem or 'none lost, none duplicated, all finished'}")
-        failed = failed or bool(problem)
-    return 1 if failed or not same else 0
+        problems[label] = check_rows(rows, args.trials)
+        print(f"rows of {label}: {problems[label] or 'none lost, none duplicated, all finished'}")
+    write_json(args.out, {
+        "search": " ".join(["nas.search", "--target-flops", "400M", "--strategy", "random", "--seed", "0",
+                            "--trials", str(args.trials), *extra]),
+        "workers": args.workers,
+        "wall_seconds": {"1": serial_wall, str(args.workers): parallel_wall},
+        "trials_incl_reference": {"1": len(serial_rows), str(args.workers): len(parallel_rows)},
+        "train_seconds_per_trial": {"1": means[0], str(args.workers): means[1]},
+        "throughput_ratio": serial_wall / parallel_wall,
+        "same_architectures": same,
+        "row_problems": {label: problem for label, problem in problems.items() if problem},
+    })
+    return 1 if any(problems.values()) or not same else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
@@ -33,6 +32,8 @@ import torch
 from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_json import default_path, machine_description, write_json  # noqa: E402
 
 from nas.evaluation.config import ProxyConfig, TaskConfig, TrainingRecipe  # noqa: E402
 from nas.evaluation.data import ProxyData, load_final_data, load_proxy_data  # noqa: E402
@@ -46,14 +47,21 @@ from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESOLUTION = 32
 SEEDS = (0, 1)
-# Proxy variants: (data subset of the training files, config), each at about 12k image passes (3 x 4,000 or 1 x 12,000).
-PROXIES: dict[str, tuple[int, ProxyConfig]] = {
+# Proxy variants: (the proxy's data, config). The first three train on 4,000 images with 1,000 validation images, at
+# about 12k image passes (3 x 4,000 or 1 x 12,000); the val4k ones validate on 4,000 images instead.
+PROXIES: dict[str, tuple[TaskConfig, ProxyConfig]] = {
     # effnas's proxy before this bench: Nesterov SGD at batch 128.
-    "sgd": (5000, ProxyConfig(optimizer="sgd", batch_size=128, lr=0.05, weight_decay=1e-5)),
+    "sgd": (TaskConfig(subset=5000), ProxyConfig(optimizer="sgd", batch_size=128, lr=0.05, weight_decay=1e-5)),
     # The default since: AdamW at batch 64.
-    "adamw": (5000, ProxyConfig(optimizer="adamw", batch_size=64, lr=3e-3, weight_decay=0.05)),
-    "1ep_15k": (15000, ProxyConfig(epochs=1, optimizer="sgd", batch_size=64, lr=0.05, weight_decay=1e-5,
-                                   label_smoothing=0.1)),
+    "adamw": (TaskConfig(subset=5000), ProxyConfig(optimizer="adamw", batch_size=64, lr=3e-3, weight_decay=0.05)),
+    "1ep_15k": (TaskConfig(subset=15000), ProxyConfig(epochs=1, optimizer="sgd", batch_size=64, lr=0.05,
+                                                      weight_decay=1e-5, label_smoothing=0.1)),
+    # Validation noise: 1,000 images give a binomial standard error of about 0.013 at 0.8 accuracy, as large as
+    # many gaps between architectures; 4,000 halve it for about 8% more time (forward passes only).
+    "adamw_val4k": (TaskConfig(subset=8000, val_fraction=0.5),
+                    ProxyConfig(optimizer="adamw", batch_size=64, lr=3e-3, weight_decay=0.05)),
+    "adamw_2ep_val4k": (TaskConfig(subset=8000, val_fraction=0.5),
+                        ProxyConfig(epochs=2, optimizer="adamw", batch_size=64, lr=3e-3, weight_decay=0.05)),
 }
 
 
@@ -95,6 +103,29 @@ class Cache:
         tmp.replace(self.path)
 
 
+def restore_caches(specs: list[ArchSpec], folder: Path, committed: Path) -> int:
+    """Fill missing cache entries from a results file of this bench, for the architectures it shares with `specs`
+    (matched by block strings): a fresh clone then resumes from the committed measurements (the references alone
+    are hours of training) instead of repeating them. Returns how many entries it filled."""
+    if not committed.exists():
+        return 0
+    by_blocks = {" ".join(spec.block_strings()): index for index, spec in enumerate(specs)}
+    filled = 0
+    for entry in json.loads(committed.read_text()).get("architectures", []):
+        index = by_blocks.get(entry["block_strings"])
+        if index is None:
+            continue
+        stored = {"reference": {"test_accuracy": entry["reference_test_accuracy"],
+                                "seconds": entry["reference_seconds"]},
+                  **entry.get("measurements", {})}
+        for name, value in stored.items():
+            cache = Cache(folder, name)
+            if cache.get(str(index)) is None:
+                cache.put(str(index), value)
+                filled += 1
+    return filled
+
+
 def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
     cache = Cache(folder, "reference")
     data = load_final_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
@@ -128,21 +159,22 @@ def measure_all(cache: Cache, specs: list[ArchSpec], measure, label: str) -> Non
 
 
 def run_proxies(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
-    datasets: dict[int, ProxyData] = {}
+    datasets: dict[tuple[int | None, float], ProxyData] = {}
 
-    def data_of(subset: int) -> ProxyData:
-        if subset not in datasets:
-            datasets[subset] = load_proxy_data("fashion-mnist", None, RESOLUTION, 0.2, subset)
-        return datasets[subset]
+    def data_of(task: TaskConfig) -> ProxyData:
+        key = (task.subset, task.val_fraction)
+        if key not in datasets:
+            datasets[key] = load_proxy_data("fashion-mnist", None, RESOLUTION, task.val_fraction, task.subset)
+        return datasets[key]
 
-    data = data_of(5000)
+    data = data_of(TaskConfig(subset=5000))
     for name in ZERO_COST_SCORES:
         for seed in SEEDS:
             measure = lambda spec: zero_cost_score(name, proxy_spec(spec, data), data.train_x, data.train_y, seed)  # noqa: E731
             measure_all(Cache(folder, f"zero-cost-{name}-seed{seed}"), specs, measure, f"{name} seed {seed}")
     for name in args.proxies:
-        subset, config = PROXIES[name]
-        data = data_of(subset)
+        task, config = PROXIES[name]
+        data = data_of(task)
         for seed in SEEDS:
             measure = lambda spec: train_and_evaluate(spec, data, replace(config, seed=seed)).accuracy  # noqa: E731
             measure_all(Cache(folder, f"proxy-{name}-seed{seed}"), specs, measure, f"{name} seed {seed}")
@@ -190,6 +222,7 @@ def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dic
         return np.array([cache.get(str(i))[key] for i in done])
 
     rows: dict[str, dict] = {}
+    scorer_caches = {path.stem: Cache(folder, path.stem) for path in sorted(folder.glob("*-seed*.json"))}
     for name in list(PROXIES) + [f"zero-cost-{z}" for z in ZERO_COST_SCORES]:
         prefix = name if name.startswith("zero-cost") else f"proxy-{name}"
         seed0, seed1 = column(f"{prefix}-seed0"), column(f"{prefix}-seed1")
@@ -207,23 +240,26 @@ def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dic
     b0 = len(specs) - 1
     return {
         "setup": {
-            "data": "Fashion-MNIST; proxies: 5,000 of the training images (20% validation) unless the variant "
-                    "says otherwise; reference: test accuracy on t10k",
+            "data": "Fashion-MNIST; proxies: `subset` of the training files, `val_fraction` of them held out for "
+                    "validation; zero-cost scores: 5,000 of them; reference: test accuracy on t10k",
             "reference": f"final-training recipe, {args.ref_epochs} epochs on {args.ref_images} training images, "
                          "5,000 validation images, flip on, weight decay 5e-5, 32 px",
             "architectures": f"{len(specs) - 1} random (seed {args.seed}, log2 FLOPs/target in [-2, 1]) + "
                              "EfficientNet-B0",
             "target_flops": args.target_flops, "resolution": RESOLUTION,
             "flops": "multiply-accumulates of conv and linear layers at 32x32",
-            "proxies": {name: {"subset": subset, **config.__dict__} for name, (subset, config) in PROXIES.items()},
+            "proxies": {name: {"subset": task.subset, "val_fraction": task.val_fraction, **config.__dict__}
+                        for name, (task, config) in PROXIES.items()},
             "seeds": list(SEEDS), "bootstrap": "1000 resamples of the architectures, 5th-95th percentile",
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, 1 thread per process",
+            "machine": f"{machine_description()}, 1 thread per process",
         },
         "architectures_measured": len(done),
         "architectures": [
             {"index": i, "block_strings": " ".join(specs[i].block_strings()), "flops": int(flops[k]),
              "params": int(params[k]), "reference_test_accuracy": float(reference[k]), "efficientnet_b0": i == b0,
-             "reference_seconds": reference_cache.get(str(i))["seconds"]}
+             "reference_seconds": reference_cache.get(str(i))["seconds"],
+             "measurements": {name: cache.get(str(i)) for name, cache in scorer_caches.items()
+                              if cache.get(str(i)) is not None}}
             for k, i in enumerate(done)
         ],
         "scores": rows,
@@ -267,7 +303,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
     parser.add_argument("--reverse", action="store_true",
                         help="train the references from the last architecture back (a second process beside a first)")
-    parser.add_argument("--out", default=str(HERE / "proxy_fidelity.json"))
+    parser.add_argument("--out", default=str(default_path(__file__)))
+    parser.add_argument("--restore", default=str(default_path(__file__)),
+                        help="results file whose measurements fill missing cache entries (bench/proxy_fidelity.json)")
     args = parser.parse_args()
     args.proxies = [name for name in args.proxies.split(",") if name]
     folder = HERE / "out" / "proxy_fidelity"
@@ -275,6 +313,9 @@ def main() -> int:
     specs = sample_architectures(args.archs, args.seed, args.target_flops)
     (folder / "architectures.json").write_text(json.dumps([spec_to_dict(s) for s in specs], indent=1))
     assert [spec_from_dict(spec_to_dict(s)) for s in specs] == specs
+    restored = restore_caches(specs, folder, Path(args.restore))
+    if restored:
+        print(f"{restored} measurements restored from {args.restore}")
     torch.set_num_threads(args.threads)
     if args.part in ("all", "proxies"):
         run_proxies(specs, folder, args)
@@ -282,7 +323,7 @@ def main() -> int:
         run_reference(specs, folder, args)
     if args.part in ("all", "report"):
         results = report(specs, folder, args)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
         plot(results, Path(args.out).with_suffix(".png"))
         print(f"{'score':28}{'tau':>7}{'90% interval':>16}{'rho':>7}{'top5':>6}{'seed tau':>9}{'s/cand':>8}")
         for name, row in results["scores"].items():

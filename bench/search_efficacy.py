@@ -16,9 +16,7 @@ bench/search_efficacy.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_json import default_path, machine_description, write_json  # noqa: E402
 
 from db import SearchStatus, TrialRole, TrialStatus, open_database  # noqa: E402
 from db.searches import list_searches  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="searches at once, 1 thread each (2)")
     parser.add_argument("--proxy", choices=PROXY_OPTIONS, default="default", help="proxy of new searches (default)")
     parser.add_argument("--report", action="store_true", help="only summarise the searches already finished")
-    parser.add_argument("--out", default=str(HERE / "search_efficacy.json"))
+    parser.add_argument("--out", default=str(default_path(__file__)))
     args = parser.parse_args()
     folder = HERE / "out" / "search_efficacy"
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,11 +145,11 @@ def main() -> int:
             "hypervolume": "pymoo HV of (FLOPs / (4 x target), 1 - proxy accuracy) with reference point (1, 1): the "
                            "share of the box FLOPs in [0, 4 x target] x accuracy in [0, 1] that the front dominates",
             "flops": "multiply-accumulates of conv and linear layers; mnist at 224 px, fashion-mnist at 32 px",
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} searches at once",
+            "machine": f"{machine_description()}, {args.jobs} searches at once",
         },
         "tasks": {task: summarise(task, folder, args.trials) for task in tasks},
     }
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     for task, per_strategy in results["tasks"].items():
         print(f"\n{task} ({args.trials} trials, seeds {args.seeds})")
         print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}{'wall s':>8}  winner FLOPs/target")

@@ -58,6 +58,17 @@ def _d(config: type, name: str) -> str:
     return f"({default(config, name)})"
 
 
+def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
+    """A note when other work already occupies the cores this search's training threads need, else None.
+
+    Multi-threaded CPU training runs in lockstep: when a thread loses its core to another process, the others wait
+    for it. Measured on 2 cores beside two 1-thread trainings: EfficientNet-B0 and 2 trials took 3.0 min with
+    --threads 1; with 2 threads, B0 alone had not finished after 5 min."""
+    if threads <= 1 or load < 1.0 or load + threads <= cores:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores): training with {threads} threads slows "
+            f"down several-fold when other work shares the cores; --threads 1 is faster while it lasts")
+
 def build_parser() -> argparse.ArgumentParser:
     # Defaults live in the config dataclasses: an option left out is None here, so that --resume can tell it
     # apart from one given.
@@ -418,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if local_trials and config.task.threads * trial_options.workers > cores:
         print(f"note: each trial trains with {config.task.threads} threads (stored with the search, since results "
               f"depend on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
+    busy = busy_machine_note(config.task.threads, cores, os.getloadavg()[0])
+    if busy and data.device.type == "cpu":
+        print(busy, file=sys.stderr)
     started = time.monotonic()
     study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
     display = ProgressDisplay(config, study.elapsed)

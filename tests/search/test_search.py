@@ -17,6 +17,7 @@ from effnas.cli import UsageError, parse_duration, parse_flops
 from nas.evaluation.data import DataError, load_proxy_data
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
+from nas.search.command import busy_machine_note
 from nas.search.study import arch_key
 from nas.space.flops import count_flops, count_params
 from nas.space.search_space import SearchSpace, parse_fixed
@@ -64,6 +65,20 @@ def freeze_when(proc, db, ready, timeout=300):
 
 
 # -- reward and constraint maths ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("threads", "cores", "load", "warned"), [
+    (2, 2, 2.1, True),    # two other jobs on a 2-core machine
+    (2, 2, 1.0, True),    # one is enough: the two training threads no longer have a core each
+    (2, 2, 0.1, False),   # idle machine
+    (1, 2, 3.0, False),   # one thread has nothing to wait for
+    (4, 16, 3.0, False),  # plenty of free cores
+])
+def test_a_busy_machine_gets_a_note_to_train_with_one_thread(threads, cores, load, warned):
+    note = busy_machine_note(threads, cores, load)
+    assert (note is not None) == warned
+    if warned:
+        assert "--threads 1" in note and f"load {load:.1f} on {cores} cores" in note
+
 
 def test_soft_reward_is_accuracy_times_flops_ratio_to_the_minus_0_07():
     assert reward(0.8, 400e6, 400e6) == pytest.approx(0.8)
