@@ -30,7 +30,7 @@ from bench_json import default_path, machine_description, write_json  # noqa: E4
 
 from db import SearchStatus, TrialRole, TrialStatus, open_database  # noqa: E402
 from db.searches import list_searches  # noqa: E402
-from db.trials import trial_points  # noqa: E402
+from db.trials import trial_columns, trial_points  # noqa: E402
 from nas.evaluation.pareto import hypervolume_curve  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -94,6 +94,10 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
             if ok and p.reward > best:
                 best, winner = p.reward, p
             best_curve.append(best)
+        timings = trial_columns(db, search.id, ("role", "build_seconds", "train_seconds", "eval_seconds"))
+        seconds = [sum(t[k] or 0.0 for k in ("build_seconds", "train_seconds", "eval_seconds"))
+                   for t in timings if t["role"] == TrialRole.CANDIDATE.value][:trials]
+        elapsed = [sum(seconds[: i + 1]) for i in range(len(seconds))]
         entry = per_strategy.setdefault(strategy, {"seeds": []})
         entry["seeds"].append({
             "seed": int(seed), "search_id": search.id, "trials": len(points), "best_reward": best,
@@ -102,11 +106,17 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
             "best_accuracy": winner.accuracy if winner else None,
             "winner_flops_over_target": winner.flops / search.target_flops if winner else None,
             "hypervolume": curve[-1] if curve else 0.0, "hypervolume_by_trial": curve,
-            "best_reward_by_trial": best_curve,
+            "best_reward_by_trial": best_curve, "trial_seconds_elapsed": elapsed,
             "median_accuracy": statistics.median(p.accuracy for p, ok in zip(points, complete) if ok),
         })
+    # Strategies differ in the size, and so the cost, of what they propose: compare them also at equal time, the
+    # training seconds of the cheapest search (what a time budget buys, with the machine's noise in it).
+    equal_time = min((s["trial_seconds_elapsed"][-1] for e in per_strategy.values() for s in e["seeds"]), default=0.0)
     for entry in per_strategy.values():
         seeds = entry["seeds"]
+        at_equal_time = [max([b for b, t in zip(s["best_reward_by_trial"], s["trial_seconds_elapsed"])
+                              if t <= equal_time], default=0.0) for s in seeds]
+        entry["best_reward_at_equal_time"] = {"training_seconds": equal_time, **_mean_sd(at_equal_time)}
         entry["best_reward"] = _mean_sd([s["best_reward"] for s in seeds])
         entry["hypervolume"] = _mean_sd([s["hypervolume"] for s in seeds])
         entry["winner_flops_over_target"] = [s["winner_flops_over_target"] for s in seeds]
@@ -152,12 +162,14 @@ def main() -> int:
     write_json(args.out, results)
     for task, per_strategy in results["tasks"].items():
         print(f"\n{task} ({args.trials} trials, seeds {args.seeds})")
-        print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}{'wall s':>8}  winner FLOPs/target")
+        equal_time = next(iter(per_strategy.values()))["best_reward_at_equal_time"]["training_seconds"]
+        print(f"{'strategy':24}{'best reward':>18}{'hypervolume':>18}{f'best at {equal_time:.0f} s':>20}"
+              f"{'wall s':>8}  winner FLOPs/target")
         for name, entry in per_strategy.items():
-            best, hv = entry["best_reward"], entry["hypervolume"]
+            best, hv, timed = entry["best_reward"], entry["hypervolume"], entry["best_reward_at_equal_time"]
             ratios = ", ".join(f"{r:.2f}" for r in entry["winner_flops_over_target"] if r is not None)
             print(f"{name:24}{best['mean']:>10.4f} ± {best['sd']:.4f}{hv['mean']:>10.4f} ± {hv['sd']:.4f}"
-                  f"{entry['wall_seconds']['mean']:>8.0f}  {ratios}")
+                  f"{timed['mean']:>12.4f} ± {timed['sd']:.4f}{entry['wall_seconds']['mean']:>8.0f}  {ratios}")
     print(f"results: {args.out}")
     return 0
 
