@@ -110,7 +110,7 @@ def restore_caches(specs: list[ArchSpec], folder: Path, committed: Path) -> int:
     if not committed.exists():
         return 0
     by_blocks = {" ".join(spec.block_strings()): index for index, spec in enumerate(specs)}
-    filled = 0
+    missing: dict[str, dict[str, dict]] = {}
     for entry in json.loads(committed.read_text()).get("architectures", []):
         index = by_blocks.get(entry["block_strings"])
         if index is None:
@@ -119,9 +119,13 @@ def restore_caches(specs: list[ArchSpec], folder: Path, committed: Path) -> int:
                                 "seconds": entry["reference_seconds"]},
                   **entry.get("measurements", {})}
         for name, value in stored.items():
-            cache = Cache(folder, name)
-            if cache.get(str(index)) is None:
-                cache.put(str(index), value)
+            missing.setdefault(name, {})[str(index)] = value
+    filled = 0
+    for name, values in missing.items():
+        cache = Cache(folder, name)
+        for key, value in values.items():
+            if cache.get(key) is None:
+                cache.put(key, value)
                 filled += 1
     return filled
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -97,7 +98,7 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
         timings = trial_columns(db, search.id, ("role", "build_seconds", "train_seconds", "eval_seconds"))
         seconds = [sum(t[k] or 0.0 for k in ("build_seconds", "train_seconds", "eval_seconds"))
                    for t in timings if t["role"] == TrialRole.CANDIDATE.value][:trials]
-        elapsed = [sum(seconds[: i + 1]) for i in range(len(seconds))]
+        elapsed = list(accumulate(seconds))
         entry = per_strategy.setdefault(strategy, {"seeds": []})
         entry["seeds"].append({
             "seed": int(seed), "search_id": search.id, "trials": len(points), "best_reward": best,

@@ -69,6 +69,7 @@ def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
     return (f"note: this machine is busy (load {load:.1f} on {cores} cores): training with {threads} threads slows "
             f"down several-fold when other work shares the cores; --threads 1 is faster while it lasts")
 
+
 def build_parser() -> argparse.ArgumentParser:
     # Defaults live in the config dataclasses: an option left out is None here, so that --resume can tell it
     # apart from one given.
