@@ -9,7 +9,9 @@ Run: .venv/bin/python bench/proxy_fidelity.py [--part all|reference|proxies|repo
 - Scores: every proxy variant of PROXIES at seeds 0 and 1 (the search's task: 5,000 training images, 20% held
   out for validation, 1 thread), FLOPs, params and the zero-cost scores of nas/evaluation/zero_cost.py.
 - Figures: Kendall tau and Spearman rho against the reference with bootstrap 90% intervals, top-5 overlap, each
-  proxy's seed-0-vs-seed-1 tau, seconds per candidate. Written to bench/proxy_fidelity.json and drawn in
+  proxy's seed-0-vs-seed-1 tau, seconds per candidate. `--part reference --ref-seed 1` trains the references again
+  at seed 1 (one FLOPs bin after another, so a partial run spans them): the report then gives the reference's own
+  seed-to-seed tau, the ceiling of any proxy's. Written to bench/proxy_fidelity.json and drawn in
   bench/proxy_fidelity.png.
 Every measurement is cached under bench/out/proxy_fidelity/ as soon as it is taken: a run that is stopped
 continues where it was. `--part reference` and `--part proxies` can run at the same time (one core each).
@@ -130,14 +132,24 @@ def restore_caches(specs: list[ArchSpec], folder: Path, committed: Path) -> int:
     return filled
 
 
+def reference_cache_name(seed: int) -> str:
+    return "reference" if seed == 0 else f"reference-seed{seed}"
+
+
+def reference_order(count: int) -> list[int]:
+    """Every fourth architecture first (one per FLOPs bin, EfficientNet-B0 among them), then the next fourth:
+    a second-seed reference stopped part-way still spans the FLOPs range."""
+    return sorted(range(count), key=lambda i: (i % 4, i))
+
+
 def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
-    cache = Cache(folder, "reference")
+    cache = Cache(folder, reference_cache_name(args.ref_seed))
     data = load_final_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
                            subset=args.ref_images)
     # Pinned to the recipe of bench/proxy_fidelity.json (before the 5e-4 default): the cache is keyed by
     # architecture only, so a resumed run must train its references the same way.
-    recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True, weight_decay=5e-5)
-    order = list(enumerate(specs))
+    recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True, weight_decay=5e-5, seed=args.ref_seed)
+    order = [(i, specs[i]) for i in reference_order(len(specs))]
     for index, spec in reversed(order) if args.reverse else order:
         if cache.get(str(index)) is not None:
             continue
@@ -148,7 +160,8 @@ def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace)
         test = trainer.test_accuracy()
         seconds = time.perf_counter() - start
         cache.put(str(index), {"test_accuracy": test, "val_accuracy": trainer.best["accuracy"], "seconds": seconds})
-        print(f"reference {index + 1}/{len(specs)}: test {test:.4f} in {seconds:.0f} s", flush=True)
+        print(f"reference seed {args.ref_seed} {index + 1}/{len(specs)}: test {test:.4f} in {seconds:.0f} s",
+              flush=True)
 
 
 def measure_all(cache: Cache, specs: list[ArchSpec], measure, label: str) -> None:
@@ -213,6 +226,27 @@ def _figures(scores: np.ndarray, reference: np.ndarray, seed1: np.ndarray | None
     }
 
 
+def reference_noise(folder: Path, count: int, rng: np.random.Generator) -> dict | None:
+    """How far the reference repeats itself: seed 0 against seed 1 where both were trained, and the default proxy
+    against each on the same architectures. A reference that does not repeat caps what any proxy can reach."""
+    seed0, seed1 = Cache(folder, reference_cache_name(0)), Cache(folder, reference_cache_name(1))
+    proxy = Cache(folder, "proxy-adamw-seed0")
+    both = [i for i in range(count) if seed0.get(str(i)) and seed1.get(str(i)) and proxy.get(str(i))]
+    if len(both) < 4:
+        return None
+    first = np.array([seed0.get(str(i))["test_accuracy"] for i in both])
+    second = np.array([seed1.get(str(i))["test_accuracy"] for i in both])
+    scores = np.array([proxy.get(str(i))["score"] for i in both])
+    return {
+        "architectures": both,
+        "reference_seed_to_seed_tau": _tau(first, second),
+        "reference_seed_to_seed_tau_90": _interval(first, second, _tau, rng),
+        "mean_abs_difference": float(np.abs(first - second).mean()),
+        "adamw_tau_vs_seed0": _tau(scores, first), "adamw_tau_vs_seed1": _tau(scores, second),
+        "adamw_tau_vs_mean": _tau(scores, (first + second) / 2),
+    }
+
+
 def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dict:
     reference_cache = Cache(folder, "reference")
     done = [i for i in range(len(specs)) if reference_cache.get(str(i)) is not None]
@@ -243,6 +277,7 @@ def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dic
     rows["params"] = _figures(params, reference, None, 0.0, rng)
     b0 = len(specs) - 1
     return {
+        "reference_noise": reference_noise(folder, len(specs), rng),
         "setup": {
             "data": "Fashion-MNIST; proxies: `subset` of the training files, `val_fraction` of them held out for "
                     "validation; zero-cost scores: 5,000 of them; reference: test accuracy on t10k",
@@ -305,6 +340,8 @@ def main() -> int:
     parser.add_argument("--ref-epochs", type=int, default=5, help="reference training epochs (5)")
     parser.add_argument("--ref-images", type=int, default=20000, help="reference training images (20000)")
     parser.add_argument("--proxies", default=",".join(PROXIES), help=f"variants to score ({','.join(PROXIES)})")
+    parser.add_argument("--ref-seed", type=int, default=0,
+                        help="seed of the references to train (0; 1 measures the reference's own seed noise)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (1)")
     parser.add_argument("--reverse", action="store_true",
                         help="train the references from the last architecture back (a second process beside a first)")
@@ -336,6 +373,14 @@ def main() -> int:
             low, high = row["kendall_tau_90"]
             print(f"{name:28}{row['kendall_tau']:7.2f}{f'[{low:.2f}, {high:.2f}]':>16}{row['spearman_rho']:7.2f}"
                   f"{row['top5_overlap']:6d}{seed_tau:>9}{row['seconds_per_candidate']:8.1f}")
+        noise = results["reference_noise"]
+        if noise is not None:
+            low, high = noise["reference_seed_to_seed_tau_90"]
+            print(f"reference seed 0 vs seed 1 on {len(noise['architectures'])} architectures: tau "
+                  f"{noise['reference_seed_to_seed_tau']:.2f} [{low:.2f}, {high:.2f}], mean |difference| "
+                  f"{noise['mean_abs_difference']:.4f}; adamw proxy vs seed 0 / seed 1 / mean: "
+                  f"{noise['adamw_tau_vs_seed0']:.2f} / {noise['adamw_tau_vs_seed1']:.2f} / "
+                  f"{noise['adamw_tau_vs_mean']:.2f}")
         print(f"{results['architectures_measured']} architectures; results: {args.out}")
     return 0
 
