@@ -114,7 +114,8 @@ def summarise(task: str, folder: Path, trials: int) -> dict:
     # training seconds of the cheapest search (what a time budget buys, with the machine's noise in it).
     equal_time = min((s["trial_seconds_elapsed"][-1] for e in per_strategy.values() for s in e["seeds"]), default=0.0)
     for entry in per_strategy.values():
-        seeds = entry["seeds"]
+        # Searches run again get new ids: order by seed so that lists read the same from run to run.
+        seeds = entry["seeds"] = sorted(entry["seeds"], key=lambda s: s["seed"])
         at_equal_time = [max([b for b, t in zip(s["best_reward_by_trial"], s["trial_seconds_elapsed"])
                               if t <= equal_time], default=0.0) for s in seeds]
         entry["best_reward_at_equal_time"] = {"training_seconds": equal_time, **_mean_sd(at_equal_time)}
