@@ -244,6 +244,7 @@ def reference_noise(folder: Path, count: int, rng: np.random.Generator) -> dict 
         "mean_abs_difference": float(np.abs(first - second).mean()),
         "adamw_tau_vs_seed0": _tau(scores, first), "adamw_tau_vs_seed1": _tau(scores, second),
         "adamw_tau_vs_mean": _tau(scores, (first + second) / 2),
+        "adamw_tau_vs_mean_90": _interval(scores, (first + second) / 2, _tau, rng),
     }
 
 
@@ -380,7 +381,7 @@ def main() -> int:
                   f"{noise['reference_seed_to_seed_tau']:.2f} [{low:.2f}, {high:.2f}], mean |difference| "
                   f"{noise['mean_abs_difference']:.4f}; adamw proxy vs seed 0 / seed 1 / mean: "
                   f"{noise['adamw_tau_vs_seed0']:.2f} / {noise['adamw_tau_vs_seed1']:.2f} / "
-                  f"{noise['adamw_tau_vs_mean']:.2f}")
+                  f"{noise['adamw_tau_vs_mean']:.2f} {[round(x, 2) for x in noise['adamw_tau_vs_mean_90']]}")
         print(f"{results['architectures_measured']} architectures; results: {args.out}")
     return 0
 
