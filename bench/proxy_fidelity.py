@@ -98,8 +98,11 @@ class Cache:
         return self.values.get(key)
 
     def put(self, key: str, value: dict) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, values: dict[str, dict]) -> None:
         # Re-read first: two processes may fill one cache from both ends (--reverse).
-        self.values = {**(json.loads(self.path.read_text()) if self.path.exists() else {}), key: value}
+        self.values = {**(json.loads(self.path.read_text()) if self.path.exists() else {}), **values}
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.values, indent=1))
         tmp.replace(self.path)
@@ -125,10 +128,10 @@ def restore_caches(specs: list[ArchSpec], folder: Path, committed: Path) -> int:
     filled = 0
     for name, values in missing.items():
         cache = Cache(folder, name)
-        for key, value in values.items():
-            if cache.get(key) is None:
-                cache.put(key, value)
-                filled += 1
+        absent = {key: value for key, value in values.items() if cache.get(key) is None}
+        if absent:
+            cache.put_many(absent)
+            filled += len(absent)
     return filled
 
 
