@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/proxy_fidelity.py [--part all|reference|proxies|report] [--archs 24]
 - Architectures: `--archs` random samples of the search space (seed `--seed`), stratified over log FLOPs from 1/4
   to 2x the target, plus EfficientNet-B0.
-- Reference: the final-training recipe (nas/evaluation/recipe.py, weight decay 5e-5 as when the committed figures
+- Reference: the final-training recipe (nas/training/engine.py, weight decay 5e-5 as when the committed figures
   were measured) for `--ref-epochs` epochs on `--ref-images` training images (5 x 20,000 = 20x the proxy's 5,000
   images), 5,000 validation images, accuracy on t10k.
 - Scores: every proxy variant of PROXIES at seeds 0 and 1 (the search's task: 5,000 training images, 20% held
@@ -37,14 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_json import default_path, machine_description, write_json  # noqa: E402
 
-from nas.evaluation.config import ProxyConfig, TaskConfig, TrainingRecipe  # noqa: E402
-from nas.evaluation.data import ProxyData, load_final_data, load_proxy_data  # noqa: E402
-from nas.evaluation.proxy import proxy_spec, train_and_evaluate  # noqa: E402
-from nas.evaluation.recipe import Trainer  # noqa: E402
+from nas.evaluation.proxy import train_and_evaluate  # noqa: E402
 from nas.evaluation.zero_cost import ZERO_COST_SCORES, zero_cost_score  # noqa: E402
 from nas.space.flops import count_flops, count_params  # noqa: E402
 from nas.space.search_space import SearchSpace  # noqa: E402
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict  # noqa: E402
+from nas.training.config import ProxyConfig, TaskConfig, TrainingRecipe  # noqa: E402
+from nas.training.data import TaskData, load_task_data  # noqa: E402
+from nas.training.engine import Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESOLUTION = 32
@@ -147,8 +147,8 @@ def reference_order(count: int) -> list[int]:
 
 def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
     cache = Cache(folder, reference_cache_name(args.ref_seed))
-    data = load_final_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
-                           subset=args.ref_images)
+    data = load_task_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
+                          subset=args.ref_images, test=True, device="cpu")
     # Pinned to the recipe of bench/proxy_fidelity.json (before the 5e-4 default): the cache is keyed by
     # architecture only, so a resumed run must train its references the same way.
     recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True, weight_decay=5e-5, seed=args.ref_seed)
@@ -157,9 +157,9 @@ def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace)
         if cache.get(str(index)) is not None:
             continue
         start = time.perf_counter()
-        trainer = Trainer(spec, data, recipe, "cpu")
+        trainer = Trainer(spec, data, recipe)
         for _ in range(recipe.epochs):
-            trainer.train_epoch()
+            trainer.fit_epoch()
         test = trainer.test_accuracy()
         seconds = time.perf_counter() - start
         cache.put(str(index), {"test_accuracy": test, "val_accuracy": trainer.best["accuracy"], "seconds": seconds})
@@ -179,18 +179,19 @@ def measure_all(cache: Cache, specs: list[ArchSpec], measure, label: str) -> Non
 
 
 def run_proxies(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
-    datasets: dict[tuple[int | None, float], ProxyData] = {}
+    datasets: dict[tuple[int | None, float], TaskData] = {}
 
-    def data_of(task: TaskConfig) -> ProxyData:
+    def data_of(task: TaskConfig) -> TaskData:
         key = (task.subset, task.val_fraction)
         if key not in datasets:
-            datasets[key] = load_proxy_data("fashion-mnist", None, RESOLUTION, task.val_fraction, task.subset)
+            datasets[key] = load_task_data(replace(task, dataset="fashion-mnist", threads=args.threads), RESOLUTION,
+                                           device="cpu")
         return datasets[key]
 
     data = data_of(TaskConfig(subset=5000))
     for name in ZERO_COST_SCORES:
         for seed in SEEDS:
-            measure = lambda spec: zero_cost_score(name, proxy_spec(spec, data), data.train_x, data.train_y, seed)  # noqa: E731
+            measure = lambda spec: zero_cost_score(name, spec, data, seed)  # noqa: E731
             measure_all(Cache(folder, f"zero-cost-{name}-seed{seed}"), specs, measure, f"{name} seed {seed}")
     for name in args.proxies:
         task, config = PROXIES[name]

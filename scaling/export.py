@@ -27,8 +27,8 @@ from typing import Any
 from db import Database, DatabaseError, open_database, resolve_url
 from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
-from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict, to_json
-from scaling.deploy import TrainedWeights, WeightsError, load_weights
+from nas.space.spec import ArchSpec, spec_from_dict, to_json
+from nas.training.weights import TrainedWeights, WeightsError, load_weights
 from scaling.family import family_summary, latest_trained_runs
 
 FORMATS = ("json", "onnx", "torchscript", "weights")
@@ -101,9 +101,7 @@ def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...
     if "json" in formats:
         (out / member_file(name, "json")).write_text(to_json(spec) + "\n")
     if "weights" in formats and trained is not None:
-        torch.save({"state_dict": trained.state_dict, "arch": spec_to_dict(spec), "mean": trained.mean,
-                    "std": trained.std, "classes": trained.classes, "run_id": trained.run_id},
-                   out / member_file(name, "weights"))
+        trained.save(out / member_file(name, "weights"))
     if "onnx" not in formats and "torchscript" not in formats:
         return
     model = trained.model() if trained is not None else build_model(spec).eval()

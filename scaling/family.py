@@ -10,11 +10,11 @@ from typing import Any
 from db import Database, PointStatus, TrainingStatus
 from db.families import FamilyInfo, GridPointInfo, MemberInfo, store_family
 from db.training import RunInfo, list_runs
-from nas.evaluation.config import ProxyConfig, TaskConfig
-from nas.evaluation.data import ProxyData, load_task_data
 from nas.evaluation.proxy import train_and_evaluate
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
 from nas.space.spec import ArchSpec, spec_to_dict
+from nas.training.config import ProxyConfig, TaskConfig
+from nas.training.data import TaskData, load_task_data
 from scaling.compound import (
     PAPER_COEFFICIENTS,
     MemberPlan,
@@ -80,12 +80,12 @@ class ProxyEvaluator:
     def __init__(self, task: TaskConfig, config: ProxyConfig) -> None:
         self.task = task
         self.config = config
-        self._cache: dict[int, ProxyData] = {}
+        self._cache: dict[int, TaskData] = {}
 
     def proxy_resolution(self, resolution_mult: float) -> int:
         return max(32, int(round(self.config.resolution * resolution_mult)))
 
-    def data(self, resolution_mult: float = 1.0) -> ProxyData:
+    def data(self, resolution_mult: float = 1.0) -> TaskData:
         size = self.proxy_resolution(resolution_mult)
         if size not in self._cache:
             self._cache[size] = load_task_data(self.task, size)

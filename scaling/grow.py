@@ -14,11 +14,10 @@ from typing import Any
 from db import DatabaseError, TrialStatus, db_argument, open_database, resolve_url, searches, trials
 from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail, parse_flops
-from nas.evaluation.config import ProxyConfig, TaskConfig, default
-from nas.evaluation.data import DATASETS, DataError
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.spec import SpecError, from_json, named_spec, spec_from_dict
+from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, default
 from scaling.compound import SOURCES, flops_factor
 from scaling.family import (
     Baseline,

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         run = find_run(open_database(resolve_url(args.db), create=False), args)
         import torch
 
-        from scaling.deploy import WeightsError, load_weights
+        from nas.training.weights import WeightsError, load_weights
 
         try:
             weights = load_weights(run.weights_path, run.weights_sha256)

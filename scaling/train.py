@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from db import Database, DatabaseError, TrainingStatus, db_argument, open_database, resolve_url, training
 from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_flops
-from nas.evaluation.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
+from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
 from scaling.grow import resolve_baseline
 
 FORMATS = ("table", "json")
@@ -34,7 +34,7 @@ DEFAULT_MAX_FLOPS = "2G"
 DEFAULT_VAL_IMAGES = 5000
 
 if TYPE_CHECKING:
-    from nas.evaluation.data import FinalData
+    from nas.training.data import TaskData
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,8 @@ class Job:
 
     run_id: int
     spec: ArchSpec
-    data: FinalData
+    data: TaskData
     recipe: TrainingRecipe
-    device: str
     label: str
     resume: bool
     out_dir: Path
@@ -206,45 +205,40 @@ def _raise_interrupt(signum, frame):
 
 def train_run(db: Database, job: Job, run_dir: Path) -> training.RunInfo:
     """Train (or continue) a run to its last epoch, checkpointing each; return the stored run."""
-    import torch
-
-    from nas.evaluation.recipe import Trainer
-    from scaling.deploy import sha256_of
+    from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from nas.training.engine import Trainer
+    from nas.training.weights import TrainedWeights
 
     run_id, data, recipe = job.run_id, job.data, job.recipe
-    trainer = Trainer(job.spec, data, recipe, job.device)
-    checkpoint = run_dir / "checkpoint.pt"
-    run = training.get_run(db, run_id)
-    curve = list(run.curve)
+    trainer = Trainer(job.spec, data, recipe)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    curve = list(training.get_run(db, run_id).curve)
     if job.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=trainer.device, weights_only=False)
-        trainer.load_state(state["trainer"])
+        state, stored_curve = load_checkpoint(checkpoint, trainer.device)
+        trainer.load_state(state)
         # A process killed between writing the checkpoint and storing its epoch left the point in the checkpoint.
-        for point in state["curve"][len(curve):]:
+        for point in stored_curve[len(curve):]:
             training.record_epoch(db, run_id, point, str(checkpoint))
-        curve = state["curve"]
+        curve = stored_curve
     display = EpochDisplay(job.label, recipe.epochs, trainer.epoch)
     started = time.monotonic() - sum(point["seconds"] for point in curve)
     try:
         while trainer.epoch < recipe.epochs:
-            point = trainer.train_epoch(display.step).point()
+            point = trainer.fit_epoch(display.step).point()
             curve.append(point)
-            partial = run_dir / "checkpoint.pt.partial"
-            torch.save({"trainer": trainer.state(), "curve": curve}, partial)
-            os.replace(partial, checkpoint)
+            save_checkpoint(checkpoint, trainer.state(), curve)
             training.record_epoch(db, run_id, point, str(checkpoint))
             display.epoch(point, trainer.epoch)
     finally:
         display.close()
     test_accuracy = trainer.test_accuracy()
     weights = run_dir / "weights.pt"
-    torch.save({"state_dict": trainer.best["state"], "arch": spec_to_dict(trainer.spec), "mean": data.mean,
-                "std": data.std, "classes": data.classes, "run_id": run_id, "weights": trainer.best["weights"],
-                "epoch": trainer.best["epoch"]}, weights)
+    sha256 = TrainedWeights(trainer.spec, trainer.best["state"], data.mean, data.std, data.classes, run_id,
+                            trainer.best["weights"], trainer.best["epoch"]).save(weights)
     training.end_run(
         db, run_id, TrainingStatus.COMPLETE, best_epoch=trainer.best["epoch"], chosen_weights=trainer.best["weights"],
         val_accuracy=trainer.best["accuracy"], test_accuracy=test_accuracy, seconds=time.monotonic() - started,
-        weights_path=str(weights.resolve()), weights_sha256=sha256_of(weights),
+        weights_path=str(weights.resolve()), weights_sha256=sha256,
     )
     return training.get_run(db, run_id)
 
@@ -322,7 +316,7 @@ def _task(args: argparse.Namespace) -> TaskConfig:
 
 def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Database, list[Job]]:
     """Check every target and load the data before the database is opened for writing; then store the runs."""
-    from nas.evaluation.data import load_final_data, resolve_device
+    from nas.training.data import load_task_data
 
     targets = resolve_targets(args, db_url)
     flops = {id(t): count_flops(t.spec) for t in targets}
@@ -338,16 +332,16 @@ def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Da
         print(f"not training {', '.join(t.member for t, _ in over)}: over --max-flops {format_flops(max_flops)} at "
               "their resolution (name them with --members and raise --max-flops to train them)", file=sys.stderr)
     task = _task(args)
-    device = resolve_device(task.device)
     recipe = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             seed=args.seed, flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
     data_by_resolution = {}
     for target in targets:
         if target.spec.resolution not in data_by_resolution:
-            data_by_resolution[target.spec.resolution] = load_final_data(
-                task, target.spec.resolution, args.val_images, args.subset, args.test_dir)
+            data_by_resolution[target.spec.resolution] = load_task_data(
+                task, target.spec.resolution, subset=args.subset, val_images=args.val_images, test=True,
+                test_dir=args.test_dir)
     db = open_database(db_url)
-    return db, [_store_job(db, args, target, data_by_resolution[target.spec.resolution], recipe, device, task)
+    return db, [_store_job(db, args, target, data_by_resolution[target.spec.resolution], recipe, task)
                 for target in targets]
 
 
@@ -356,11 +350,12 @@ def _data_config(task: TaskConfig, args: argparse.Namespace, resolution: int) ->
             "val_images": args.val_images, "subset": args.subset, "resolution": resolution, "threads": task.threads}
 
 
-def _store_job(db: Database, args: argparse.Namespace, target: Target, data: FinalData, recipe: TrainingRecipe,
-               device: str, task: TaskConfig) -> Job:
-    from nas.evaluation.recipe import trained_spec
+def _store_job(db: Database, args: argparse.Namespace, target: Target, data: TaskData, recipe: TrainingRecipe,
+               task: TaskConfig) -> Job:
+    from nas.training.engine import trained_spec
 
     spec = trained_spec(target.spec, data, recipe)
+    device = data.device.type
     run_id = training.create_run(db, training.NewRun(
         label=target.label, arch=spec_to_dict(spec), block_strings=" ".join(spec.block_strings()),
         dataset=task.dataset, data=_data_config(task, args, spec.resolution), recipe=recipe.to_dict(),
@@ -371,11 +366,11 @@ def _store_job(db: Database, args: argparse.Namespace, target: Target, data: Fin
     print(f"Training run {run_id}: {target.label}, {format_flops(count_flops(spec))} FLOPs at {spec.resolution}px, "
           f"{format_params(count_params(spec))} params, {recipe.epochs} epochs on {data.describe()}, {device}",
           file=sys.stderr, flush=True)
-    return Job(run_id, target.spec, data, recipe, device, target.label, False, Path(args.out_dir))
+    return Job(run_id, target.spec, data, recipe, target.label, False, Path(args.out_dir))
 
 
 def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
-    from nas.evaluation.data import load_final_data, resolve_device
+    from nas.training.data import load_task_data
 
     run = training.get_run(db, args.resume)
     if run is None:
@@ -385,14 +380,15 @@ def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
     stored = run.data
     task = TaskConfig(dataset=stored["dataset"], data_dir=stored["data_dir"], threads=stored["threads"],
                       device=args.device)
-    data = load_final_data(task, stored["resolution"], stored["val_images"], stored["subset"], stored["test_dir"])
+    data = load_task_data(task, stored["resolution"], subset=stored["subset"], val_images=stored["val_images"],
+                          test=True, test_dir=stored["test_dir"])
     if run.epochs_done and not (run.checkpoint_path and Path(run.checkpoint_path).is_file()):
         raise UsageError(f"the checkpoint of run {run.id} is gone ({run.checkpoint_path})")
     training.resume_run(db, run.id, f"{socket.gethostname()}:{os.getpid()}")
     print(f"Training run {run.id}: {run.label}, continuing after epoch {run.epochs_done}", file=sys.stderr,
           flush=True)
     out_dir = Path(run.checkpoint_path).parent.parent if run.checkpoint_path else Path(args.out_dir)
-    return [Job(run.id, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe), resolve_device(task.device),
+    return [Job(run.id, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe),
                 run.label, True, out_dir)]
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nas.evaluation.data import _mnist_images
+from nas.training.data import _mnist_images
 
 
 def shuffled_digits():

@@ -11,8 +11,9 @@ from dashboard.views.common import pick_search
 from db import Database, TrialRole, TrialStatus
 from db.searches import SearchRow, get_search
 from db.trials import trial_points
-from nas.evaluation.config import RewardConfig, default
+from nas.evaluation.config import RewardConfig
 from nas.space.flops import FLOPS_CONVENTION
+from nas.training.config import default
 
 SHOWN_STATUSES = (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.REJECTED, TrialStatus.QUEUED,
                   TrialStatus.RUNNING, TrialStatus.INTERRUPTED)

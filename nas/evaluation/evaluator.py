@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from db.states import TrialStatus
-from nas.evaluation.config import ProxyConfig, RewardConfig
-from nas.evaluation.data import ProxyData
+from nas.evaluation.config import RewardConfig
 from nas.evaluation.proxy import train_and_evaluate
 from nas.evaluation.reward import reward
 from nas.space.flops import count_flops, count_params
 from nas.space.spec import ArchSpec
+from nas.training.config import ProxyConfig
+from nas.training.data import TaskData
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def error_line(exc: BaseException) -> str:
 class Evaluator:
     """Scores specs on one task: the reward's FLOPs at `reward.resolution`, the proxy training on `data`."""
 
-    def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: ProxyData) -> None:
+    def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: TaskData) -> None:
         self.reward_config = reward_config
         self.proxy = proxy
         self.data = data

@@ -23,6 +23,9 @@ from torch import nn
 from nas.evaluation.config import ZERO_COST_SCORES
 from nas.space.builder import build_model
 from nas.space.spec import ArchSpec
+from nas.training.config import ProxyConfig
+from nas.training.data import TaskData
+from nas.training.engine import trained_spec
 
 SCORE_BATCH = 64
 
@@ -80,9 +83,10 @@ SCORERS: dict[str, Callable[[ArchSpec, torch.Tensor, torch.Tensor, int], float]]
 )
 
 
-def zero_cost_score(name: str, spec: ArchSpec, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float:
-    """Score `spec` (built for the images' classes, channels and resolution) by the named score on the first
-    SCORE_BATCH images; ValueError for an unknown name."""
+def zero_cost_score(name: str, spec: ArchSpec, data: TaskData, seed: int = 0) -> float:
+    """Score `spec`, built as the proxy trains it, by the named score on the first SCORE_BATCH training images,
+    on the CPU; ValueError for an unknown name."""
     if name not in SCORERS:
         raise ValueError(f"unknown zero-cost score {name!r}; choose one of {', '.join(ZERO_COST_SCORES)}")
-    return SCORERS[name](spec, images[:SCORE_BATCH].float(), labels[:SCORE_BATCH], seed)
+    images, labels = next(data.in_order(data.train, SCORE_BATCH))
+    return SCORERS[name](trained_spec(spec, data, ProxyConfig()), images.cpu(), labels.cpu(), seed)

@@ -27,26 +27,16 @@ from db import (
     trials,
 )
 from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_duration, parse_flops
-from nas.evaluation.config import (
-    CONSTRAINTS,
-    DATASETS,
-    DEVICES,
-    PROXY_OPTIMIZERS,
-    ZERO_COST_SCORES,
-    DataError,
-    ProxyConfig,
-    RewardConfig,
-    TaskConfig,
-    default,
-)
+from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig, check_strategy
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, parse_fixed
+from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, ProxyConfig, TaskConfig, default
 
 if TYPE_CHECKING:
     from db import Database
-    from nas.evaluation.data import ProxyData
     from nas.search.nni_adapters import TrialProcessOptions
+    from nas.training.data import TaskData
 
 LOG_DIR = Path(".effnas") / "logs"
 # Options that a resumed search may change; every other option of these groups defines the search.
@@ -288,7 +278,7 @@ def _read_nni_config(path: str) -> dict[str, Any]:
     return config
 
 
-def _summary(db: Database, search_id: int, config: SearchConfig, data: ProxyData, seconds: float) -> str:
+def _summary(db: Database, search_id: int, config: SearchConfig, data: TaskData, seconds: float) -> str:
     search = searches.get_search(db, search_id)
     counts = trials.candidate_status_counts(db, search_id)
     winner = trials.best_trial(db, search_id)
@@ -344,14 +334,14 @@ def _raise_interrupt(signum, frame):
 
 
 def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_url: str,
-                 trial_options: TrialProcessOptions | None) -> tuple[Database, int, SearchConfig, ProxyData]:
+                 trial_options: TrialProcessOptions | None) -> tuple[Database, int, SearchConfig, TaskData]:
     """The database, the search id, its config and its data: a stored search for --resume, else a new one.
     Everything that needs no data is checked before PyTorch is imported, so a usage error comes back at once."""
     # Where trial processes train, this process needs the data only for its shape.
     data_device = "cpu" if trial_options is not None else None
     if args.resume is None:
         config = config_from_args(args, trial_options.workers if trial_options is not None else 1)
-        from nas.evaluation.data import load_task_data
+        from nas.training.data import load_task_data
 
         data = load_task_data(config.task, config.proxy.resolution, device=data_device)
         _check_device(config, trial_options)
@@ -373,7 +363,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if args.time_budget is not None:
         overrides["time_budget"] = parse_duration(args.time_budget)
     config = SearchConfig.from_config({**stored.to_config(), **overrides})
-    from nas.evaluation.data import load_task_data
+    from nas.training.data import load_task_data
 
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
     _check_device(config, trial_options)
@@ -383,7 +373,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
 
 
 def _check_device(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
-    from nas.evaluation.data import resolve_device
+    from nas.training.data import resolve_device
 
     if trial_options is not None and trial_options.platform == "local":
         resolve_device(config.task.device)  # the trial processes would all fail on this machine

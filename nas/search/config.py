@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nas.evaluation.config import ZERO_COST_SCORES, ProxyConfig, RewardConfig, TaskConfig
+from nas.evaluation.config import ZERO_COST_SCORES, RewardConfig
+from nas.training.config import ProxyConfig, TaskConfig
 
 STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce")
 # Strategies whose proposals can be prescreened: they draw candidates one at a time and learn only from the ones

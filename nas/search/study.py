@@ -18,7 +18,6 @@ from typing import Any
 
 from db import Database, SearchStatus, TrialRole, TrialStatus, searches, trials
 from nas.evaluation.evaluator import Evaluator, Outcome, error_line
-from nas.evaluation.proxy import proxy_spec
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
 from nas.space.search_space import SearchSpace
@@ -138,9 +137,7 @@ class Study:
         spec = self.space.decode(sample)
         key = arch_key(spec)
         if key not in self._screen_scores:
-            data = self.evaluator.data
-            score = zero_cost_score(self.config.prescreen_score, proxy_spec(spec, data), data.train_x.cpu(),
-                                    data.train_y.cpu(), self.config.seed)
+            score = zero_cost_score(self.config.prescreen_score, spec, self.evaluator.data, self.config.seed)
             self._screen_scores[key] = score
         return self._screen_scores[key]
 
@@ -266,7 +263,7 @@ def train_queued_trial(db_url: str, search_id: int, sample: dict[str, Any], role
     """The work of one trial process: train the trial `sample` that the search process queued, store its row,
     and return its value. A failure before training starts (data, device) is stored with the trial, then raised."""
     from db import open_database
-    from nas.evaluation.data import load_task_data
+    from nas.training.data import load_task_data
 
     db = open_database(db_url, create=False)
     config = SearchConfig.from_config(searches.get_search(db, search_id).config)

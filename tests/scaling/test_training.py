@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from helpers import mnist_idx, shuffled_digits
-from nas.evaluation.config import DataError, TaskConfig
-from nas.evaluation.data import load_final_data, load_proxy_data
 from nas.space.spec import decode, to_json
+from nas.training.config import DataError, TaskConfig
+from nas.training.data import load_task_data
 
 # A small network that learns digits in a few hundred steps on 2 cores.
 SMALL = decode(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k3_s22_e3_i24_o32"],
@@ -43,18 +43,20 @@ def table_dump(db):
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_files_load_with_their_own_test_split(tmp_path, compress):
     folder = mnist_idx(tmp_path / "idx", compress=compress)
-    data = load_final_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32, val_images=500)
-    assert (len(data.train_y), len(data.val_y), len(data.test_y)) == (2500, 500, 1000)
+    data = load_task_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32, val_images=500, test=True)
+    assert (len(data.train), len(data.val), len(data.test)) == (2500, 500, 1000)
     assert data.in_channels == 1 and data.resolution == 32 and data.num_classes == 10
     # Normalised with the training statistics: the training split has mean 0, the test split close to it.
-    assert abs(float(data.train_x.mean())) < 1e-3 and abs(float(data.test_x.mean())) < 0.1
+    train = torch.cat([images for images, _ in data.in_order(data.train, 500)])
+    test = torch.cat([images for images, _ in data.in_order(data.test, 500)])
+    assert abs(float(train.mean())) < 1e-3 and abs(float(test.mean())) < 0.1
 
 
 def test_a_broken_idx_file_is_one_clear_error(tmp_path):
     folder = mnist_idx(tmp_path / "idx", compress=False)
     (folder / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
     with pytest.raises(DataError, match="header says 5"):
-        load_proxy_data("idx", str(folder))
+        load_task_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32)
 
 
 def test_a_search_never_reads_the_test_split(tmp_path):
@@ -63,7 +65,7 @@ def test_a_search_never_reads_the_test_split(tmp_path):
     (folder / "t10k-images-idx3-ubyte").write_bytes(b"the test split must never be read")
     (folder / "t10k-labels-idx1-ubyte").write_bytes(b"the test split must never be read")
     with pytest.raises(DataError):
-        load_final_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32, val_images=100)
+        load_task_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32, val_images=100, test=True)
     result = cli("nas.search", "--db", str(tmp_path / "s.db"), "--target-flops", "8M", "--resolution", "32",
                  "--dataset", "idx", "--data-dir", str(folder), "--trials", "2", "--no-reference", "--epochs", "1",
                  "--threads", "1", cwd=tmp_path)
@@ -151,7 +153,7 @@ def test_resume_continues_from_the_checkpoint_to_the_uninterrupted_result(traine
 def test_exported_onnx_with_trained_weights_reproduces_pytorch(trained, tmp_path):
     import onnxruntime as ort
 
-    from scaling.deploy import load_weights
+    from nas.training.weights import load_weights
 
     folder = trained["folder"]
     db = trained["db"]

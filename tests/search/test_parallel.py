@@ -289,11 +289,12 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
     from test_search import make_cifar
 
     from db import TrialRole, open_database
-    from nas.evaluation.config import RewardConfig, TaskConfig
-    from nas.evaluation.data import DataError, load_task_data
+    from nas.evaluation.config import RewardConfig
     from nas.evaluation.evaluator import Evaluator
     from nas.search.config import SearchConfig
     from nas.search.study import Study, create_search, train_queued_trial
+    from nas.training.config import DataError, TaskConfig
+    from nas.training.data import load_task_data
 
     data_dir = make_cifar(tmp_path / "cifar")
     config = SearchConfig(reward=RewardConfig(target_flops=400_000_000),

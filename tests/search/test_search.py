@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from effnas.cli import UsageError, parse_duration, parse_flops
-from nas.evaluation.data import DataError, load_proxy_data
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
 from nas.search.command import busy_machine_note
@@ -22,6 +21,8 @@ from nas.search.study import arch_key
 from nas.space.flops import count_flops, count_params
 from nas.space.search_space import SearchSpace, parse_fixed
 from nas.space.spec import efficientnet_b0, spec_from_dict
+from nas.training.config import DataError, TaskConfig
+from nas.training.data import load_task_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
@@ -182,11 +183,12 @@ def test_pareto_front_equals_brute_force_including_ties():
 # -- data -----------------------------------------------------------------------------------------------------
 
 def test_embedded_mnist_is_split_deterministically_without_overlap():
-    a = load_proxy_data("mnist", resolution=32)
-    b = load_proxy_data("mnist", resolution=32)
-    assert (len(a.train_y), len(a.val_y)) == (4000, 1000)
-    assert a.train_x.shape[1:] == (1, 32, 32) and a.num_classes == 10
-    assert np.array_equal(a.val_y.numpy(), b.val_y.numpy())
+    a = load_task_data(TaskConfig(), 32)
+    b = load_task_data(TaskConfig(), 32)
+    assert (len(a.train), len(a.val), a.test) == (4000, 1000, None)
+    images, _ = next(a.in_order(a.train, 8))
+    assert images.shape[1:] == (1, 32, 32) and a.num_classes == 10
+    assert np.array_equal(a.val.labels.numpy(), b.val.labels.numpy())
 
 
 def make_cifar(root: Path, batches=2, per_batch=30):
@@ -203,8 +205,8 @@ def make_cifar(root: Path, batches=2, per_batch=30):
 
 
 def test_cifar10_pickle_layout_loads_train_batches_only(tmp_path):
-    data = load_proxy_data("cifar10", str(make_cifar(tmp_path)), resolution=32)
-    assert len(data.train_y) + len(data.val_y) == 60
+    data = load_task_data(TaskConfig(dataset="cifar10", data_dir=str(make_cifar(tmp_path))), 32)
+    assert len(data.train) + len(data.val) == 60
     assert data.in_channels == 3 and data.resolution == 32
 
 
@@ -215,23 +217,24 @@ def test_imagefolder_loads_one_folder_per_class(tmp_path):
         (tmp_path / label).mkdir()
         for i in range(6):
             Image.new("RGB", (20 + i, 24), colour).save(tmp_path / label / f"{i}.png")
-    data = load_proxy_data("imagefolder", str(tmp_path), resolution=40)
-    assert data.num_classes == 2 and data.train_x.shape[1:] == (3, 40, 40)
-    assert len(data.train_y) + len(data.val_y) == 12
+    data = load_task_data(TaskConfig(dataset="imagefolder", data_dir=str(tmp_path)), 40)
+    images, _ = next(data.in_order(data.train, 4))
+    assert data.num_classes == 2 and images.shape[1:] == (3, 40, 40)
+    assert len(data.train) + len(data.val) == 12
 
 
 def test_malformed_data_directories_give_data_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        load_proxy_data("cifar10", str(tmp_path / "missing"))
+        load_task_data(TaskConfig(dataset="cifar10", data_dir=str(tmp_path / "missing")), 32)
     with pytest.raises(DataError, match="no CIFAR-10"):
-        load_proxy_data("cifar10", str(tmp_path))
+        load_task_data(TaskConfig(dataset="cifar10", data_dir=str(tmp_path)), 32)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "data_batch_1").write_bytes(b"garbage")
     with pytest.raises(DataError, match="not a CIFAR-10 batch"):
-        load_proxy_data("cifar10", str(bad))
+        load_task_data(TaskConfig(dataset="cifar10", data_dir=str(bad)), 32)
     with pytest.raises(DataError, match="two class folders"):
-        load_proxy_data("imagefolder", str(bad))
+        load_task_data(TaskConfig(dataset="imagefolder", data_dir=str(bad)), 32)
 
 
 # -- the command end to end -----------------------------------------------------------------------------------

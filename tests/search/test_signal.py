@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from nas.evaluation.config import ZERO_COST_SCORES
-from nas.evaluation.data import load_proxy_data
 from nas.evaluation.pareto import hypervolume, hypervolume_curve
-from nas.evaluation.proxy import proxy_spec
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.controller import PolicyController
 from nas.search.nni_adapters import make_strategy, run_strategy
 from nas.space.search_space import SearchSpace
 from nas.space.spec import efficientnet_b0
+from nas.training.config import TaskConfig
+from nas.training.data import load_task_data
 from tests.search.test_search import TINY, run_search, trials
 
 
@@ -103,15 +102,15 @@ def test_reinforce_search_resumed_reaches_the_trials_of_an_uninterrupted_run(tmp
 
 @pytest.mark.parametrize("name", ZERO_COST_SCORES)
 def test_zero_cost_scores_are_finite_repeatable_and_tell_networks_apart(name):
-    data = load_proxy_data("mnist", resolution=32, subset=200)
+    data = load_task_data(TaskConfig(subset=200), 32)
     space = SearchSpace(num_classes=10, in_channels=1, resolution=32)
-    small = proxy_spec(space.decode({**space.b0_sample(), **{f"stage{i}_width": 0.75 for i in range(1, 8)}}), data)
-    b0 = proxy_spec(space.reference_spec(), data)
-    scores = [zero_cost_score(name, spec, data.train_x, data.train_y) for spec in (b0, b0, small)]
+    small = space.decode({**space.b0_sample(), **{f"stage{i}_width": 0.75 for i in range(1, 8)}})
+    b0 = space.reference_spec()
+    scores = [zero_cost_score(name, spec, data) for spec in (b0, b0, small)]
     assert all(math.isfinite(s) for s in scores)
     assert scores[0] == scores[1] and scores[0] != scores[2]
 
 
 def test_an_unknown_zero_cost_score_is_refused():
     with pytest.raises(ValueError, match="unknown zero-cost score"):
-        zero_cost_score("magic", efficientnet_b0(), torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+        zero_cost_score("magic", efficientnet_b0(), load_task_data(TaskConfig(subset=200), 32))

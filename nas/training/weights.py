@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from nas.space.builder import build_model
-from nas.space.spec import ArchSpec, spec_from_dict
+from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 
 
 class WeightsError(Exception):
@@ -34,17 +34,29 @@ class NormalizedNetwork(nn.Module):
 
 @dataclass(frozen=True)
 class TrainedWeights:
+    """The weights file's one description: the network as trained, its chosen weights, the training split's
+    normalisation, the class names, and which run, weights (raw or EMA) and epoch they came from."""
+
     spec: ArchSpec
     state_dict: dict[str, Any]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
     run_id: int
+    chosen_weights: str | None = None
+    epoch: int | None = None
 
     def model(self) -> NormalizedNetwork:
         network = build_model(self.spec)
         network.load_state_dict(self.state_dict)
         return NormalizedNetwork(network, self.mean, self.std).eval()
+
+    def save(self, path: Path) -> str:
+        """Write the file; its SHA-256."""
+        torch.save({"state_dict": self.state_dict, "arch": spec_to_dict(self.spec), "mean": list(self.mean),
+                    "std": list(self.std), "classes": self.classes, "run_id": self.run_id,
+                    "weights": self.chosen_weights, "epoch": self.epoch}, path)
+        return sha256_of(path)
 
 
 def sha256_of(path: Path) -> str:
@@ -64,4 +76,5 @@ def load_weights(path: str | Path, sha256: str | None) -> TrainedWeights:
         raise WeightsError(f"weights file {path} is not the one its training run wrote (SHA-256 differs)")
     stored = torch.load(path, map_location="cpu", weights_only=False)
     return TrainedWeights(spec_from_dict(stored["arch"]), stored["state_dict"], tuple(stored["mean"]),
-                          tuple(stored["std"]), list(stored.get("classes") or []), int(stored["run_id"]))
+                          tuple(stored["std"]), list(stored.get("classes") or []), int(stored["run_id"]),
+                          stored.get("weights"), stored.get("epoch"))
