@@ -43,14 +43,14 @@ def _prog() -> str:
     return f"python -m {spec.name.removesuffix('.__main__')}" if spec is not None and spec.name else "effnas"
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
+def finite_float(text: str) -> float:
+    """An argparse type for every float option: a number, not NaN or infinite."""
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from db import DatabaseError, TrialStatus, db_argument, open_database, resolve_url, searches, trials
 from db.families import get_family
-from effnas.cli import CommandParser, UsageError, add_db_option, fail, parse_flops
+from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_float, parse_flops
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.spec import SpecError, from_json, named_spec, spec_from_dict
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
     proxy.add_argument("--evaluate-max-flops", default=DEFAULT_EVALUATE_MAX_FLOPS,
                        help=f"FLOPs cap for --evaluate ({DEFAULT_EVALUATE_MAX_FLOPS})")
-    proxy.add_argument("--grid-step", type=float, default=0.1, help="grid spacing of alpha, beta, gamma (0.1)")
-    proxy.add_argument("--grid-tolerance", type=float, default=0.1,
+    proxy.add_argument("--grid-step", type=finite_float, default=0.1, help="grid spacing of alpha, beta, gamma (0.1)")
+    proxy.add_argument("--grid-tolerance", type=finite_float, default=0.1,
                        help="keep grid points with |alpha*beta^2*gamma^2 - 2| within this (0.1)")
     proxy.add_argument("--dataset", choices=DATASETS,
                        help=f"proxy data set (default: the search's, else {default(TaskConfig, 'dataset')})")

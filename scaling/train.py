@@ -9,6 +9,7 @@ continues with `--resume RUN_ID`. The chosen weights are written to a file whose
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from db import Database, DatabaseError, TrainingStatus, db_argument, open_database, resolve_url, training
 from db.families import get_family
-from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_flops
+from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_float, format_duration, parse_flops
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
@@ -92,8 +93,8 @@ def build_parser() -> CommandParser:
     recipe.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs ({defaults.epochs})")
     recipe.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"batch size ({defaults.batch_size})")
-    recipe.add_argument("--lr", type=float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
-    recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+    recipe.add_argument("--lr", type=finite_float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
+    recipe.add_argument("--weight-decay", type=finite_float, default=defaults.weight_decay,
                         help=f"weight decay of conv and linear weights, not BatchNorm or biases ({defaults.weight_decay})")
     recipe.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random horizontal flips (default: on for {', '.join(FLIP_DATASETS)})")
@@ -267,6 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    from nas.training.data import resolve_device
+    from nas.training.memory import cpu_memory_limit
+
+    try:
+        # CUDA reserves far more address space than it uses: the cap is for CPU training only.
+        on_cpu = resolve_device(args.device) == "cpu"
+    except DataError as exc:
+        fail(str(exc), prog=parser.prog)
+    with cpu_memory_limit() if on_cpu else contextlib.nullcontext():
+        return _train(args, parser)
+
+
+def _train(args: argparse.Namespace, parser: CommandParser) -> int:
+    from nas.training.memory import is_out_of_memory
+
     db_url = resolve_url(args.db)
     try:
         _check_numbers(args)
@@ -278,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             db, jobs = _new_jobs(args, db_url, max_flops)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        fail(f"ran out of memory loading the data at --resolution {args.resolution or 'of the network'}", code=1,
+             prog=parser.prog)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     finished = []
@@ -302,10 +323,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _failure_line(exc: Exception, job: Job) -> str:
+    from nas.training.memory import is_out_of_memory
+
+    if is_out_of_memory(exc):
+        data = job.data
+        where = "device" if data.device.type == "cuda" else "CPU"
+        return (f"run {job.run_id} ran out of {where} memory training at {data.resolution} px, batch size "
+                f"{job.recipe.batch_size}, on {len(data.train):,} training images; start it again with a smaller "
+                "--batch-size (or a smaller --resolution)")
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if "out of memory" in text.lower():
-        return (f"run {job.run_id} ran out of device memory at batch size {job.recipe.batch_size}; start it "
-                "again with a smaller --batch-size")
     return f"run {job.run_id} failed: {text}"
 
 

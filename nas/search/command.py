@@ -26,11 +26,20 @@ from db import (
     searches,
     trials,
 )
-from effnas.cli import CommandParser, UsageError, add_db_option, fail, format_duration, parse_duration, parse_flops
+from effnas.cli import (
+    CommandParser,
+    UsageError,
+    add_db_option,
+    fail,
+    finite_float,
+    format_duration,
+    parse_duration,
+    parse_flops,
+)
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig, check_strategy
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, parse_fixed
+from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
 from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, ProxyConfig, TaskConfig, default
 
 if TYPE_CHECKING:
@@ -39,9 +48,8 @@ if TYPE_CHECKING:
     from nas.training.data import TaskData
 
 LOG_DIR = Path(".effnas") / "logs"
-# Options that a resumed search may change; every other option of these groups defines the search.
+# Options that a resumed search may change; every other option of the defining groups defines the search.
 RESUME_OVERRIDES = ("trials", "time_budget")
-DEFINING_GROUPS = ("what to search for", "how to search", "proxy task")
 
 
 def _d(config: type, name: str) -> str:
@@ -60,28 +68,53 @@ def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
             f"down several-fold when other work shares the cores; --threads 1 is faster while it lasts")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class SearchParser(CommandParser):
+    """The command's parser, which knows the options that define a search (they conflict with --resume)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.defining: list[argparse.Action] = []
+
+    def defining_group(self, title: str) -> _DefiningGroup:
+        return _DefiningGroup(self.add_argument_group(title), self.defining)
+
+
+class _DefiningGroup:
+    """An argument group whose options, but RESUME_OVERRIDES, define a search."""
+
+    def __init__(self, group: argparse._ArgumentGroup, defining: list[argparse.Action]) -> None:
+        self.group = group
+        self.defining = defining
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action:
+        action = self.group.add_argument(*flags, **kwargs)
+        if action.dest not in RESUME_OVERRIDES:
+            self.defining.append(action)
+        return action
+
+
+def build_parser() -> SearchParser:
     # Defaults live in the config dataclasses: an option left out is None here, so that --resume can tell it
     # apart from one given.
-    parser = CommandParser(
+    parser = SearchParser(
         prog="python -m nas.search",
         description="Multi-objective architecture search (MnasNet space, EfficientNet-B0 stages) under a FLOPs "
         f"budget. {FLOPS_CONVENTION}.",
     )
-    what = parser.add_argument_group("what to search for")
+    what = parser.defining_group("what to search for")
     what.add_argument("--target-flops", help="FLOPs target T, e.g. 400M, 0.4G, 4e8 (multiply-accumulates)")
     what.add_argument("--resolution", type=int, help=f"input resolution the FLOPs are counted at {_d(RewardConfig, 'resolution')}")
     what.add_argument("--constraint", choices=CONSTRAINTS,
                       help=f"soft: w=-0.07 on both sides of T; hard: w=0 below T, -1 above {_d(RewardConfig, 'constraint')}")
-    what.add_argument("--w", type=float, help="override the reward exponent w")
-    what.add_argument("--max-flops-ratio", type=float,
+    what.add_argument("--w", type=finite_float, help="override the reward exponent w")
+    what.add_argument("--max-flops-ratio", type=finite_float,
                       help=f"reject without training candidates above this multiple of T {_d(RewardConfig, 'max_flops_ratio')}")
     what.add_argument("--fix", action="append", metavar="DIM=VALUE",
                       help=f"pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: {', '.join(DIMENSIONS)})")
-    what.add_argument("--stem-stride", type=int, choices=(1, 2),
-                      help="stride of the stem conv; 1 for small images such as 32 px, where B0's five stride-2 "
-                      f"steps leave a 1x1 map before the head {_d(SearchConfig, 'stem_stride')}")
-    how = parser.add_argument_group("how to search")
+    what.add_argument("--stem-stride", choices=("auto", "1", "2"),
+                      help="stride of the stem conv; auto: 1 where B0's five stride-2 steps would leave under 2x2 "
+                      "before the head at --resolution (32 px and below), else B0's 2 (auto)")
+    how = parser.defining_group("how to search")
     how.add_argument("--strategy", choices=STRATEGIES, help=f"search strategy {_d(SearchConfig, 'strategy')}")
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
@@ -94,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
-    proxy = parser.add_argument_group("proxy task")
+    proxy = parser.defining_group("proxy task")
     proxy.add_argument("--dataset", choices=DATASETS,
                        help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded, fashion-mnist is read from "
                        "Debian's dataset-fashion-mnist package unless --data-dir is given; only training files are read")
@@ -105,10 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
     proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
     proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
-    proxy.add_argument("--lr", type=float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
+    proxy.add_argument("--lr", type=finite_float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
     proxy.add_argument("--optimizer", choices=PROXY_OPTIMIZERS, help=f"proxy optimiser {_d(ProxyConfig, 'optimizer')}")
-    proxy.add_argument("--weight-decay", type=float, help=f"proxy weight decay {_d(ProxyConfig, 'weight_decay')}")
-    proxy.add_argument("--label-smoothing", type=float,
+    proxy.add_argument("--weight-decay", type=finite_float, help=f"proxy weight decay {_d(ProxyConfig, 'weight_decay')}")
+    proxy.add_argument("--label-smoothing", type=finite_float,
                        help=f"label smoothing of the proxy's loss {_d(ProxyConfig, 'label_smoothing')}")
     proxy.add_argument("--device", choices=DEVICES,
                        help="auto: a GPU when the training process sees one, else the CPU (auto)")
@@ -126,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="port of NNI's manager (default: a free one; on 127.0.0.1 for local trials)")
     run = parser.add_argument_group("bookkeeping")
     add_db_option(run)
-    run.add_argument("--name", default=None, help="a name for this search")
+    parser.defining.append(run.add_argument("--name", default=None, help="a name for this search"))
     run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
     run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
     return parser
@@ -144,6 +177,20 @@ def _subset(text: str) -> int | str:
 def _given(args: argparse.Namespace, name: str, fallback: Any) -> Any:
     value = getattr(args, name)
     return fallback if value is None else value
+
+
+def stem_stride_from_args(args: argparse.Namespace, resolution: int) -> tuple[int, str]:
+    """The stem stride asked for, or chosen by the auto rule at the deployment resolution, and why."""
+    if args.stem_stride in (None, "auto"):
+        stride, why = auto_stem_stride(resolution)
+        return stride, f"auto: {why}"
+    return int(args.stem_stride), "--stem-stride"
+
+
+def _stem_reason(args: argparse.Namespace, config: SearchConfig) -> str:
+    if args.resume is not None:
+        return "stored with the search"
+    return stem_stride_from_args(args, config.reward.resolution)[1]
 
 
 def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig:
@@ -179,7 +226,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         trials=_given(args, "trials", default(SearchConfig, "trials")),
         time_budget=parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
         fixed=fixed,
-        stem_stride=_given(args, "stem_stride", default(SearchConfig, "stem_stride")),
+        stem_stride=stem_stride_from_args(args, reward.resolution)[0],
         reference=not args.no_reference,
         prescreen=_given(args, "prescreen", default(SearchConfig, "prescreen")),
         prescreen_score=_given(args, "prescreen_score", default(SearchConfig, "prescreen_score")),
@@ -216,18 +263,9 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(str(exc)) from None
 
 
-def defining_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+def defining_options(parser: SearchParser, args: argparse.Namespace) -> list[str]:
     """The options given that define a search (and so conflict with --resume)."""
-    given = []
-    for group in parser._action_groups:
-        if group.title not in DEFINING_GROUPS and group.title != "bookkeeping":
-            continue
-        for action in group._group_actions:
-            if action.dest in RESUME_OVERRIDES or action.dest in ("db", "resume", "verbose"):
-                continue
-            if getattr(args, action.dest) is not None:
-                given.append(action.option_strings[0])
-    return given
+    return [action.option_strings[0] for action in parser.defining if getattr(args, action.dest) is not None]
 
 
 def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
@@ -379,30 +417,9 @@ def _check_device(config: SearchConfig, trial_options: TrialProcessOptions | Non
         resolve_device(config.task.device)  # the trial processes would all fail on this machine
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.verbose:
-        warnings.simplefilter("ignore")
-    db_url = resolve_url(args.db)
-    try:
-        trial_options = trial_options_from_args(args, db_url)
-        db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
-    except (UsageError, DataError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
-
-    from nas.evaluation.evaluator import Evaluator
-    from nas.search.nni_adapters import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
-    from nas.search.progress import ProgressDisplay
-    from nas.search.study import Study
-
-    log_file = LOG_DIR / f"search-{search_id}.log"
-    route_nni_logs(log_file, args.verbose)
-    # Ctrl-C and SIGTERM stop the search cleanly even where the process was started with SIGINT ignored (a
-    # background job of a script), which Python would otherwise keep.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
+def _print_banner(args: argparse.Namespace, search_id: int, config: SearchConfig, data: TaskData,
+                  trial_options: TrialProcessOptions | None, db_url: str, log_file: Path) -> None:
+    """What is about to run, and notes on threads and a busy machine."""
     where = "in this process" if trial_options is None else (
         f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
     )
@@ -411,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
         f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
         f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
-        f"({FLOPS_CONVENTION}). Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. "
-        f"NNI log: {log_file}",
+        f"({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({_stem_reason(args, config)}). "
+        f"Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. NNI log: {log_file}",
         file=sys.stderr,
     )
     cores = os.cpu_count() or 1
@@ -423,6 +440,37 @@ def main(argv: list[str] | None = None) -> int:
     busy = busy_machine_note(config.task.threads, cores, os.getloadavg()[0])
     if busy and data.device.type == "cpu":
         print(busy, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.verbose:
+        warnings.simplefilter("ignore")
+    db_url = resolve_url(args.db)
+    try:
+        trial_options = trial_options_from_args(args, db_url)
+        # NNI is imported (and its version checked) before a search is stored.
+        from nas.search.nni_adapters import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
+
+        db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
+    except (UsageError, DataError, DatabaseError) as exc:
+        fail(str(exc), prog=parser.prog)
+    except ImportError as exc:
+        fail(str(exc), code=1, prog=parser.prog)
+
+    from nas.evaluation.evaluator import Evaluator
+    from nas.search.progress import ProgressDisplay
+    from nas.search.study import Study
+
+    log_file = LOG_DIR / f"search-{search_id}.log"
+    route_nni_logs(log_file, args.verbose)
+    # Ctrl-C and SIGTERM stop the search cleanly even where the process was started with SIGINT ignored (a
+    # background job of a script), which Python would otherwise keep.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    _print_banner(args, search_id, config, data, trial_options, db_url, log_file)
     started = time.monotonic()
     study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
     display = ProgressDisplay(config, study.elapsed)

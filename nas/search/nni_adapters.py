@@ -27,19 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-os.environ.setdefault("NNI_FRAMEWORK", "none")  # keeps nni.nas.evaluator from importing PyTorch Lightning
+from nas.search.nni_internals import LoopStrategy, SampleEvaluator, WatchedTrainingServiceEngine, set_trial_python
 
 with warnings.catch_warnings():
-    # NNI 3.0 warns that newer torch classes "are not nn.Module": harmless, see ../shared/notes/nni-3.0.md.
     warnings.simplefilter("ignore")
     import nni
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.execution import SequentialExecutionEngine, TrainingServiceExecutionEngine
+    from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.execution.event import FinalMetricEvent, TrainingEndEvent
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
     from nni.nas.nn.pytorch import ModelSpace
     from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
-    from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
+    from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution
     from nni.nas.strategy.utils import DuplicationError
 
 from torch import nn
@@ -72,14 +70,6 @@ class MnasModelSpace(ModelSpace):
 
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         return build_model(self.space.decode(sample))
-
-
-class _SampleEvaluator(FunctionalEvaluator):
-    """Hands the sample, not a built network, to the evaluation function: it decides whether to build at all
-    (a duplicate or an over-budget candidate is never built)."""
-
-    def _execute(self, model: Any) -> Any:
-        return self.function(dict(model.sample), **self.arguments)
 
 
 class _BudgetedEngine(SequentialExecutionEngine):
@@ -137,7 +127,7 @@ class PrescreenedEvolution(RegularizedEvolution):
         return _best_of(super().new_individual, self._count, self._score)
 
 
-class Reinforce(Strategy):
+class Reinforce(LoopStrategy):
     """MnasNet's search on NNI's strategy interface: a policy (`PolicyController`) proposes `batch` candidates,
     the engine trains them, the policy learns from their rewards, and again. With prescreening, each proposal is
     the best of `count` policy samples by the training-free score."""
@@ -152,7 +142,7 @@ class Reinforce(Strategy):
         draw = lambda: self.model_space.freeze(self.controller.sample())  # noqa: E731
         return draw() if self._count == 1 else _best_of(draw, self._count, self._score)
 
-    def _run(self) -> None:
+    def explore(self) -> None:
         while True:
             models = []
             while len(models) < self._batch and self.wait_for_resource():
@@ -219,7 +209,7 @@ def run_strategy(
         nni.report_final_result(float(evaluate_sample(sample)))
 
     model_space = MnasModelSpace.of(space)
-    executable = SimplifiedModelSpace.from_model(model_space, _SampleEvaluator(evaluate))
+    executable = SimplifiedModelSpace.from_model(model_space, SampleEvaluator(evaluate))
     strategy(executable, _BudgetedEngine(budget_available))
 
 
@@ -277,10 +267,10 @@ def experiment_config(options: TrialProcessOptions, trial_python: str | None = N
         config = NasExperimentConfig("ts", "simplified", **values)
         config.experiment_working_directory = str(options.working_directory.resolve())
         if trial_python is not None:
-            config._trial_command_params = {"python": trial_python}
+            set_trial_python(config, trial_python)
         elif options.platform != "local":
             # The trial machines run their own Python (the trainingService's pythonPath), not this one.
-            config._trial_command_params = {"python": "python3"}
+            set_trial_python(config, "python3")
         config.canonical_copy()
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         raise NniConfigError(f"NNI refuses the configuration: {_one_line(exc)}") from None
@@ -320,7 +310,7 @@ class TrialHost(Protocol):
     def budget_available(self) -> bool: ...
 
 
-class _TrialProcessEngine(TrainingServiceExecutionEngine):
+class _TrialProcessEngine(WatchedTrainingServiceEngine):
     """NNI's training-service engine with the search in charge of what is trained.
 
     A candidate that needs no training (already evaluated, or over the FLOPs limit) is answered at once; the
@@ -340,8 +330,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
 
     def _hand_out(self, model: ExecutableModelSpace, role: TrialRole) -> None:
         self._host.reserve(dict(model.sample), role)
-        super().submit_models(model)
-        self._pending[self._current_parameter_id] = (model, role)
+        self._pending[self.submit_one(model)] = (model, role)
 
     def submit_models(self, *models: ExecutableModelSpace) -> None:
         self._handle_ended()
@@ -371,8 +360,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
                 return False
             self._news.wait(left)
 
-    def _request_trial_jobs_callback(self, command: Any) -> None:
-        super()._request_trial_jobs_callback(command)
+    def worker_requested(self) -> None:
         self._news.set()
 
     def budget_available(self) -> bool:
@@ -394,11 +382,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
         if status == "ERROR":
             raise RuntimeError(f"NNI's manager stopped with an error; see {self.nodejs_binding.log_folder}")
 
-    def _report_metric_data_callback(self, command: Any) -> None:
-        # The trial process stores its result in the database, which `collect` reads.
-        return None
-
-    def _trial_end_callback(self, command: Any) -> None:
+    def trial_ended(self, command: Any) -> None:
         self._ended.put(command)
         self._news.set()
 
@@ -418,7 +402,7 @@ class _TrialProcessEngine(TrainingServiceExecutionEngine):
             value = self._host.collect(dict(model.sample), role, hint)
             if role is TrialRole.CANDIDATE:
                 self.dispatch_model_event(FinalMetricEvent(model, value))
-                self.dispatch_model_event(TrainingEndEvent(model, self._interpret_trial_job_status(command.event)))
+                self.dispatch_model_event(TrainingEndEvent(model, self.trial_status(command)))
 
 
 class _SearchExperiment(NasExperiment):
@@ -501,8 +485,8 @@ def run_strategy_on_trial_processes(
     called just before the manager starts."""
     model_space = MnasModelSpace.of(space)
 
-    def evaluator(role: TrialRole) -> _SampleEvaluator:
-        return _SampleEvaluator(trial_entry, role=role.value, **entry_arguments)
+    def evaluator(role: TrialRole) -> SampleEvaluator:
+        return SampleEvaluator(trial_entry, role=role.value, **entry_arguments)
 
     reference_sample = host.pending_reference()
     reference = None

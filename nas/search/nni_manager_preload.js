@@ -1,4 +1,4 @@
-// Preloaded into NNI's Node.js manager (NODE_OPTIONS=--require) by nas.driver.
+// Preloaded into NNI's Node.js manager (NODE_OPTIONS=--require) by nas.search.nni_adapters (_manager_preload).
 "use strict";
 
 // NNI 3.0 listens on all interfaces and has no setting for the address. When the trials run on this machine

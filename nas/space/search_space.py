@@ -9,9 +9,10 @@ labels such as `stage3_kernel` to values; `decode` turns it into the foundation'
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec, StageSpec, efficientnet_b0
 
 BLOCK_CHOICES: dict[str, tuple[str, int]] = {
@@ -39,6 +40,26 @@ class SpaceError(ValueError):
 def stage_channels(base: int, factor: float) -> int:
     """Output channels of a stage: factor x B0's, to the nearest multiple of 8 (halves up), at least 8."""
     return max(CHANNEL_DIVISOR, int(base * factor / CHANNEL_DIVISOR + 0.5) * CHANNEL_DIVISOR)
+
+
+# The smallest map, in pixels per side, that B0's stride-2 stem may leave before the head; under it the stem
+# goes to stride 1 (bench/stem_stride.py measures what each stride gives at 32 and 64 px).
+MIN_HEAD_MAP = 2
+
+
+def head_map_size(resolution: int, stem_stride: int) -> int:
+    """Pixels per side of B0's last feature map at `resolution` with this stem stride."""
+    return network_layout(replace(efficientnet_b0(), resolution=resolution, stem_stride=stem_stride)).head_size
+
+
+def auto_stem_stride(resolution: int) -> tuple[int, str]:
+    """The stem stride for networks deployed at `resolution`, and why: 1 where B0's downsampling with its
+    stride-2 stem would leave a map under MIN_HEAD_MAP x MIN_HEAD_MAP before the head, else B0's 2."""
+    size = head_map_size(resolution, 2)
+    if size < MIN_HEAD_MAP:
+        kept = head_map_size(resolution, 1)
+        return 1, f"at {resolution} px B0's stride-2 stem would leave {size}x{size} before the head, stride 1 {kept}x{kept}"
+    return 2, f"at {resolution} px B0's stride-2 stem leaves {size}x{size} before the head"
 
 
 def parse_fixed(items: list[str]) -> dict[str, Any]:
