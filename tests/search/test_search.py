@@ -19,7 +19,7 @@ from nas.evaluation.reward import reward, reward_exponent
 from nas.search.command import busy_machine_note
 from nas.search.study import arch_key
 from nas.space.flops import count_flops, count_params
-from nas.space.search_space import SearchSpace, parse_fixed
+from nas.space.search_space import SearchSpace, auto_stem_stride, head_map_size, parse_fixed
 from nas.space.spec import efficientnet_b0, spec_from_dict
 from nas.training.config import DataError, TaskConfig
 from nas.training.data import load_task_data
@@ -246,10 +246,12 @@ def test_tiny_search_end_to_end_writes_every_trial(tmp_path):
     assert "Search id: 1" in result.stdout and "EfficientNet-B0 (same evaluator)" in result.stdout
     assert "multiply-accumulates" in result.stdout
     assert "Traceback" not in result.stderr and "[nni" not in result.stderr.lower()
+    assert "Stem stride 2 (auto: at 224 px B0's stride-2 stem leaves 7x7 before the head)" in result.stderr
     rows = trials(db)
     assert len(rows) == 3 and len({r["arch_key"] for r in rows}) == 3
     for row in rows:
         spec = spec_from_dict(__import__("json").loads(row["arch"]))
+        assert spec.stem_stride == 2
         assert row["flops"] == count_flops(spec, 224) and row["params"] == count_params(spec)
         if row["status"] == "complete":
             assert row["reward"] == pytest.approx(row["accuracy"] * (row["flops"] / 400e6) ** -0.07)
@@ -260,11 +262,17 @@ def test_tiny_search_end_to_end_writes_every_trial(tmp_path):
         assert c.execute("select status from searches").fetchone()[0] == "finished"
 
 
-def test_a_small_image_search_with_stem_stride_1_counts_and_trains_that_network(tmp_path):
+def test_the_stem_stride_rule_keeps_two_by_two_before_the_head():
+    assert auto_stem_stride(32)[0] == 1 and "1x1" in auto_stem_stride(32)[1]
+    assert [auto_stem_stride(size)[0] for size in (33, 48, 64, 96, 224)] == [2, 2, 2, 2, 2]
+    assert head_map_size(32, 1) == 2 and head_map_size(64, 2) == 2 and head_map_size(224, 2) == 7
+
+
+def test_a_small_image_search_gets_a_stride_1_stem_by_default_and_trains_that_network(tmp_path):
     db = tmp_path / "s.db"
-    result = run_search("--target-flops", "8M", "--resolution", "32", "--stem-stride", "1", "--trials", "2", *TINY,
-                        db=db, cwd=tmp_path)
+    result = run_search("--target-flops", "8M", "--resolution", "32", "--trials", "2", *TINY, db=db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "Stem stride 1 (auto: at 32 px B0's stride-2 stem would leave 1x1 before the head" in result.stderr
     assert "EfficientNet-B0, stem stride 1 (same evaluator)" in result.stdout
     for row in trials(db) + trials(db, role="reference"):
         spec = spec_from_dict(json.loads(row["arch"]))
