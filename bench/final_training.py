@@ -1,8 +1,8 @@
 """The found B0 against EfficientNet-B0, both trained to the end on Fashion-MNIST with the same recipe.
 
-Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride 1] [--weight-decay W]
+Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride auto] [--weight-decay W]
      [--subset N]
-1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M --stem-stride 1` finds a B0 (the
+1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` (stem stride auto: 1) finds a B0 (the
    search reads only Fashion-MNIST's 60k training images; a stride-1 stem keeps a 2x2 map before the head at
    32 px, where B0's own stem leaves 1x1);
 2. `python -m scaling.train --search 1` trains it from scratch (55k train / 5k validation), tests it on t10k;
@@ -26,6 +26,7 @@ from pathlib import Path
 from bench_json import default_path, machine_description, write_json
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 
 def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
@@ -43,7 +44,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=30, help="training epochs of both networks (30)")
     parser.add_argument("--trials", type=int, default=40, help="search trials (40)")
     parser.add_argument("--time-budget", default="9m", help="search time budget (9m)")
-    parser.add_argument("--stem-stride", default="1", choices=("1", "2"), help="stem stride of the search (1)")
+    parser.add_argument("--stem-stride", default="auto", choices=("auto", "1", "2"),
+                        help="stem stride of the search (auto: 1 at 32 px)")
     parser.add_argument("--weight-decay", help="scaling.train's --weight-decay for both networks (its default)")
     parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -71,6 +73,9 @@ def main() -> int:
     [found] = json.loads(found_result.stdout)
     [b0] = json.loads(b0_result.stdout)
     found["wall_seconds"], b0["wall_seconds"] = found_seconds, b0_seconds
+    for entry in (found, b0):
+        # Committed results name files relative to the repository, not where this machine keeps it.
+        entry["weights_path"] = Path(entry["weights_path"]).relative_to(REPO).as_posix()
     for entry, stderr in ((found, found_result.stderr), (b0, b0_result.stderr)):
         rates = [float(line.split(" images/s")[0].rsplit(" ", 1)[1]) for line in stderr.splitlines()
                  if " images/s" in line]

@@ -8,7 +8,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from db import IN_FLIGHT, TrainingStatus, TrialRole, TrialStatus
-from db.training import RunInfo
+from db.families import FamilyMember
+from db.training import TrainingRun
 from db.trials import TrialPoint
 from nas.evaluation.pareto import hypervolume_curve, pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
@@ -202,26 +203,26 @@ def architecture_figure(spec: ArchSpec) -> go.Figure:
     return figure
 
 
-def family_scaling_figure(members: list[dict[str, Any]]) -> go.Figure:
+def family_scaling_figure(members: list[FamilyMember]) -> go.Figure:
     """FLOPs and params against phi (log y), with the ideal 2^phi growth from B0's FLOPs."""
-    phis = [m["phi"] for m in members]
+    phis = [m.phi for m in members]
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=phis, y=[m["flops"] for m in members], mode="lines+markers", name="FLOPs"))
-    figure.add_trace(go.Scatter(x=phis, y=[members[0]["flops"] * 2**p for p in phis], mode="lines",
+    figure.add_trace(go.Scatter(x=phis, y=[m.flops for m in members], mode="lines+markers", name="FLOPs"))
+    figure.add_trace(go.Scatter(x=phis, y=[members[0].flops * 2**p for p in phis], mode="lines",
                                 line={"dash": "dash"}, name="ideal FLOPs: B0 x 2^phi"))
-    figure.add_trace(go.Scatter(x=phis, y=[m["params"] for m in members], mode="lines+markers", name="params"))
+    figure.add_trace(go.Scatter(x=phis, y=[m.params for m in members], mode="lines+markers", name="params"))
     figure.update_layout(xaxis={"title": {"text": "phi"}}, yaxis={"title": {"text": "count (log)"}, "type": "log"},
                          height=420, margin={"t": 30}, title={"text": FLOPS_CONVENTION, "font": {"size": 12}})
     return figure
 
 
-def family_accuracy_figure(members: list[dict[str, Any]], front: ParetoSeries | None) -> go.Figure:
+def family_accuracy_figure(members: list[FamilyMember], front: ParetoSeries | None) -> go.Figure:
     """Proxy accuracy vs. FLOPs of the members that have it, over the search's Pareto front."""
     figure = pareto_figure([front], "flops", show_dominated=True, color_by="search") if front else go.Figure()
-    measured = [m for m in members if m["accuracy"] is not None]
+    measured = [m for m in members if m.accuracy is not None]
     figure.add_trace(go.Scatter(
-        x=[m["flops"] for m in measured], y=[m["accuracy"] for m in measured], mode="lines+markers+text",
-        text=[m["name"] for m in measured], textposition="bottom right", name="family members",
+        x=[m.flops for m in measured], y=[m.accuracy for m in measured], mode="lines+markers+text",
+        text=[m.name for m in measured], textposition="bottom right", name="family members",
         marker={"symbol": "diamond", "size": 12, "color": "black"},
     ))
     figure.update_layout(xaxis={"title": {"text": COST_TITLES["flops"]}, "type": "log"},
@@ -234,12 +235,12 @@ class TrainedSeries:
     """The trained networks of one family (or one lone network), for the paper's Figure 1."""
 
     name: str
-    runs: list[RunInfo]
+    runs: list[TrainingRun]
 
 
-def trained_series(runs: list[RunInfo], family_names: dict[int, str]) -> list[TrainedSeries]:
+def trained_series(runs: list[TrainingRun], family_names: dict[int, str]) -> list[TrainedSeries]:
     """Complete runs grouped by family (a run of no family stands alone), each in FLOPs order."""
-    groups: dict[str, list[RunInfo]] = {}
+    groups: dict[str, list[TrainingRun]] = {}
     for run in runs:
         if run.status is not TrainingStatus.COMPLETE:
             continue
@@ -267,7 +268,7 @@ def trained_accuracy_figure(series: list[TrainedSeries], cost: str) -> go.Figure
     return figure
 
 
-def learning_curve_figure(run: RunInfo) -> go.Figure:
+def learning_curve_figure(run: TrainingRun) -> go.Figure:
     """Training loss and validation accuracy (raw and EMA weights) per epoch."""
     epochs = [p["epoch"] for p in run.curve]
     figure = go.Figure()

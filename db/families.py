@@ -18,7 +18,11 @@ from db.states import PointStatus
 
 
 @dataclass(frozen=True)
-class MemberInfo:
+class FamilyMember:
+    """One member of a family: how it is scaled from the baseline (multipliers, resolution, dropout), the network
+    that gives (`arch`, effnas's spec as JSON, and its block strings), what it costs (FLOPs at its resolution,
+    params, FLOPs over B0's) and, where it was measured, its proxy accuracy."""
+
     name: str
     phi: int
     width: float
@@ -34,9 +38,16 @@ class MemberInfo:
     accuracy: float | None = None
     train_seconds: float | None = None
 
+    @property
+    def ideal_ratio(self) -> float:
+        """What the scaling rule promises: 2^phi times B0's FLOPs."""
+        return 2.0**self.phi
+
 
 @dataclass(frozen=True)
-class GridPointInfo:
+class GridPoint:
+    """One (alpha, beta, gamma) of the compound-scaling grid search, applied at phi = 1, and its proxy result."""
+
     alpha: float
     beta: float
     gamma: float
@@ -51,7 +62,9 @@ class GridPointInfo:
 
 
 @dataclass(frozen=True)
-class FamilyInfo:
+class Family:
+    """A baseline grown into members B0..B{phi_max}, with the coefficients and grid search that made them."""
+
     name: str
     baseline_kind: str
     baseline_ref: str
@@ -63,8 +76,8 @@ class FamilyInfo:
     gamma: float | None
     base_resolution: int
     config: dict[str, Any]
-    members: list[MemberInfo]
-    grid_points: list[GridPointInfo] = field(default_factory=list)
+    members: list[FamilyMember]
+    grid_points: list[GridPoint] = field(default_factory=list)
     id: int | None = None
     created_at: datetime | None = None
 
@@ -83,11 +96,11 @@ class FamilyRow:
     created_at: datetime | None
 
 
-_MEMBER_FIELDS = tuple(MemberInfo.__dataclass_fields__)
-_POINT_FIELDS = tuple(GridPointInfo.__dataclass_fields__)
+_MEMBER_FIELDS = tuple(FamilyMember.__dataclass_fields__)
+_POINT_FIELDS = tuple(GridPoint.__dataclass_fields__)
 
 
-def store_family(db: Database, family: FamilyInfo) -> int:
+def store_family(db: Database, family: Family) -> int:
     """Write the family, its members and its grid points in one transaction; its id."""
     with db.writing() as session:
         record = FamilyRecord(
@@ -107,19 +120,19 @@ def store_family(db: Database, family: FamilyInfo) -> int:
         return record.id
 
 
-def get_family(db: Database, family_id: int) -> FamilyInfo | None:
+def get_family(db: Database, family_id: int) -> Family | None:
     with db.reading() as session:
         record = session.get(FamilyRecord, family_id)
         if record is None:
             return None
-        return FamilyInfo(
+        return Family(
             id=record.id, name=record.name, baseline_kind=record.baseline_kind, baseline_ref=record.baseline_ref,
             baseline_trial_id=record.baseline_trial_id, baseline_arch=record.baseline_arch,
             coefficient_source=record.coefficient_source, alpha=record.alpha, beta=record.beta, gamma=record.gamma,
             base_resolution=record.base_resolution, config=dict(record.config), created_at=record.created_at,
-            members=[MemberInfo(**{name: getattr(m, name) for name in _MEMBER_FIELDS}) for m in record.members],
+            members=[FamilyMember(**{name: getattr(m, name) for name in _MEMBER_FIELDS}) for m in record.members],
             grid_points=[
-                GridPointInfo(**{**{name: getattr(p, name) for name in _POINT_FIELDS},
+                GridPoint(**{**{name: getattr(p, name) for name in _POINT_FIELDS},
                                  "status": PointStatus(p.status)})
                 for p in record.grid_points
             ],

@@ -99,7 +99,6 @@ class FamilyRecord(Base):
     gamma: Mapped[Optional[float]] = mapped_column(Float)
     phi_max: Mapped[int] = mapped_column(Integer)
     base_resolution: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(20), default="complete")
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -7,7 +7,7 @@ file and its SHA-256) are written together when it ends; runs are never deleted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,11 @@ from db.states import TrainingStatus
 
 
 @dataclass(frozen=True)
-class NewRun:
+class TrainingRun:
+    """One full training of one network: what was trained, on which data, with which recipe, where; then, as
+    it goes, its curve (one point per epoch) and, when it ends, its status and results. A new run is written
+    with the fields before `id`; the database fills in the rest."""
+
     label: str
     arch: dict[str, Any]
     block_strings: str
@@ -31,71 +35,63 @@ class NewRun:
     resolution: int
     flops: int
     params: int
-    worker: str
+    worker: str | None
     family_id: int | None = None
     member: str | None = None
     trial_id: int | None = None
+    id: int | None = None
+    status: TrainingStatus = TrainingStatus.RUNNING
+    error: str | None = None
+    epochs_done: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    chosen_weights: str | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    seconds: float | None = None
+    checkpoint_path: str | None = None
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The run as effnas prints and exports it (`scaling.train --format json`, `family.json`)."""
+        return {"run_id": self.id, "label": self.label, "member": self.member, "family_id": self.family_id,
+                "dataset": self.dataset, "status": self.status.value, "test_accuracy": self.test_accuracy,
+                "val_accuracy": self.val_accuracy, "params": self.params, "flops": self.flops,
+                "resolution": self.resolution, "seconds": self.seconds, "epochs": self.epochs_done,
+                "chosen_weights": self.chosen_weights, "best_epoch": self.best_epoch,
+                "weights_path": self.weights_path, "weights_sha256": self.weights_sha256,
+                "block_strings": self.block_strings, "recipe": self.recipe}
 
 
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    family_id: int | None
-    member: str | None
-    trial_id: int | None
-    label: str
-    arch: dict[str, Any]
-    block_strings: str
-    dataset: str
-    data: dict[str, Any]
-    recipe: dict[str, Any]
-    recipe_key: str
-    device: str
-    resolution: int
-    flops: int
-    params: int
-    status: TrainingStatus
-    error: str | None
-    epochs_done: int
-    curve: list[dict[str, Any]]
-    best_epoch: int | None
-    chosen_weights: str | None
-    val_accuracy: float | None
-    test_accuracy: float | None
-    seconds: float | None
-    checkpoint_path: str | None
-    weights_path: str | None
-    weights_sha256: str | None
-    worker: str | None
-    created_at: datetime | None
-    finished_at: datetime | None
-
-
-_FIELDS = tuple(f.name for f in fields(RunInfo))
+_FIELDS = tuple(f.name for f in fields(TrainingRun))
+_NEW_FIELDS = _FIELDS[:_FIELDS.index("id")]
 _RESULT_FIELDS = {"best_epoch", "chosen_weights", "val_accuracy", "test_accuracy", "seconds", "weights_path",
                   "weights_sha256", "error", "checkpoint_path"}
 
 
-def _info(row: TrainingRunRecord) -> RunInfo:
+def _run(row: TrainingRunRecord) -> TrainingRun:
     values = {name: getattr(row, name) for name in _FIELDS}
     values.update(status=TrainingStatus(row.status), curve=list(row.curve or []))
-    return RunInfo(**values)
+    return TrainingRun(**values)
 
 
-def create_run(db: Database, run: NewRun) -> int:
-    """A new run in status running, with no epoch done; its id."""
+def create_run(db: Database, run: TrainingRun) -> int:
+    """Store a new run (its fields before `id`) in status running, with no epoch done; its id."""
     with db.writing() as session:
-        record = TrainingRunRecord(**{f.name: getattr(run, f.name) for f in fields(NewRun)},
+        record = TrainingRunRecord(**{name: getattr(run, name) for name in _NEW_FIELDS},
                                    status=TrainingStatus.RUNNING.value, epochs_done=0, curve=[])
         session.add(record)
         session.flush()
         return record.id
 
 
-def get_run(db: Database, run_id: int) -> RunInfo | None:
+def get_run(db: Database, run_id: int) -> TrainingRun | None:
     with db.reading() as session:
         row = session.get(TrainingRunRecord, run_id)
-        return None if row is None else _info(row)
+        return None if row is None else _run(row)
 
 
 def record_epoch(db: Database, run_id: int, point: dict[str, Any], checkpoint_path: str) -> None:
@@ -124,7 +120,7 @@ def end_run(db: Database, run_id: int, status: TrainingStatus, **results: Any) -
             status=status.value, finished_at=utcnow(), **results))
 
 
-def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None = None) -> list[RunInfo]:
+def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None = None) -> list[TrainingRun]:
     """Runs, oldest first; only those of one family or one data set when asked."""
     query = select(TrainingRunRecord).order_by(TrainingRunRecord.id)
     if family_id is not None:
@@ -132,4 +128,4 @@ def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None
     if dataset is not None:
         query = query.where(TrainingRunRecord.dataset == dataset)
     with db.reading() as session:
-        return [_info(row) for row in session.scalars(query)]
+        return [_run(row) for row in session.scalars(query)]

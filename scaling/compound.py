@@ -1,33 +1,26 @@
 """Compound scaling: depth alpha^phi, width beta^phi, resolution gamma^phi, with alpha * beta^2 * gamma^2 ~ 2.
 
 A member of a family is its baseline spec with other global multipliers, resolution and dropout; depth and width
-reach the network through the builder's official `round_repeats` / `round_filters`.
+reach the network through the builder's official `round_repeats` / `round_filters`. The functions here return
+members as the database stores them (`db.families.FamilyMember`).
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from nas.space.spec import OFFICIAL_COEFFICIENTS, ArchSpec
+from db.families import FamilyMember
+from nas.space.flops import count_flops, count_params
+from nas.space.spec import OFFICIAL_COEFFICIENTS, ArchSpec, spec_to_dict
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
 RESOLUTION_DIVISOR = 8
 SOURCES = ("paper", "official", "grid")
 OFFICIAL_BASE_RESOLUTION = OFFICIAL_COEFFICIENTS["efficientnet-b0"].resolution
-
-
-@dataclass(frozen=True)
-class MemberPlan:
-    """How one member is scaled from the baseline."""
-
-    name: str
-    phi: int
-    width: float
-    depth: float
-    resolution_mult: float
-    resolution: int
-    dropout: float
+# The grid search's spacing of alpha, beta and gamma, and how far alpha*beta^2*gamma^2 may stray from 2.
+GRID_STEP = 0.1
+GRID_TOLERANCE = 0.1
 
 
 def round_resolution(value: float, divisor: int = RESOLUTION_DIVISOR) -> int:
@@ -45,49 +38,51 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
-def compound_plans(alpha: float, beta: float, gamma: float, phi_max: int, base_resolution: int) -> list[MemberPlan]:
+def scaled_spec(baseline: ArchSpec, width: float, depth: float, resolution: int, dropout: float) -> ArchSpec:
+    """The baseline grown by these multipliers (they compose with any the baseline already has)."""
+    return replace(baseline, width=baseline.width * width, depth=baseline.depth * depth, resolution=resolution,
+                   dropout=dropout)
+
+
+def _members(baseline: ArchSpec, rows: list[tuple[int, float, float, float, int, float]]) -> list[FamilyMember]:
+    """Members from (phi, width, depth, resolution multiplier, resolution, dropout) rows, the first being B0."""
+    members = []
+    for phi, width, depth, resolution_mult, resolution, dropout in rows:
+        spec = scaled_spec(baseline, width, depth, resolution, dropout)
+        flops = count_flops(spec)
+        members.append(FamilyMember(
+            name=f"B{phi}", phi=phi, width=width, depth=depth, resolution_mult=resolution_mult,
+            resolution=resolution, dropout=dropout, params=count_params(spec), flops=flops,
+            flops_ratio=flops / (members[0].flops if members else flops), arch=spec_to_dict(spec),
+            block_strings=" ".join(spec.block_strings()),
+        ))
+    return members
+
+
+def compound_members(baseline: ArchSpec, alpha: float, beta: float, gamma: float, phi_max: int) -> list[FamilyMember]:
     """Members B0..B{phi_max} by the paper's rule; resolutions rounded to a multiple of 8."""
-    return [
-        MemberPlan(
-            name=f"B{phi}",
-            phi=phi,
-            width=beta**phi,
-            depth=alpha**phi,
-            resolution_mult=gamma**phi,
-            resolution=round_resolution(base_resolution * gamma**phi),
-            dropout=dropout_for(phi),
-        )
+    return _members(baseline, [
+        (phi, beta**phi, alpha**phi, gamma**phi, round_resolution(baseline.resolution * gamma**phi), dropout_for(phi))
         for phi in range(phi_max + 1)
-    ]
+    ])
 
 
-def official_plans(phi_max: int, base_resolution: int) -> list[MemberPlan]:
+def official_members(baseline: ArchSpec, phi_max: int) -> list[FamilyMember]:
     """Members from the published B0..B7 table; resolutions relative to the baseline's (exact at 224)."""
     if phi_max > 7:
         raise ValueError("the official table stops at B7 (--phi-max 7)")
-    plans = []
+    rows = []
     for phi in range(phi_max + 1):
         row = OFFICIAL_COEFFICIENTS[f"efficientnet-b{phi}"]
         mult = row.resolution / OFFICIAL_BASE_RESOLUTION
-        resolution = row.resolution if base_resolution == OFFICIAL_BASE_RESOLUTION else round_resolution(
-            base_resolution * mult
-        )
-        plans.append(MemberPlan(f"B{phi}", phi, row.width, row.depth, mult, resolution, row.dropout))
-    return plans
+        resolution = (row.resolution if baseline.resolution == OFFICIAL_BASE_RESOLUTION
+                      else round_resolution(baseline.resolution * mult))
+        rows.append((phi, row.width, row.depth, mult, resolution, row.dropout))
+    return _members(baseline, rows)
 
 
-def member_spec(baseline: ArchSpec, plan: MemberPlan) -> ArchSpec:
-    """The baseline grown by `plan` (multipliers compose with any the baseline already has)."""
-    return replace(
-        baseline,
-        width=baseline.width * plan.width,
-        depth=baseline.depth * plan.depth,
-        resolution=plan.resolution,
-        dropout=plan.dropout,
-    )
-
-
-def grid_points(step: float = 0.05, tolerance: float = 0.1, limit: float = 2.0) -> list[tuple[float, float, float]]:
+def grid_points(step: float = GRID_STEP, tolerance: float = GRID_TOLERANCE,
+                limit: float = 2.0) -> list[tuple[float, float, float]]:
     """(alpha, beta, gamma) >= 1 on a grid of `step` with alpha * beta^2 * gamma^2 within `tolerance` of 2."""
     values = [round(1.0 + step * i, 6) for i in range(int(1.0 / step) + 1)]
     return [

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, DatabaseError, open_database, resolve_url
-from db.families import get_family
+from db.families import Family, get_family
+from db.training import TrainingRun
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
 from nas.training.weights import TrainedWeights, WeightsError, load_weights
-from scaling.family import family_summary, latest_trained_runs
+from scaling.family import family_json, latest_trained_runs
 
 FORMATS = ("json", "onnx", "torchscript", "weights")
 SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt", "weights": ".weights.pt"}
@@ -65,13 +66,14 @@ def tf_params(spec: ArchSpec) -> dict[str, Any]:
     }
 
 
-def member_formats(member: dict[str, Any], formats: tuple[str, ...]) -> tuple[str, ...]:
-    """The formats written for `member`: weights only where it was trained."""
-    return tuple(fmt for fmt in formats if fmt != "weights" or member.get("training_run"))
+def member_formats(trained: bool, formats: tuple[str, ...]) -> tuple[str, ...]:
+    """The formats written for a member: weights only where it was `trained`."""
+    return tuple(fmt for fmt in formats if fmt != "weights" or trained)
 
 
-def planned_files(summary: dict[str, Any], formats: tuple[str, ...]) -> list[str]:
-    return [MANIFEST] + [member_file(m["name"], fmt) for m in summary["members"] for fmt in member_formats(m, formats)]
+def planned_files(family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> list[str]:
+    return [MANIFEST] + [member_file(m.name, fmt) for m in family.members
+                         for fmt in member_formats(m.name in runs, formats)]
 
 
 def check_output_dir(out: Path, files: list[str], force: bool) -> None:
@@ -120,26 +122,28 @@ def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...
 
 
 def export_family(
-    summary: dict[str, Any],
+    family: Family,
+    runs: dict[str, TrainingRun],
     out: Path,
     formats: tuple[str, ...] = FORMATS,
     on_member: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Write the family's files into `out` (which must already be checked); return the paths written."""
+    """Write the family's files into `out` (which must already be checked), with the trained weights of the
+    members in `runs` (member name -> training run); return the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    manifest = {**summary, "formats": list(formats), "members": []}
-    for member in summary["members"]:
-        name = member["name"]
-        run = member.get("training_run")
-        trained = load_weights(run["weights_path"], run["weights_sha256"]) if run else None
-        chosen = member_formats(member, formats)
-        spec = trained.spec if trained is not None else spec_from_dict(member["arch"])
+    manifest = {**family_json(family, runs), "formats": list(formats), "members": []}
+    for member, described in zip(family.members, family_json(family, runs)["members"]):
+        name = member.name
+        run = runs.get(name)
+        trained = load_weights(run.weights_path, run.weights_sha256) if run else None
+        chosen = member_formats(trained is not None, formats)
+        spec = trained.spec if trained is not None else spec_from_dict(member.arch)
         _export_member(spec, name, out, chosen, trained)
         files = {fmt: member_file(name, fmt) for fmt in chosen}
         written += [out / path for path in files.values()]
         manifest["members"].append({
-            **{k: v for k, v in member.items() if k != "arch"}, "files": files, "tf": tf_params(spec),
+            **described, "files": files, "tf": tf_params(spec),
             "trained": trained is not None,
             "input": ({"pixels": "float in [0, 1]", "shape": ["N", spec.in_channels, spec.resolution,
                                                                spec.resolution],
@@ -152,15 +156,12 @@ def export_family(
     return [out / MANIFEST] + written
 
 
-def load_family_summary(db: Database, family_id: int) -> dict[str, Any]:
-    """The stored family with each member's full spec (for building it)."""
+def load_family(db: Database, family_id: int) -> tuple[Family, dict[str, TrainingRun]]:
+    """The stored family and its members' latest complete training runs; UsageError when there is none."""
     family = get_family(db, family_id)
     if family is None:
         raise UsageError(f"no family with id {family_id}")
-    summary = family_summary(family, latest_trained_runs(db, family_id))
-    for member, stored in zip(summary["members"], family.members):
-        member["arch"] = stored.arch
-    return summary
+    return family, latest_trained_runs(db, family_id)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,11 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         formats = parse_formats(args.files)
-        summary = load_family_summary(open_database(resolve_url(args.db), create=False), args.family)
-        check_output_dir(out, planned_files(summary, formats), args.force)
+        family, runs = load_family(open_database(resolve_url(args.db), create=False), args.family)
+        check_output_dir(out, planned_files(family, runs, formats), args.force)
     except (UsageError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
-    total = len(summary["members"])
+    total = len(family.members)
     done = []
 
     def progress(name: str) -> None:
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {name} ({len(done)}/{total})", file=sys.stderr, flush=True)
 
     try:
-        paths = export_family(summary, out, formats, progress)
+        paths = export_family(family, runs, out, formats, progress)
     except WeightsError as exc:
         fail(str(exc), code=1, prog=parser.prog)
     except OSError as exc:

@@ -9,26 +9,16 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from db import DatabaseError, TrialStatus, db_argument, open_database, resolve_url, searches, trials
-from db.families import get_family
+from db import DatabaseError, db_argument, open_database, resolve_url
+from db.families import Family, FamilyMember, GridPoint, get_family, store_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_float, parse_flops
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.space.spec import SpecError, from_json, named_spec, spec_from_dict
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, default
-from scaling.compound import SOURCES, flops_factor
-from scaling.family import (
-    Baseline,
-    GridPoint,
-    Member,
-    ProxyEvaluator,
-    evaluate_members,
-    family_summary,
-    grow_family,
-    save_family,
-)
+from scaling.baseline import BASELINE_OPTIONS, resolve_baseline
+from scaling.compound import GRID_STEP, GRID_TOLERANCE, SOURCES, flops_factor
+from scaling.family import ProxyEvaluator, evaluate_members, family_json, grow_family
 
 FORMATS = ("table", "json")
 
@@ -55,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
     proxy.add_argument("--evaluate-max-flops", default=DEFAULT_EVALUATE_MAX_FLOPS,
                        help=f"FLOPs cap for --evaluate ({DEFAULT_EVALUATE_MAX_FLOPS})")
-    proxy.add_argument("--grid-step", type=finite_float, default=0.1, help="grid spacing of alpha, beta, gamma (0.1)")
-    proxy.add_argument("--grid-tolerance", type=finite_float, default=0.1,
-                       help="keep grid points with |alpha*beta^2*gamma^2 - 2| within this (0.1)")
+    proxy.add_argument("--grid-step", type=finite_float, default=GRID_STEP,
+                       help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
+    proxy.add_argument("--grid-tolerance", type=finite_float, default=GRID_TOLERANCE,
+                       help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
     proxy.add_argument("--dataset", choices=DATASETS,
                        help=f"proxy data set (default: the search's, else {default(TaskConfig, 'dataset')})")
     proxy.add_argument("--data-dir", default=None, help="folder of the data set (cifar10, imagefolder)")
@@ -70,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    chosen = [flag for flag in ("search", "trial", "arch", "baseline") if getattr(args, flag) is not None]
+    chosen = [flag for flag in BASELINE_OPTIONS if getattr(args, flag) is not None]
     if len(chosen) != 1:
         raise UsageError("give exactly one baseline: --search ID, --trial ID, --arch FILE.json or --baseline NAME")
     if args.phi_max < 1:
@@ -83,41 +74,6 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.subset is not None and args.subset < 10:
         raise UsageError(f"--subset must be at least 10, got {args.subset}")
-
-
-def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, SearchConfig | None]:
-    """The baseline spec and, where it comes from a search, that search's configuration (for the proxy)."""
-    if args.baseline is not None:
-        try:
-            return Baseline(named_spec(args.baseline), "name", args.baseline), None
-        except SpecError as exc:
-            raise UsageError(str(exc)) from None
-    if args.arch is not None:
-        path = Path(args.arch)
-        try:
-            spec = from_json(path.read_text())
-        except OSError as exc:
-            raise UsageError(f"cannot read {args.arch}: {exc.strerror}") from None
-        except SpecError as exc:
-            raise UsageError(f"{args.arch}: {exc}") from None
-        return Baseline(spec, "file", str(path.resolve())), None
-    db = open_database(db_url, create=False)
-    if args.search is not None:
-        search = searches.get_search(db, args.search)
-        if search is None:
-            raise UsageError(f"no search with id {args.search}")
-        trial = trials.best_trial(db, args.search)
-        if trial is None:
-            raise UsageError(f"search {args.search} has no completed trial to scale")
-    else:
-        trial = trials.get_trial(db, args.trial)
-        if trial is None:
-            raise UsageError(f"no trial with id {args.trial}")
-        if trial.status is not TrialStatus.COMPLETE:
-            raise UsageError(f"trial {args.trial} is {trial.status}, not complete")
-        search = searches.get_search(db, trial.search_id)
-    ref = f"search {search.id}, trial {trial.number}"
-    return Baseline(spec_from_dict(trial.arch), "trial", ref, trial.id), SearchConfig.from_config(search.config)
 
 
 def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvaluator:
@@ -137,43 +93,39 @@ def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvalua
     return evaluator
 
 
-def family_table(summary: dict[str, Any], db_arg: str) -> str:
-    coefficients = summary["coefficients"]
-    if coefficients["source"] == "official":
+def family_table(family: Family, db_arg: str) -> str:
+    if family.coefficient_source == "official":
         how = "official per-model table (width, depth, resolution, dropout of B0-B7)"
         rounding = "resolutions as published"
     else:
-        a, b, g = coefficients["alpha"], coefficients["beta"], coefficients["gamma"]
-        base = summary["members"][0]["resolution"]
-        how = (f"{coefficients['source']}: alpha {a:g}, beta {b:g}, gamma {g:g} "
+        a, b, g = family.alpha, family.beta, family.gamma
+        how = (f"{family.coefficient_source}: alpha {a:g}, beta {b:g}, gamma {g:g} "
                f"(alpha*beta^2*gamma^2 = {flops_factor(a, b, g):.3f}); depth alpha^phi, width beta^phi, "
-               f"resolution gamma^phi x {base}")
+               f"resolution gamma^phi x {family.base_resolution}")
         rounding = "resolutions rounded to a multiple of 8"
-    family_id = summary["family_id"]
     lines = [
-        f"Family {family_id} from {summary['baseline']['ref']}, coefficients {how}.",
+        f"Family {family.id} from {family.baseline_ref}, coefficients {how}.",
         f"Channels by round_filters, repeats by round_repeats (official rules); {rounding}. {FLOPS_CONVENTION}.",
     ]
-    done = [p for p in summary["grid"] if p["proxy_accuracy"] is not None]
+    done = [p for p in family.grid_points if p.accuracy is not None]
     if done:
-        lines.append(f"Grid search: {len(summary['grid'])} points at phi=1 ({len(done)} trained), best proxy accuracy "
-                     f"{max(p['proxy_accuracy'] for p in done):.4f}.")
+        lines.append(f"Grid search: {len(family.grid_points)} points at phi=1 ({len(done)} trained), best proxy "
+                     f"accuracy {max(p.accuracy for p in done):.4f}.")
     lines.append("")
     header = (f"{'name':6}{'phi':>4}{'width':>8}{'depth':>8}{'resolution':>12}{'params':>10}{'FLOPs':>10}"
               f"{'FLOPs/B0':>10}{'2^phi':>8}")
-    has_acc = any(m["proxy_accuracy"] is not None for m in summary["members"])
+    has_acc = any(m.accuracy is not None for m in family.members)
     if has_acc:
         header += f"{'proxy acc':>11}"
     lines.append(header)
-    for m in summary["members"]:
-        row = (f"{m['name']:6}{m['phi']:>4}{m['width']:>8.3f}{m['depth']:>8.3f}{m['resolution']:>12}"
-               f"{format_params(m['params']):>10}{format_flops(m['flops']):>10}{m['flops_ratio']:>10.2f}"
-               f"{m['ideal_ratio']:>8.0f}")
+    for m in family.members:
+        row = (f"{m.name:6}{m.phi:>4}{m.width:>8.3f}{m.depth:>8.3f}{m.resolution:>12}{format_params(m.params):>10}"
+               f"{format_flops(m.flops):>10}{m.flops_ratio:>10.2f}{m.ideal_ratio:>8.0f}")
         if has_acc:
-            row += f"{m['proxy_accuracy']:>11.4f}" if m["proxy_accuracy"] is not None else f"{'-':>11}"
+            row += f"{m.accuracy:>11.4f}" if m.accuracy is not None else f"{'-':>11}"
         lines.append(row)
-    lines += ["", f"Family id: {family_id}",
-              f"Export it: python -m scaling.export --family {family_id} --out family-{family_id}{db_arg}"]
+    lines += ["", f"Family id: {family.id}",
+              f"Export it: python -m scaling.export --family {family.id} --out family-{family.id}{db_arg}"]
     return "\n".join(lines)
 
 
@@ -200,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
                   f"({format_flops(point.flops)} FLOPs) -> {result}", file=sys.stderr, flush=True)
 
-    def member_progress(member: Member) -> None:
+    def member_progress(member: FamilyMember) -> None:
         if not quiet:
-            print(f"{member.plan.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
+            print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
 
+    name = args.name or f"{baseline.ref} x {args.coefficients}"
     try:
-        family = grow_family(baseline, args.coefficients, args.phi_max, evaluator, args.grid_step,
+        family = grow_family(baseline, args.coefficients, args.phi_max, name, evaluator, args.grid_step,
                              args.grid_tolerance, grid_progress)
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
@@ -214,13 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nInterrupted; no family was stored.", file=sys.stderr)
         return 130
-    name = args.name or f"{baseline.ref} x {args.coefficients}"
-    family_id = save_family(db, family, name)
-    summary = family_summary(get_family(db, family_id))
+    family = get_family(db, store_family(db, family))
     if args.format == "json":
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(family_json(family), indent=2))
     else:
-        print(family_table(summary, db_argument(db_url)))
+        print(family_table(family, db_argument(db_url)))
     return 0
 
 

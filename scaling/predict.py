@@ -27,7 +27,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def find_run(db, args) -> training.RunInfo:
+def find_run(db, args) -> training.TrainingRun:
     if args.run is not None:
         if args.family is not None or args.member is not None:
             raise UsageError("give either --run RUN_ID or --family ID --member NAME")

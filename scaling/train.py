@@ -27,7 +27,7 @@ from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_fl
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
-from scaling.grow import resolve_baseline
+from scaling.baseline import BASELINE_OPTIONS, resolve_baseline
 
 FORMATS = ("table", "json")
 RUNS_DIR = Path(".effnas") / "training"
@@ -116,7 +116,7 @@ def _member_resolution(base: int, resolution_mult: float) -> int:
 
 def resolve_targets(args: argparse.Namespace, db_url: str) -> list[Target]:
     """The networks to train, each at its training resolution; UsageError names what is wrong."""
-    chosen = [flag for flag in ("search", "trial", "arch", "baseline", "family") if getattr(args, flag) is not None]
+    chosen = [flag for flag in (*BASELINE_OPTIONS, "family") if getattr(args, flag) is not None]
     if len(chosen) != 1:
         raise UsageError("give exactly one of --search ID, --trial ID, --arch FILE.json, --baseline NAME, "
                          "--family ID (or --resume RUN_ID)")
@@ -204,7 +204,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def train_run(db: Database, job: Job, run_dir: Path) -> training.RunInfo:
+def train_run(db: Database, job: Job, run_dir: Path) -> training.TrainingRun:
     """Train (or continue) a run to its last epoch, checkpointing each; return the stored run."""
     from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from nas.training.engine import Trainer
@@ -244,15 +244,7 @@ def train_run(db: Database, job: Job, run_dir: Path) -> training.RunInfo:
     return training.get_run(db, run_id)
 
 
-def _result(run: training.RunInfo) -> dict[str, Any]:
-    return {"run_id": run.id, "label": run.label, "member": run.member, "family_id": run.family_id,
-            "test_accuracy": run.test_accuracy, "val_accuracy": run.val_accuracy, "params": run.params,
-            "flops": run.flops, "resolution": run.resolution, "seconds": run.seconds, "epochs": run.epochs_done,
-            "chosen_weights": run.chosen_weights, "best_epoch": run.best_epoch, "weights_path": run.weights_path,
-            "weights_sha256": run.weights_sha256, "block_strings": run.block_strings, "recipe": run.recipe}
-
-
-def results_table(runs: list[training.RunInfo]) -> str:
+def results_table(runs: list[training.TrainingRun]) -> str:
     lines = [f"{FLOPS_CONVENTION}, counted at each network's training resolution. Accuracy: trained, on the "
              "test split (chosen on the validation split).", "",
              f"{'run':>4}  {'network':28}{'res':>5}{'params':>9}{'FLOPs':>9}{'test acc':>10}{'val acc':>9}"
@@ -316,7 +308,7 @@ def _train(args: argparse.Namespace, parser: CommandParser) -> int:
             training.end_run(db, run_id, TrainingStatus.FAILED, error=message)
             fail(message, code=1, prog=parser.prog)
     if args.format == "json":
-        print(json.dumps([_result(run) for run in finished], indent=2))
+        print(json.dumps([run.to_json() for run in finished], indent=2))
     else:
         print(results_table(finished))
     return 0
@@ -382,7 +374,7 @@ def _store_job(db: Database, args: argparse.Namespace, target: Target, data: Tas
 
     spec = trained_spec(target.spec, data, recipe)
     device = data.device.type
-    run_id = training.create_run(db, training.NewRun(
+    run_id = training.create_run(db, training.TrainingRun(
         label=target.label, arch=spec_to_dict(spec), block_strings=" ".join(spec.block_strings()),
         dataset=task.dataset, data=_data_config(task, args, spec.resolution), recipe=recipe.to_dict(),
         recipe_key=recipe.key(), device=device, resolution=spec.resolution, flops=count_flops(spec),
@@ -418,7 +410,7 @@ def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
                 run.label, True, out_dir)]
 
 
-def _run_job(db: Database, job: Job) -> training.RunInfo:
+def _run_job(db: Database, job: Job) -> training.TrainingRun:
     run_dir = (job.out_dir / f"run-{job.run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     return train_run(db, job, run_dir)

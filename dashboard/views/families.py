@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import tempfile
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -14,22 +13,22 @@ import streamlit as st
 
 from dashboard import figures
 from db import Database
-from db.families import get_family, list_families
+from db.families import Family, get_family, list_families
 from db.searches import SearchRow
-from db.training import list_runs
+from db.training import TrainingRun, list_runs
 from db.trials import trial_points
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from scaling.export import FORMATS, export_family, load_family_summary
+from scaling.export import FORMATS, export_family, load_family
 from scaling.family import latest_trained_runs
 
 
-def family_zip(summary: dict, formats: tuple[str, ...]) -> bytes:
+def family_zip(family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
-        paths = export_family(summary, Path(folder), formats)
+        paths = export_family(family, runs, Path(folder), formats)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in paths:
-                archive.write(path, arcname=f"family-{summary['family_id']}/{path.name}")
+                archive.write(path, arcname=f"family-{family.id}/{path.name}")
     return buffer.getvalue()
 
 
@@ -42,16 +41,16 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     by_id = {f.id: f for f in families}
     chosen = st.selectbox("Family", list(by_id), format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].source})")
     family = by_id[chosen]
-    members = [asdict(m) for m in get_family(db, family.id).members]
+    members = get_family(db, family.id).members
     trained = latest_trained_runs(db, family.id)
     trials = trial_points(db, [family.search_id]) if family.search_id else []
     st.caption(f"Baseline: {family.baseline_ref}. Coefficients: {family.source}. {FLOPS_CONVENTION}, at each "
                "member's resolution.")
     table = pd.DataFrame([{
-        "name": m["name"], "phi": m["phi"], "width": round(m["width"], 3), "depth": round(m["depth"], 3),
-        "resolution": m["resolution"], "params": format_params(m["params"]), "FLOPs": format_flops(m["flops"]),
-        "FLOPs/B0": round(m["flops_ratio"], 2), "2^phi": 2 ** m["phi"], "proxy accuracy": m["accuracy"],
-        "test accuracy (trained)": trained[m["name"]].test_accuracy if m["name"] in trained else None,
+        "name": m.name, "phi": m.phi, "width": round(m.width, 3), "depth": round(m.depth, 3),
+        "resolution": m.resolution, "params": format_params(m.params), "FLOPs": format_flops(m.flops),
+        "FLOPs/B0": round(m.flops_ratio, 2), "2^phi": m.ideal_ratio, "proxy accuracy": m.accuracy,
+        "test accuracy (trained)": trained[m.name].test_accuracy if m.name in trained else None,
     } for m in members])
     st.dataframe(table, hide_index=True, width="stretch")
     left, right = st.columns(2)
@@ -61,7 +60,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         search_name = next((s.name for s in searches if s.id == family.search_id), "")
         front = (figures.pareto_series(family.search_id, search_name, None, trials, "flops")
                  if family.search_id else None)
-        if any(m["accuracy"] is not None for m in members) or front is not None:
+        if any(m.accuracy is not None for m in members) or front is not None:
             st.plotly_chart(figures.family_accuracy_figure(members, front), width="stretch", key="family-accuracy")
         else:
             st.info("No proxy accuracy for these members: grow with `--evaluate` to measure it.")
@@ -70,7 +69,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     key = f"zip-{family.id}-{','.join(formats)}"
     if st.button("Prepare download", disabled=not formats):
         with st.spinner("Exporting the family ..."):
-            st.session_state[key] = family_zip(load_family_summary(db, family.id), tuple(formats))
+            st.session_state[key] = family_zip(*load_family(db, family.id), tuple(formats))
     if key in st.session_state:
         st.download_button("Download family (zip)", st.session_state[key], file_name=f"family-{family.id}.zip",
                            mime="application/zip")

@@ -15,8 +15,8 @@ import torch
 from nas.space.builder import build_model, network_layout
 from nas.space.flops import count_flops, count_params, measure_params
 from nas.space.search_space import SearchSpace
-from nas.space.spec import decode, efficientnet_b0, from_json, named_spec, to_json
-from scaling.compound import PAPER_COEFFICIENTS, compound_plans, grid_points, member_spec, official_plans
+from nas.space.spec import decode, efficientnet_b0, from_json, named_spec, spec_from_dict, to_json
+from scaling.compound import PAPER_COEFFICIENTS, compound_members, grid_points, official_members
 
 # the stated band: FLOPs/B0 stays within a factor sqrt(2) of the ideal 2^phi (|log2(ratio) - phi| <= 0.5)
 BAND = 0.5
@@ -41,20 +41,20 @@ def write_tiny_arch(folder: Path) -> Path:
 @pytest.mark.parametrize("baseline", [efficientnet_b0(), SearchSpace(10, 1).decode(
     {label: values[i % len(values)] for i, (label, values) in enumerate(SearchSpace(10, 1).choices())})])
 def test_paper_mode_flops_grow_monotonically_and_about_2_to_the_phi(baseline):
-    plans = compound_plans(*PAPER_COEFFICIENTS, 7, baseline.resolution)
-    flops = [count_flops(member_spec(baseline, plan)) for plan in plans]
-    assert flops == sorted(flops) and len(set(flops)) == len(flops)
-    for plan, value in zip(plans, flops):
-        assert abs(math.log2(value / flops[0]) - plan.phi) <= BAND, (plan, value / flops[0])
-        assert plan.resolution % 8 == 0
+    members = compound_members(baseline, *PAPER_COEFFICIENTS, 7)
+    flops = [count_flops(spec_from_dict(member.arch)) for member in members]
+    assert flops == sorted(flops) and len(set(flops)) == len(flops) and flops == [m.flops for m in members]
+    for member, value in zip(members, flops):
+        assert abs(math.log2(value / flops[0]) - member.phi) <= BAND, (member.name, value / flops[0])
+        assert member.resolution % 8 == 0 and member.flops_ratio == value / flops[0]
 
 
 def test_official_mode_on_official_b0_reproduces_b1_to_b7_exactly():
     b0 = efficientnet_b0()
-    for plan in official_plans(7, 224):
-        grown = member_spec(b0, plan)
-        official = named_spec(f"efficientnet-b{plan.phi}")
-        assert plan.resolution == official.resolution
+    for member in official_members(b0, 7):
+        grown = spec_from_dict(member.arch)
+        official = named_spec(f"efficientnet-b{member.phi}")
+        assert member.resolution == official.resolution
         ours, theirs = network_layout(grown), network_layout(official)
         assert [len(stage) for stage in ours.stages] == [len(stage) for stage in theirs.stages]
         assert [stage[0].out_channels for stage in ours.stages] == [stage[0].out_channels for stage in theirs.stages]
@@ -62,7 +62,7 @@ def test_official_mode_on_official_b0_reproduces_b1_to_b7_exactly():
         assert count_params(grown) == count_params(official)
         assert count_flops(grown) == count_flops(official)
     # torchvision/timm efficientnet_b7: 66,347,960 parameters, 600x600 input
-    assert count_params(member_spec(b0, official_plans(7, 224)[7])) == 66_347_960
+    assert official_members(b0, 7)[7].params == 66_347_960
 
 
 def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
