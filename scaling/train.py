@@ -260,25 +260,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from nas.training.data import resolve_device
-    from nas.training.memory import cpu_memory_limit
-
-    try:
-        # CUDA reserves far more address space than it uses: the cap is for CPU training only.
-        on_cpu = resolve_device(args.device) == "cpu"
-    except DataError as exc:
-        fail(str(exc), prog=parser.prog)
-    with cpu_memory_limit() if on_cpu else contextlib.nullcontext():
-        return _train(args, parser)
+    with contextlib.ExitStack() as memory_cap:
+        return _train(args, parser, memory_cap)
 
 
-def _train(args: argparse.Namespace, parser: CommandParser) -> int:
-    from nas.training.memory import is_out_of_memory
-
+def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextlib.ExitStack) -> int:
     db_url = resolve_url(args.db)
     try:
         _check_numbers(args)
         max_flops = parse_flops(args.max_flops)
+        from nas.training.data import resolve_device
+        from nas.training.memory import cpu_memory_limit, is_out_of_memory
+
+        # CUDA reserves far more address space than it uses: the cap is for CPU training only.
+        if resolve_device(args.device) == "cpu":
+            memory_cap.enter_context(cpu_memory_limit())
         if args.resume is not None:
             db = open_database(db_url, create=False, migrate=True)
             jobs = _resume_job(db, args)

@@ -46,7 +46,7 @@ class EpochResult:
     epoch: int
     loss: float
     val_accuracy: float
-    val_accuracy_ema: float
+    val_accuracy_ema: float | None
     seconds: float
     images_per_second: float
 
@@ -253,12 +253,14 @@ class Trainer:
         return self.accuracy(model, self.data.val)
 
     def fit_epoch(self, on_step: Callable[[int, int, float], None] | None = None) -> EpochResult:
-        """One epoch, then the raw and the EMA weights scored on the validation split; the best ones are kept."""
+        """One epoch, then the raw and (where the recipe keeps one) the EMA weights scored on the validation
+        split; the best weights so far are kept."""
         start = time.perf_counter()
         loss, images_per_second = self.train_epoch(on_step)
         raw = self.validation_accuracy()
-        ema = self.validation_accuracy(self.ema.module)
-        for weights, value, model in (("raw", raw, self.model), ("ema", ema, self.ema.module)):
+        ema = self.validation_accuracy(self.ema.module) if self.ema is not None else None
+        scored = [("raw", raw, self.model)] + ([("ema", ema, self.ema.module)] if self.ema is not None else [])
+        for weights, value, model in scored:
             if value > self.best["accuracy"]:
                 state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 self.best = {"accuracy": value, "epoch": self.epoch, "weights": weights, "state": state}

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,20 @@ def test_float_options_refuse_nan_and_infinity(tmp_path):
                                 timeout=120, env={**os.environ, "EFFNAS_DB": ""})
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "finite number" in result.stderr
+
+
+def test_running_out_of_memory_is_one_line_naming_resolution_batch_and_images(tmp_path):
+    digits = mnist_idx(tmp_path / "digits", train=1000, test=200)
+    db = tmp_path / "t.db"
+    command = (f"ulimit -v 3000000; exec {sys.executable} -m scaling.train --baseline efficientnet-b0 --resolution 224 "
+               f"--batch-size 512 --dataset idx --data-dir {digits} --subset 600 --val-images 100 --epochs 1 "
+               f"--threads 1 --db {db}")
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "EFFNAS_DB": ""})
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "out of CPU memory" in error[0] and "224 px" in error[0] and "batch size 512" in error[0]
+    assert "600 training images" in error[0]
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select status from training_runs").fetchone()[0] == "failed"
