@@ -132,8 +132,9 @@ def export_family(
     members in `runs` (member name -> training run); return the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    manifest = {**family_json(family, runs), "formats": list(formats), "members": []}
-    for member, described in zip(family.members, family_json(family, runs)["members"]):
+    described_family = family_json(family, runs)
+    manifest = {**described_family, "formats": list(formats), "members": []}
+    for member, described in zip(family.members, described_family["members"]):
         name = member.name
         run = runs.get(name)
         trained = load_weights(run.weights_path, run.weights_sha256) if run else None

@@ -142,21 +142,10 @@ def _decode(file: str, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy())
 
 
-class _Decoded(torch.utils.data.Dataset):
-    def __init__(self, files: tuple[str, ...], size: int) -> None:
-        self.files = files
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return _decode(self.files[index], self.size)
-
-
 @dataclass(frozen=True)
 class FileImages:
-    """Image files decoded per batch by worker processes, as RGB bytes resized to `size` x `size`."""
+    """Image files decoded per batch by worker processes, as RGB bytes resized to `size` x `size` (a map-style
+    dataset of the DataLoader that does it)."""
 
     files: tuple[str, ...]
     size: int
@@ -166,13 +155,16 @@ class FileImages:
     def __len__(self) -> int:
         return len(self.files)
 
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return _decode(self.files[index], self.size)
+
     def take(self, index: torch.Tensor) -> FileImages:
         return FileImages(tuple(self.files[i] for i in index.tolist()), self.size)
 
     def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         workers = min(4, os.cpu_count() or 1)
         loader = torch.utils.data.DataLoader(
-            _Decoded(self.files, self.size), batch_sampler=[index.tolist() for index in index_batches],
+            self, batch_sampler=[index.tolist() for index in index_batches],
             num_workers=workers, persistent_workers=False, prefetch_factor=2 if workers else None)
         try:
             yield from loader

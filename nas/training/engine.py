@@ -175,6 +175,8 @@ class Trainer:
         self.schedule = _schedule(self.optimizer, recipe, self.steps_per_epoch)
         self.eval_batch_size = max(1, min(recipe.eval_batch_size, recipe.eval_batch_size * EVAL_BATCH_RESOLUTION**2
                                           // data.resolution**2))
+        # Black pixels after normalisation: what the crop pads with.
+        self.black = torch.tensor([-m / s for m, s in zip(data.mean, data.std)], device=self.device)
         self.epoch = 0
         self.best: dict[str, Any] = {"accuracy": -1.0, "epoch": None, "weights": None, "state": None}
 
@@ -184,9 +186,8 @@ class Trainer:
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         if not self.final:
             return images
-        fill = torch.tensor([-m / s for m, s in zip(self.data.mean, self.data.std)], device=self.device)
         return augment(images, self.generator, padding=max(1, self.data.resolution // 8), flip=self.recipe.flip,
-                       erasing=self.recipe.erasing, fill=fill)
+                       erasing=self.recipe.erasing, fill=self.black)
 
     def train_epoch(self, on_step: Callable[[int, int, float], None] | None = None) -> tuple[float, float]:
         """One epoch over the training split: its mean loss and images per second."""

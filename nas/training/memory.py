@@ -11,20 +11,11 @@ from pathlib import Path
 _OUT_OF_MEMORY = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
 
 
-def _meminfo(key: str) -> int | None:
+def _kib_field(path: str, key: str) -> int | None:
+    """A `key: N kB` line of a /proc file, in bytes; None where there is no such file or line."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path(path).read_text().splitlines():
             if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _address_space() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -36,7 +27,7 @@ def cpu_memory_limit() -> Iterator[None]:
     """Cap this process's address space (and its workers') at what it holds now plus the memory the machine has
     available, so that an allocation past it fails with an exception instead of waking the kernel's OOM killer.
     Where /proc is missing, or a lower limit is already set, nothing changes."""
-    available, held = _meminfo("MemAvailable"), _address_space()
+    available, held = _kib_field("/proc/meminfo", "MemAvailable"), _kib_field("/proc/self/status", "VmSize")
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if available is None or held is None:
         yield
