@@ -63,7 +63,8 @@ class GridPoint:
 
 @dataclass(frozen=True)
 class Family:
-    """A baseline grown into members B0..B{phi_max}, with the coefficients and grid search that made them."""
+    """A baseline grown into members B0..B{phi_max} by a scaling rule, with the coefficients and grid search that
+    made them."""
 
     name: str
     baseline_kind: str
@@ -78,6 +79,8 @@ class Family:
     config: dict[str, Any]
     members: list[FamilyMember]
     grid_points: list[GridPoint] = field(default_factory=list)
+    # compound, or the one dimension (width, depth, resolution) that alpha, beta, gamma scale.
+    rule: str = "compound"
     id: int | None = None
     created_at: datetime | None = None
 
@@ -88,6 +91,7 @@ class FamilyRow:
 
     id: int
     name: str
+    rule: str
     source: str
     baseline_ref: str | None
     baseline_trial_id: int | None
@@ -106,7 +110,7 @@ def store_family(db: Database, family: Family) -> int:
         record = FamilyRecord(
             name=family.name, baseline_kind=family.baseline_kind, baseline_trial_id=family.baseline_trial_id,
             baseline_ref=family.baseline_ref, baseline_arch=family.baseline_arch,
-            coefficient_source=family.coefficient_source, alpha=family.alpha, beta=family.beta, gamma=family.gamma,
+            rule=family.rule, coefficient_source=family.coefficient_source, alpha=family.alpha, beta=family.beta, gamma=family.gamma,
             phi_max=len(family.members) - 1, base_resolution=family.base_resolution, config=family.config,
         )
         for member in family.members:
@@ -128,7 +132,7 @@ def get_family(db: Database, family_id: int) -> Family | None:
         return Family(
             id=record.id, name=record.name, baseline_kind=record.baseline_kind, baseline_ref=record.baseline_ref,
             baseline_trial_id=record.baseline_trial_id, baseline_arch=record.baseline_arch,
-            coefficient_source=record.coefficient_source, alpha=record.alpha, beta=record.beta, gamma=record.gamma,
+            rule=record.rule, coefficient_source=record.coefficient_source, alpha=record.alpha, beta=record.beta, gamma=record.gamma,
             base_resolution=record.base_resolution, config=dict(record.config), created_at=record.created_at,
             members=[FamilyMember(**{name: getattr(m, name) for name in _MEMBER_FIELDS}) for m in record.members],
             grid_points=[
@@ -149,7 +153,7 @@ def list_families(db: Database) -> list[FamilyRow]:
     with db.reading() as session:
         rows = session.execute(
             select(
-                FamilyRecord.id, FamilyRecord.name, FamilyRecord.coefficient_source, FamilyRecord.baseline_ref,
+                FamilyRecord.id, FamilyRecord.name, FamilyRecord.rule, FamilyRecord.coefficient_source, FamilyRecord.baseline_ref,
                 FamilyRecord.baseline_trial_id, TrialRecord.search_id, func.coalesce(counts.c.members, 0),
                 FamilyRecord.created_at,
             )

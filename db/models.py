@@ -93,6 +93,7 @@ class FamilyRecord(Base):
     )
     baseline_ref: Mapped[Optional[str]] = mapped_column(Text)
     baseline_arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rule: Mapped[str] = mapped_column(String(20), default="compound", server_default="compound")
     coefficient_source: Mapped[str] = mapped_column(String(20))
     alpha: Mapped[Optional[float]] = mapped_column(Float)
     beta: Mapped[Optional[float]] = mapped_column(Float)

@@ -120,12 +120,15 @@ def end_run(db: Database, run_id: int, status: TrainingStatus, **results: Any) -
             status=status.value, finished_at=utcnow(), **results))
 
 
-def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None = None) -> list[TrainingRun]:
-    """Runs, oldest first; only those of one family or one data set when asked."""
+def list_runs(db: Database, *, family_id: int | None = None, dataset: str | None = None,
+              recipe_key: str | None = None) -> list[TrainingRun]:
+    """Runs, oldest first; only those of one family, one data set or one recipe when asked."""
     query = select(TrainingRunRecord).order_by(TrainingRunRecord.id)
     if family_id is not None:
         query = query.where(TrainingRunRecord.family_id == family_id)
     if dataset is not None:
         query = query.where(TrainingRunRecord.dataset == dataset)
+    if recipe_key is not None:
+        query = query.where(TrainingRunRecord.recipe_key == recipe_key)
     with db.reading() as session:
         return [_run(row) for row in session.scalars(query)]

@@ -65,6 +65,17 @@ def parse_flops(text: str) -> int:
     return int(round(value))
 
 
+def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2): distinct seeds of 0 or more, in the order given."""
+    parts = [part.strip() for part in str(text).split(",")]
+    if not all(re.fullmatch(r"[0-9]+", part) for part in parts):
+        raise UsageError(f"cannot read {flag} {text!r}; write whole numbers of 0 or more separated by commas, e.g. 0,1")
+    seeds = tuple(int(part) for part in parts)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"{flag} {text!r} repeats a seed")
+    return seeds
+
+
 def parse_duration(text: str) -> float | None:
     """'90s', '10m', '1.5h', '600' (seconds) -> seconds; 'none' -> None (no limit)."""
     if str(text).strip().lower() == "none":

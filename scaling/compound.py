@@ -1,13 +1,20 @@
-"""Compound scaling: depth alpha^phi, width beta^phi, resolution gamma^phi, with alpha * beta^2 * gamma^2 ~ 2.
+"""Scaling rules: depth alpha^phi, width beta^phi, resolution gamma^phi.
+
+Compound scaling takes alpha * beta^2 * gamma^2 ~ 2 (the paper's, a grid-fitted or the official table's); a
+single-dimension rule is the same arithmetic with the other two coefficients at 1, so that each member phi has
+about 2^phi times B0's FLOPs: width by 2^(phi/2), depth by 2^phi, resolution by 2^(phi/2).
 
 A member of a family is its baseline spec with other global multipliers, resolution and dropout; depth and width
-reach the network through the builder's official `round_repeats` / `round_filters`. The functions here return
-members as the database stores them (`db.families.FamilyMember`).
+reach the network through the builder's official `round_repeats` / `round_filters`. Those roundings move FLOPs
+by steps that are large for small networks, so a member's resolution is not simply rounded: of the resolutions
+near base x gamma^phi it takes the one whose FLOPs come closest to what the rule promises. The functions here
+return members as the database stores them (`db.families.FamilyMember`).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 from db.families import FamilyMember
@@ -15,17 +22,24 @@ from nas.space.flops import count_flops, count_params
 from nas.space.spec import OFFICIAL_COEFFICIENTS, ArchSpec, spec_to_dict
 
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
-RESOLUTION_DIVISOR = 8
 SOURCES = ("paper", "official", "grid")
+RULES = ("compound", "width", "depth", "resolution")
+# (alpha, beta, gamma) of the single-dimension rules: one step of phi doubles FLOPs through one dimension.
+SINGLE_DIMENSION_COEFFICIENTS = {
+    "width": (1.0, math.sqrt(2.0), 1.0),
+    "depth": (2.0, 1.0, 1.0),
+    "resolution": (1.0, 1.0, math.sqrt(2.0)),
+}
 OFFICIAL_BASE_RESOLUTION = OFFICIAL_COEFFICIENTS["efficientnet-b0"].resolution
+# ImageNet-sized bases keep resolutions on multiples of 8 (as the official table does); below this base a step
+# of 8 pixels is a large fraction of the image, so any whole number of pixels may be chosen.
+COARSE_BASE_RESOLUTION = 128
+RESOLUTION_DIVISOR = 8
+# How far a member's resolution may stray from base x gamma^phi to absorb width and depth rounding.
+RESOLUTION_WINDOW = 0.15
 # The grid search's spacing of alpha, beta and gamma, and how far alpha*beta^2*gamma^2 may stray from 2.
 GRID_STEP = 0.1
 GRID_TOLERANCE = 0.1
-
-
-def round_resolution(value: float, divisor: int = RESOLUTION_DIVISOR) -> int:
-    """Nearest multiple of `divisor` (at least one divisor)."""
-    return max(divisor, int(value / divisor + 0.5) * divisor)
 
 
 def dropout_for(phi: int) -> float:
@@ -38,10 +52,40 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
     return alpha * beta**2 * gamma**2
 
 
+def rule_coefficients(rule: str, compound: tuple[float, float, float]) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) of a rule: `compound`'s own for compound scaling, else the single dimension's."""
+    if rule == "compound":
+        return compound
+    if rule not in SINGLE_DIMENSION_COEFFICIENTS:
+        raise ValueError(f"unknown scaling rule {rule!r}; choose from {', '.join(RULES)}")
+    return SINGLE_DIMENSION_COEFFICIENTS[rule]
+
+
 def scaled_spec(baseline: ArchSpec, width: float, depth: float, resolution: int, dropout: float) -> ArchSpec:
     """The baseline grown by these multipliers (they compose with any the baseline already has)."""
     return replace(baseline, width=baseline.width * width, depth=baseline.depth * depth, resolution=resolution,
                    dropout=dropout)
+
+
+def fitted_resolution(baseline: ArchSpec, width: float, depth: float, resolution_mult: float,
+                      flops_ratio: float) -> int:
+    """The resolution near baseline.resolution x `resolution_mult` at which the baseline scaled by `width` and
+    `depth` comes closest (in log FLOPs) to `flops_ratio` times the baseline's FLOPs. Without resolution scaling
+    the base resolution stays."""
+    base = baseline.resolution
+    if math.isclose(resolution_mult, 1.0):
+        return base
+    step = RESOLUTION_DIVISOR if base >= COARSE_BASE_RESOLUTION else 1
+    ideal = base * resolution_mult
+    low = max(base, math.floor(ideal * (1 - RESOLUTION_WINDOW) / step) * step)
+    high = max(low, math.ceil(ideal * (1 + RESOLUTION_WINDOW) / step) * step)
+    grown = scaled_spec(baseline, width, depth, base, baseline.dropout)
+    target = math.log(flops_ratio * count_flops(baseline))
+
+    def distance(resolution: int) -> tuple[float, float]:
+        return abs(math.log(count_flops(grown, resolution)) - target), abs(resolution - ideal)
+
+    return min(range(low, high + 1, step), key=distance)
 
 
 def _members(baseline: ArchSpec, rows: list[tuple[int, float, float, float, int, float]]) -> list[FamilyMember]:
@@ -59,24 +103,35 @@ def _members(baseline: ArchSpec, rows: list[tuple[int, float, float, float, int,
     return members
 
 
+def scaled_member_row(baseline: ArchSpec, alpha: float, beta: float, gamma: float,
+                      phi: int) -> tuple[int, float, float, float, int, float]:
+    """Member phi by these coefficients: (phi, width, depth, resolution multiplier, resolution, dropout)."""
+    width, depth, resolution_mult = beta**phi, alpha**phi, gamma**phi
+    resolution = fitted_resolution(baseline, width, depth, resolution_mult, flops_factor(alpha, beta, gamma) ** phi)
+    return phi, width, depth, resolution_mult, resolution, dropout_for(phi)
+
+
 def compound_members(baseline: ArchSpec, alpha: float, beta: float, gamma: float, phi_max: int) -> list[FamilyMember]:
-    """Members B0..B{phi_max} by the paper's rule; resolutions rounded to a multiple of 8."""
-    return _members(baseline, [
-        (phi, beta**phi, alpha**phi, gamma**phi, round_resolution(baseline.resolution * gamma**phi), dropout_for(phi))
-        for phi in range(phi_max + 1)
-    ])
+    """Members B0..B{phi_max} scaled by (alpha, beta, gamma), each at the resolution that follows the rule's FLOPs."""
+    return _members(baseline, [scaled_member_row(baseline, alpha, beta, gamma, phi) for phi in range(phi_max + 1)])
 
 
 def official_members(baseline: ArchSpec, phi_max: int) -> list[FamilyMember]:
-    """Members from the published B0..B7 table; resolutions relative to the baseline's (exact at 224)."""
+    """Members from the published B0..B7 table. At 224 px the table's resolutions; at another base, the resolution
+    near the table's ratio at which the member keeps its FLOPs ratio to B0 at 224 px."""
     if phi_max > 7:
         raise ValueError("the official table stops at B7 (--phi-max 7)")
+    at_imagenet = replace(baseline, resolution=OFFICIAL_BASE_RESOLUTION)
     rows = []
     for phi in range(phi_max + 1):
         row = OFFICIAL_COEFFICIENTS[f"efficientnet-b{phi}"]
         mult = row.resolution / OFFICIAL_BASE_RESOLUTION
-        resolution = (row.resolution if baseline.resolution == OFFICIAL_BASE_RESOLUTION
-                      else round_resolution(baseline.resolution * mult))
+        if baseline.resolution == OFFICIAL_BASE_RESOLUTION:
+            resolution = row.resolution
+        else:
+            ratio = (count_flops(scaled_spec(at_imagenet, row.width, row.depth, row.resolution, row.dropout))
+                     / count_flops(at_imagenet))
+            resolution = fitted_resolution(baseline, row.width, row.depth, mult, ratio)
         rows.append((phi, row.width, row.depth, mult, resolution, row.dropout))
     return _members(baseline, rows)
 

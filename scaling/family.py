@@ -1,11 +1,14 @@
-"""Growing a baseline into a family: members, coefficients, grid points, proxy accuracies; and the family as
-JSON, the one form `scaling.grow --format json` prints and `family.json` holds."""
+"""Growing a baseline into a family: members by a scaling rule, coefficients, grid points scored by the proxy or
+by short final trainings, proxy accuracies; and the family as JSON, the one form `scaling.grow --format json`
+prints and `family.json` holds."""
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from db import Database, PointStatus, TrainingStatus
 from db.families import Family, FamilyMember, GridPoint
@@ -13,7 +16,7 @@ from db.training import TrainingRun, list_runs
 from nas.evaluation.proxy import train_and_evaluate
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
-from nas.training.config import ProxyConfig, TaskConfig
+from nas.training.config import ProxyConfig, TaskConfig, TrainingRecipe
 from nas.training.data import TaskData, load_task_data
 from scaling.baseline import Baseline
 from scaling.compound import (
@@ -21,13 +24,23 @@ from scaling.compound import (
     GRID_TOLERANCE,
     PAPER_COEFFICIENTS,
     compound_members,
-    dropout_for,
     flops_factor,
     grid_points,
     official_members,
-    round_resolution,
+    rule_coefficients,
+    scaled_member_row,
     scaled_spec,
 )
+
+
+class GridScorer(Protocol):
+    """Scores a grown network on held-out training data (validation accuracy, never test) and says how."""
+
+    def __call__(self, spec: ArchSpec, resolution_mult: float) -> tuple[float, float]:
+        """(validation accuracy, seconds spent)."""
+
+    def describe(self) -> dict[str, Any]:
+        """How points were scored, as the family's config records it."""
 
 
 class ProxyEvaluator:
@@ -51,22 +64,62 @@ class ProxyEvaluator:
         result = train_and_evaluate(spec, self.data(resolution_mult), self.config)
         return result.accuracy, result.train_seconds + result.eval_seconds
 
+    def describe(self) -> dict[str, Any]:
+        return {"scored_by": "proxy", "proxy_epochs": self.config.epochs, "proxy_seed": self.config.seed,
+                "subset": self.task.subset}
+
+
+class ShortTrainingEvaluator:
+    """A short run of the final-training recipe at the network's own resolution, once per seed: the mean of the
+    best validation accuracies (validation images held out of the training files, as final training holds them)."""
+
+    def __init__(self, task: TaskConfig, recipe: TrainingRecipe, seeds: tuple[int, ...], subset: int | None,
+                 val_images: int) -> None:
+        self.task = task
+        self.recipe = recipe
+        self.seeds = seeds
+        self.subset = subset
+        self.val_images = val_images
+        self._cache: dict[int, TaskData] = {}
+
+    def data(self, resolution: int) -> TaskData:
+        if resolution not in self._cache:
+            self._cache[resolution] = load_task_data(self.task, resolution, subset=self.subset,
+                                                     val_images=self.val_images)
+        return self._cache[resolution]
+
+    def __call__(self, spec: ArchSpec, resolution_mult: float) -> tuple[float, float]:
+        from nas.training.engine import Trainer
+
+        started = time.monotonic()
+        accuracies = []
+        for seed in self.seeds:
+            trainer = Trainer(spec, self.data(spec.resolution), replace(self.recipe, seed=seed))
+            while trainer.epoch < self.recipe.epochs:
+                trainer.fit_epoch()
+            accuracies.append(trainer.best["accuracy"])
+        return statistics.fmean(accuracies), time.monotonic() - started
+
+    def describe(self) -> dict[str, Any]:
+        return {"scored_by": "final-training", "epochs": self.recipe.epochs, "seeds": list(self.seeds),
+                "subset": self.subset, "val_images": self.val_images, "recipe_key": self.recipe.key()}
+
 
 def search_grid(
     baseline: ArchSpec,
-    evaluate: ProxyEvaluator,
+    evaluate: GridScorer,
     step: float,
     tolerance: float,
     on_point: Callable[[GridPoint, int, int], None] | None = None,
 ) -> list[GridPoint]:
-    """The paper's step 1: each (alpha, beta, gamma) scales the baseline at phi = 1 and is trained on the proxy."""
+    """The paper's step 1: each (alpha, beta, gamma) scales the baseline at phi = 1 and is scored."""
     points = grid_points(step, tolerance)
     if not points:
         raise ValueError(f"no grid point within {tolerance} of alpha*beta^2*gamma^2 = 2 at step {step}")
     results = []
     for index, (alpha, beta, gamma) in enumerate(points):
-        resolution = round_resolution(baseline.resolution * gamma)
-        spec = scaled_spec(baseline, beta, alpha, resolution, dropout_for(1))
+        _, width, depth, _, resolution, dropout = scaled_member_row(baseline, alpha, beta, gamma, 1)
+        spec = scaled_spec(baseline, width, depth, resolution, dropout)
         common = dict(alpha=alpha, beta=beta, gamma=gamma, flops_factor=flops_factor(alpha, beta, gamma),
                       flops=count_flops(spec), params=count_params(spec), resolution=resolution,
                       arch=spec_to_dict(spec))
@@ -82,7 +135,7 @@ def search_grid(
 
 
 def best_grid_point(points: list[GridPoint]) -> GridPoint:
-    """Highest proxy accuracy; on a tie, fewer FLOPs."""
+    """Highest validation accuracy; on a tie, fewer FLOPs."""
     done = [p for p in points if p.status is PointStatus.COMPLETE]
     if not done:
         raise ValueError("every grid point failed")
@@ -91,37 +144,42 @@ def best_grid_point(points: list[GridPoint]) -> GridPoint:
 
 def grow_family(
     baseline: Baseline,
+    rule: str,
     source: str,
     phi_max: int,
     name: str,
-    evaluate: ProxyEvaluator | None = None,
+    grid_scorer: GridScorer | None = None,
     grid_step: float = GRID_STEP,
     grid_tolerance: float = GRID_TOLERANCE,
     on_grid_point: Callable[[GridPoint, int, int], None] | None = None,
 ) -> Family:
-    """The family B0..B{phi_max} from the chosen coefficient source (grid search runs here), not yet stored."""
+    """The family B0..B{phi_max} by `rule`; compound scaling takes its coefficients from `source` (the grid search
+    runs here). A single-dimension rule has fixed coefficients (source 'fixed'). Not yet stored."""
     grid: list[GridPoint] = []
     coefficients: tuple[float | None, float | None, float | None] = (None, None, None)
-    if source == "official":
+    config: dict[str, Any] = {"phi_max": phi_max}
+    if rule != "compound":
+        source = "fixed"
+        coefficients = rule_coefficients(rule, PAPER_COEFFICIENTS)
+        members = compound_members(baseline.spec, *coefficients, phi_max)
+    elif source == "official":
         members = official_members(baseline.spec, phi_max)
     else:
         if source == "grid":
-            if evaluate is None:
-                raise ValueError("grid coefficients need a proxy evaluator")
-            grid = search_grid(baseline.spec, evaluate, grid_step, grid_tolerance, on_grid_point)
+            if grid_scorer is None:
+                raise ValueError("grid coefficients need a way to score grid points")
+            grid = search_grid(baseline.spec, grid_scorer, grid_step, grid_tolerance, on_grid_point)
             best = best_grid_point(grid)
             coefficients = (best.alpha, best.beta, best.gamma)
+            config.update(grid_step=grid_step, grid_tolerance=grid_tolerance, grid_scoring=grid_scorer.describe())
         elif source == "paper":
             coefficients = PAPER_COEFFICIENTS
         else:
             raise ValueError(f"unknown coefficient source {source!r}")
         members = compound_members(baseline.spec, *coefficients, phi_max)
-    config: dict[str, Any] = {"phi_max": phi_max}
-    if source == "grid":
-        config.update(grid_step=grid_step, grid_tolerance=grid_tolerance)
     alpha, beta, gamma = coefficients
     return Family(name=name, baseline_kind=baseline.kind, baseline_ref=baseline.ref,
-                  baseline_trial_id=baseline.trial_id, baseline_arch=spec_to_dict(baseline.spec),
+                  baseline_trial_id=baseline.trial_id, baseline_arch=spec_to_dict(baseline.spec), rule=rule,
                   coefficient_source=source, alpha=alpha, beta=beta, gamma=gamma,
                   base_resolution=baseline.spec.resolution, config=config, members=members, grid_points=grid)
 
@@ -155,6 +213,7 @@ def family_json(family: Family, runs: dict[str, TrainingRun] | None = None) -> d
         "created_at": family.created_at.isoformat() if family.created_at else None,
         "baseline": {"kind": family.baseline_kind, "ref": family.baseline_ref, "trial_id": family.baseline_trial_id,
                      "arch": family.baseline_arch},
+        "rule": family.rule,
         "coefficients": {"source": family.coefficient_source, "alpha": family.alpha, "beta": family.beta,
                          "gamma": family.gamma},
         "config": family.config,
@@ -172,7 +231,7 @@ def family_json(family: Family, runs: dict[str, TrainingRun] | None = None) -> d
         ],
         "grid": [
             {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma, "flops_factor": p.flops_factor,
-             "status": p.status.value, "proxy_accuracy": p.accuracy, "flops": p.flops, "params": p.params,
+             "status": p.status.value, "val_accuracy": p.accuracy, "flops": p.flops, "params": p.params,
              "resolution": p.resolution}
             for p in family.grid_points
         ],

@@ -1,4 +1,5 @@
-"""`python -m scaling.grow --search ID`: grow a baseline into a B0..B7 family by compound scaling, store it."""
+"""`python -m scaling.grow --search ID [--rule compound|width|depth|resolution]`: grow a baseline into a B0..B7
+family by a scaling rule, store it."""
 
 from __future__ import annotations
 
@@ -6,49 +7,90 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
 from db import DatabaseError, db_argument, open_database, resolve_url
 from db.families import Family, FamilyMember, GridPoint, get_family, store_family
-from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_float, parse_flops
+from effnas.cli import (
+    CommandParser,
+    UsageError,
+    add_db_option,
+    fail,
+    finite_float,
+    format_duration,
+    parse_flops,
+    parse_seeds,
+)
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, default
+from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default
+from nas.training.data import native_resolution
 from scaling.baseline import BASELINE_OPTIONS, resolve_baseline
-from scaling.compound import GRID_STEP, GRID_TOLERANCE, SOURCES, flops_factor
-from scaling.family import ProxyEvaluator, evaluate_members, family_json, grow_family
+from scaling.compound import GRID_STEP, GRID_TOLERANCE, RULES, SOURCES, flops_factor, grid_points
+from scaling.family import (
+    GridScorer,
+    ProxyEvaluator,
+    ShortTrainingEvaluator,
+    evaluate_members,
+    family_json,
+    grow_family,
+)
 
 FORMATS = ("table", "json")
-
+GRID_SCORERS = ("proxy", "training")
 DEFAULT_EVALUATE_MAX_FLOPS = "1G"
+# Limits of a grid search's budget: beyond them a CPU would train for days, so the command refuses up front.
+MAX_GRID_POINTS = 100
+MAX_GRID_EPOCHS = 50
+MAX_GRID_SEEDS = 5
+DEFAULT_GRID_EPOCHS = 3
+DEFAULT_GRID_SUBSET = 10_000
+DEFAULT_GRID_VAL_IMAGES = 2_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="python -m scaling.grow",
-        description=f"Grow a baseline into a B0..B7 family by compound scaling. {FLOPS_CONVENTION}.",
+        description=f"Grow a baseline into a B0..B7 family by a scaling rule. {FLOPS_CONVENTION}.",
     )
     source = parser.add_argument_group("baseline (one of)")
     source.add_argument("--search", type=int, metavar="ID", help="the best trial of search ID")
     source.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
     source.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
     source.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
-    parser.add_argument("--coefficients", choices=SOURCES, default="paper",
-                        help="paper (1.2, 1.1, 1.15; default), official (published B1-B7 table) or grid")
+    parser.add_argument("--rule", choices=RULES, default="compound",
+                        help="compound (default): depth, width and resolution together; width, depth or resolution: "
+                        "that dimension alone, about 2^phi times B0's FLOPs at member phi")
+    parser.add_argument("--coefficients", choices=SOURCES, default=None,
+                        help="compound rule: paper (1.2, 1.1, 1.15; default), official (published B1-B7 table) or "
+                        "grid (fitted to your data at phi = 1)")
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi, i.e. the last member (7)")
     parser.add_argument("--name", default=None, help="a name for the family")
     add_db_option(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="print the family as a table or JSON (table)")
-    proxy = parser.add_argument_group("proxy training (grid coefficients and --evaluate)")
+    grid = parser.add_argument_group("grid coefficients (--coefficients grid)")
+    grid.add_argument("--grid-scoring", choices=GRID_SCORERS, default="proxy",
+                      help="score each grid point by the search's proxy (default) or by a short run of the "
+                      "final-training recipe at the member's resolution (validation accuracy, never test)")
+    grid.add_argument("--grid-epochs", type=int, default=DEFAULT_GRID_EPOCHS,
+                      help=f"--grid-scoring training: epochs per run ({DEFAULT_GRID_EPOCHS})")
+    grid.add_argument("--grid-subset", type=int, default=DEFAULT_GRID_SUBSET,
+                      help=f"--grid-scoring training: training images per run ({DEFAULT_GRID_SUBSET:,})")
+    grid.add_argument("--grid-val-images", type=int, default=DEFAULT_GRID_VAL_IMAGES,
+                      help=f"--grid-scoring training: validation images ({DEFAULT_GRID_VAL_IMAGES:,})")
+    grid.add_argument("--grid-seeds", default="0",
+                      help="--grid-scoring training: seeds, e.g. 0,1 (each point's score is their mean; 0)")
+    grid.add_argument("--grid-step", type=finite_float, default=GRID_STEP,
+                      help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
+    grid.add_argument("--grid-tolerance", type=finite_float, default=GRID_TOLERANCE,
+                      help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
+    proxy = parser.add_argument_group("the data, and proxy training (grid coefficients and --evaluate)")
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
     proxy.add_argument("--evaluate-max-flops", default=DEFAULT_EVALUATE_MAX_FLOPS,
                        help=f"FLOPs cap for --evaluate ({DEFAULT_EVALUATE_MAX_FLOPS})")
-    proxy.add_argument("--grid-step", type=finite_float, default=GRID_STEP,
-                       help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
-    proxy.add_argument("--grid-tolerance", type=finite_float, default=GRID_TOLERANCE,
-                       help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
     proxy.add_argument("--dataset", choices=DATASETS,
                        help=f"proxy data set (default: the search's, else {default(TaskConfig, 'dataset')})")
     proxy.add_argument("--data-dir", default=None, help="folder of the data set (cifar10, imagefolder)")
@@ -66,14 +108,45 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("give exactly one baseline: --search ID, --trial ID, --arch FILE.json or --baseline NAME")
     if args.phi_max < 1:
         raise UsageError(f"--phi-max must be at least 1, got {args.phi_max}")
-    if args.coefficients == "official" and args.phi_max > 7:
-        raise UsageError("the official table stops at B7: use --phi-max 7 or less")
-    if args.grid_step <= 0 or args.grid_tolerance <= 0:
-        raise UsageError("--grid-step and --grid-tolerance must be positive")
+    if args.phi_max > 7:
+        raise UsageError(f"--phi-max goes up to 7 (B7), got {args.phi_max}")
+    if args.rule != "compound" and args.coefficients is not None:
+        raise UsageError(f"--coefficients is for the compound rule; --rule {args.rule} scales one dimension by fixed "
+                         "coefficients")
+    if args.coefficients == "grid":
+        _validate_grid(args)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.subset is not None and args.subset < 10:
         raise UsageError(f"--subset must be at least 10, got {args.subset}")
+
+
+def _validate_grid(args: argparse.Namespace) -> None:
+    if args.grid_step <= 0 or args.grid_tolerance <= 0:
+        raise UsageError("--grid-step and --grid-tolerance must be positive")
+    points = len(grid_points(args.grid_step, args.grid_tolerance))
+    if not 1 <= points <= MAX_GRID_POINTS:
+        raise UsageError(f"--grid-step {args.grid_step:g} and --grid-tolerance {args.grid_tolerance:g} give {points} "
+                         f"grid points; between 1 and {MAX_GRID_POINTS} are allowed")
+    if not 1 <= args.grid_epochs <= MAX_GRID_EPOCHS:
+        raise UsageError(f"--grid-epochs must be between 1 and {MAX_GRID_EPOCHS}, got {args.grid_epochs}")
+    if args.grid_subset < 10 or args.grid_val_images < 10:
+        raise UsageError("--grid-subset and --grid-val-images must be at least 10")
+    args.grid_seeds = parse_seeds(args.grid_seeds, "--grid-seeds")
+    if len(args.grid_seeds) > MAX_GRID_SEEDS:
+        raise UsageError(f"--grid-seeds takes at most {MAX_GRID_SEEDS} seeds, got {len(args.grid_seeds)}")
+
+
+def _grid_scorer(args: argparse.Namespace, search: SearchConfig | None) -> GridScorer:
+    """The proxy, or short final trainings on the proxy's data set, all images of it (--grid-subset aside)."""
+    proxy = _proxy(args, search)
+    if args.grid_scoring == "proxy":
+        return proxy
+    task = replace(proxy.task, subset=None)
+    recipe = TrainingRecipe(epochs=args.grid_epochs)
+    scorer = ShortTrainingEvaluator(task, recipe, args.grid_seeds, args.grid_subset, args.grid_val_images)
+    scorer.data(proxy.data().resolution)  # unreadable data, or too few images, is a usage error before training
+    return scorer
 
 
 def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvaluator:
@@ -93,24 +166,46 @@ def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvalua
     return evaluator
 
 
-def family_table(family: Family, db_arg: str) -> str:
+def upsampling_note(family: Family, dataset: str | None, data_dir: str | None) -> str | None:
+    """One line when members train above the data's stored image size, where resolution scaling only upsamples."""
+    if dataset is None:
+        return None
+    try:
+        native = native_resolution(dataset, data_dir)
+    except DataError:
+        return None
+    above = [m.name for m in family.members if native is not None and m.resolution > native]
+    if not above:
+        return None
+    return (f"Note: {', '.join(above)} train above the data's {native} px images; there resolution scaling "
+            "upsamples and adds no information.")
+
+
+def describe_rule(family: Family) -> tuple[str, str]:
+    """How a family's members were scaled, and how their resolutions were chosen."""
+    fitted = (f"each resolution near {family.base_resolution} x gamma^phi chosen so that FLOPs follow the rule as "
+              "closely as width and depth rounding allow")
+    if family.rule != "compound":
+        step = {"width": "width 2^(phi/2)", "depth": "depth 2^phi", "resolution": "resolution 2^(phi/2)"}
+        return f"{family.rule} only ({step[family.rule]}; about 2^phi x B0's FLOPs)", fitted
     if family.coefficient_source == "official":
-        how = "official per-model table (width, depth, resolution, dropout of B0-B7)"
-        rounding = "resolutions as published"
-    else:
-        a, b, g = family.alpha, family.beta, family.gamma
-        how = (f"{family.coefficient_source}: alpha {a:g}, beta {b:g}, gamma {g:g} "
-               f"(alpha*beta^2*gamma^2 = {flops_factor(a, b, g):.3f}); depth alpha^phi, width beta^phi, "
-               f"resolution gamma^phi x {family.base_resolution}")
-        rounding = "resolutions rounded to a multiple of 8"
+        return ("official per-model table (width, depth, resolution, dropout of B0-B7)",
+                "resolutions as published at 224 px; at other bases chosen to keep each member's FLOPs ratio")
+    a, b, g = family.alpha, family.beta, family.gamma
+    return (f"compound, {family.coefficient_source} coefficients: alpha {a:g}, beta {b:g}, gamma {g:g} "
+            f"(alpha*beta^2*gamma^2 = {flops_factor(a, b, g):.3f}); depth alpha^phi, width beta^phi, resolution "
+            f"gamma^phi x {family.base_resolution}", fitted)
+
+
+def family_table(family: Family, db_arg: str) -> str:
+    how, rounding = describe_rule(family)
     lines = [
-        f"Family {family.id} from {family.baseline_ref}, coefficients {how}.",
-        f"Channels by round_filters, repeats by round_repeats (official rules); {rounding}. {FLOPS_CONVENTION}.",
+        f"Family {family.id} from {family.baseline_ref}, scaled by {how}.",
+        f"Channels by round_filters, repeats by round_repeats (official rules); {rounding}. {FLOPS_CONVENTION}, at "
+        "each member's resolution.",
     ]
-    done = [p for p in family.grid_points if p.accuracy is not None]
-    if done:
-        lines.append(f"Grid search: {len(family.grid_points)} points at phi=1 ({len(done)} trained), best proxy "
-                     f"accuracy {max(p.accuracy for p in done):.4f}.")
+    if family.grid_points:
+        lines += ["", *grid_table(family)]
     lines.append("")
     header = (f"{'name':6}{'phi':>4}{'width':>8}{'depth':>8}{'resolution':>12}{'params':>10}{'FLOPs':>10}"
               f"{'FLOPs/B0':>10}{'2^phi':>8}")
@@ -125,8 +220,27 @@ def family_table(family: Family, db_arg: str) -> str:
             row += f"{m.accuracy:>11.4f}" if m.accuracy is not None else f"{'-':>11}"
         lines.append(row)
     lines += ["", f"Family id: {family.id}",
+              f"Train it: python -m scaling.train --family {family.id}{db_arg}",
               f"Export it: python -m scaling.export --family {family.id} --out family-{family.id}{db_arg}"]
     return "\n".join(lines)
+
+
+def grid_table(family: Family) -> list[str]:
+    """The grid search's points at phi = 1, the chosen one marked."""
+    scoring = family.config.get("grid_scoring", {})
+    if scoring.get("scored_by") == "final-training":
+        how = (f"short final trainings ({scoring['epochs']} epochs on {scoring['subset']:,} images, seeds "
+               f"{','.join(map(str, scoring['seeds']))}; mean validation accuracy)")
+    else:
+        how = "the proxy (validation accuracy)"
+    lines = [f"Grid search at phi=1, {len(family.grid_points)} points scored by {how}; * = chosen:",
+             f"  {'alpha':>6}{'beta':>6}{'gamma':>7}{'a*b^2*g^2':>11}{'resolution':>12}{'FLOPs':>10}{'val acc':>9}"]
+    for p in family.grid_points:
+        chosen = "*" if (p.alpha, p.beta, p.gamma) == (family.alpha, family.beta, family.gamma) else " "
+        result = f"{p.accuracy:.4f}" if p.accuracy is not None else "failed"
+        lines.append(f"{chosen} {p.alpha:>6g}{p.beta:>6g}{p.gamma:>7g}{p.flops_factor:>11.3f}{p.resolution:>12}"
+                     f"{format_flops(p.flops):>10}{result:>9}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,27 +252,31 @@ def main(argv: list[str] | None = None) -> int:
         _validate(args)
         max_flops = parse_flops(args.evaluate_max_flops)
         baseline, search = resolve_baseline(args, db_url)
-        needs_proxy = args.coefficients == "grid" or args.evaluate
-        evaluator = _proxy(args, search) if needs_proxy else None
+        evaluator = _proxy(args, search) if args.evaluate else None
+        scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
         db = open_database(db_url)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
-
     quiet = args.format == "json"
+    started = time.monotonic()
 
     def grid_progress(point: GridPoint, index: int, total: int) -> None:
         if not quiet:
-            result = f"proxy accuracy {point.accuracy:.4f}" if point.accuracy is not None else f"failed: {point.error}"
+            result = (f"validation accuracy {point.accuracy:.4f}" if point.accuracy is not None
+                      else f"failed: {point.error}")
+            left = (time.monotonic() - started) / index * (total - index)
             print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
-                  f"({format_flops(point.flops)} FLOPs) -> {result}", file=sys.stderr, flush=True)
+                  f"({format_flops(point.flops)} FLOPs at {point.resolution} px) -> {result}; ~{format_duration(left)} "
+                  "left", file=sys.stderr, flush=True)
 
     def member_progress(member: FamilyMember) -> None:
         if not quiet:
             print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
 
-    name = args.name or f"{baseline.ref} x {args.coefficients}"
+    source = args.coefficients or "paper"
+    name = args.name or (f"{baseline.ref} x {source}" if args.rule == "compound" else f"{baseline.ref} x {args.rule}")
     try:
-        family = grow_family(baseline, args.coefficients, args.phi_max, name, evaluator, args.grid_step,
+        family = grow_family(baseline, args.rule, source, args.phi_max, name, scorer, args.grid_step,
                              args.grid_tolerance, grid_progress)
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
@@ -170,8 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     family = get_family(db, store_family(db, family))
     if args.format == "json":
         print(json.dumps(family_json(family), indent=2))
-    else:
-        print(family_table(family, db_argument(db_url)))
+        return 0
+    print(family_table(family, db_argument(db_url)))
+    task = search.task if search is not None else None
+    note = upsampling_note(family, args.dataset or (task.dataset if task else None),
+                           args.data_dir or (task.data_dir if task else None))
+    if note:
+        print(note)
     return 0
 
 

@@ -1,9 +1,12 @@
-"""`python -m scaling.train --search ID` (or `--family ID [--members B0,B1]`): train networks to the end.
+"""`python -m scaling.train --search ID` (or `--family ID [--members B0,B1] [--seeds 0,1]`): train networks to
+the end, as one queue of runs (each network with each seed).
 
-Each network is trained from scratch on the full training split at its own resolution with the recipe of
-`nas.evaluation.recipe`, chosen on a validation split carved from the training files, and scored once on the
-test split. Every epoch ends with a checkpoint and a point on the stored curve, so Ctrl-C or a killed process
-continues with `--resume RUN_ID`. The chosen weights are written to a file whose SHA-256 is stored with the run.
+Each network is trained from scratch on the full training split at its own resolution with the final recipe of
+`nas.training.config.TrainingRecipe`, its weights chosen on a validation split carved from the training files,
+and scored once on the test split. Every epoch ends with a checkpoint and a point on the stored curve. The same
+command run again (after Ctrl-C or a killed process) skips the runs it finished, continues the interrupted one
+from its checkpoint and never stores a run twice; `--resume RUN_ID` continues one run. The chosen weights are
+written to a file whose SHA-256 is stored with the run.
 """
 
 from __future__ import annotations
@@ -12,18 +15,28 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import Database, DatabaseError, TrainingStatus, db_argument, open_database, resolve_url, training
 from db.families import get_family
-from effnas.cli import CommandParser, UsageError, add_db_option, fail, finite_float, format_duration, parse_flops
+from effnas.cli import (
+    CommandParser,
+    UsageError,
+    add_db_option,
+    fail,
+    finite_float,
+    format_duration,
+    parse_flops,
+    parse_seeds,
+)
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
@@ -38,7 +51,7 @@ if TYPE_CHECKING:
     from nas.training.data import TaskData
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Job:
     """A stored run and everything needed to train it."""
 
@@ -49,6 +62,12 @@ class Job:
     label: str
     resume: bool
     out_dir: Path
+    epochs_done: int = 0
+
+    @property
+    def epoch_work(self) -> float:
+        """What one epoch costs, in FLOPs x training images (time left is estimated from it)."""
+        return float(count_flops(self.spec)) * len(self.data.train)
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,8 @@ def build_parser() -> CommandParser:
                         help=f"weight decay of conv and linear weights, not BatchNorm or biases ({defaults.weight_decay})")
     recipe.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random horizontal flips (default: on for {', '.join(FLIP_DATASETS)})")
-    recipe.add_argument("--seed", type=int, default=defaults.seed, help=f"seed ({defaults.seed})")
+    recipe.add_argument("--seeds", default=str(defaults.seed),
+                        help=f"train each network once per seed, e.g. 0,1,2 ({defaults.seed})")
     run = parser.add_argument_group("where and how")
     run.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when there is one (auto)")
     run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
@@ -160,19 +180,37 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.weight_decay < 0:
         raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
+    args.seeds = parse_seeds(args.seeds)
 
 
-class EpochDisplay:
-    """A bar per epoch on a terminal (steps, loss), and a line per epoch (loss, validation accuracy, images/s,
-    time left) wherever the output goes."""
+@dataclass
+class QueueDisplay:
+    """Where a queue of runs stands. On a terminal a bar per epoch (steps, loss); wherever the output goes a line
+    per epoch: run k of n, network and seed, epoch, loss, validation accuracy, images/s, and the time left for the
+    run and for the whole queue (from this process's seconds per FLOP x image so far)."""
 
-    def __init__(self, label: str, epochs: int, done: int) -> None:
-        self.label = label
-        self.epochs = epochs
-        self.done = done
-        self.first = done
-        self.bar = None
-        self.started = time.monotonic()
+    jobs: list[Job]
+    index: int = 0
+    done: int = 0
+    bar: Any = None
+    seconds: float = 0.0
+    work: float = 0.0
+    remaining: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.remaining = {job.run_id: job.recipe.epochs - job.epochs_done for job in self.jobs}
+
+    @property
+    def job(self) -> Job:
+        return self.jobs[self.index]
+
+    def label(self) -> str:
+        return f"[{self.index + 1}/{len(self.jobs)}] {self.job.label}, seed {self.job.recipe.seed}"
+
+    def start(self, index: int, epochs_done: int) -> None:
+        self.index = index
+        self.done = epochs_done
+        self.remaining[self.job.run_id] = self.job.recipe.epochs - epochs_done
 
     def step(self, step: int, steps: int, loss: float) -> None:
         if not sys.stderr.isatty():
@@ -181,17 +219,26 @@ class EpochDisplay:
             from tqdm import tqdm
 
             self.bar = tqdm(total=steps, file=sys.stderr, dynamic_ncols=True, leave=False, unit="step",
-                            desc=f"{self.label}: epoch {self.done + 1}/{self.epochs}")
+                            desc=f"{self.label()}: epoch {self.done + 1}/{self.job.recipe.epochs}")
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix_str(f"loss {loss:.3f}")
+
+    def time_left(self, jobs: list[Job]) -> str:
+        if not self.work:
+            return "?"
+        rate = self.seconds / self.work
+        return format_duration(sum(rate * self.remaining[job.run_id] * job.epoch_work for job in jobs))
 
     def epoch(self, point: dict[str, Any], done: int) -> None:
         self.close()
         self.done = done
-        per_epoch = (time.monotonic() - self.started) / max(1, done - self.first)
-        print(f"{self.label}: epoch {done}/{self.epochs}, loss {point['loss']:.4f}, validation accuracy "
+        self.seconds += point["seconds"]
+        self.work += self.job.epoch_work
+        self.remaining[self.job.run_id] = self.job.recipe.epochs - done
+        queue = f", ~{self.time_left(self.jobs)} left in the queue" if len(self.jobs) > 1 else ""
+        print(f"{self.label()}: epoch {done}/{self.job.recipe.epochs}, loss {point['loss']:.4f}, validation accuracy "
               f"{point['val_accuracy']:.4f} (EMA {point['val_accuracy_ema']:.4f}), "
-              f"{point['images_per_second']:.0f} images/s, ~{format_duration(per_epoch * (self.epochs - done))} left",
+              f"{point['images_per_second']:.0f} images/s, ~{self.time_left([self.job])} left for this run{queue}",
               file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -204,7 +251,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def train_run(db: Database, job: Job, run_dir: Path) -> training.TrainingRun:
+def train_run(db: Database, job: Job, run_dir: Path, display: QueueDisplay) -> training.TrainingRun:
     """Train (or continue) a run to its last epoch, checkpointing each; return the stored run."""
     from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from nas.training.engine import Trainer
@@ -221,7 +268,7 @@ def train_run(db: Database, job: Job, run_dir: Path) -> training.TrainingRun:
         for point in stored_curve[len(curve):]:
             training.record_epoch(db, run_id, point, str(checkpoint))
         curve = stored_curve
-    display = EpochDisplay(job.label, recipe.epochs, trainer.epoch)
+    display.start(display.jobs.index(job), trainer.epoch)
     started = time.monotonic() - sum(point["seconds"] for point in curve)
     try:
         while trainer.epoch < recipe.epochs:
@@ -247,12 +294,12 @@ def train_run(db: Database, job: Job, run_dir: Path) -> training.TrainingRun:
 def results_table(runs: list[training.TrainingRun]) -> str:
     lines = [f"{FLOPS_CONVENTION}, counted at each network's training resolution. Accuracy: trained, on the "
              "test split (chosen on the validation split).", "",
-             f"{'run':>4}  {'network':28}{'res':>5}{'params':>9}{'FLOPs':>9}{'test acc':>10}{'val acc':>9}"
+             f"{'run':>4}  {'network':28}{'seed':>5}{'res':>5}{'params':>9}{'FLOPs':>9}{'test acc':>10}{'val acc':>9}"
              f"{'epochs':>8}{'time':>9}"]
     for run in runs:
-        lines.append(f"{run.id:>4}  {run.label[:27]:28}{run.resolution:>5}{format_params(run.params):>9}"
-                     f"{format_flops(run.flops):>9}{run.test_accuracy:>10.4f}{run.val_accuracy:>9.4f}"
-                     f"{run.epochs_done:>8}{format_duration(run.seconds or 0):>9}")
+        lines.append(f"{run.id:>4}  {run.label[:27]:28}{run.recipe['seed']:>5}{run.resolution:>5}"
+                     f"{format_params(run.params):>9}{format_flops(run.flops):>9}{run.test_accuracy:>10.4f}"
+                     f"{run.val_accuracy:>9.4f}{run.epochs_done:>8}{format_duration(run.seconds or 0):>9}")
     return "\n".join(lines)
 
 
@@ -261,25 +308,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     with contextlib.ExitStack() as memory_cap:
-        return _train(args, parser, memory_cap)
+        return _train(args, parser, memory_cap, sys.argv[1:] if argv is None else argv)
 
 
-def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextlib.ExitStack) -> int:
+def _prepare(args: argparse.Namespace, memory_cap: contextlib.ExitStack,
+             db_url: str) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+    """The database, the runs to train or continue, and the runs of this queue already complete."""
+    _check_numbers(args)
+    max_flops = parse_flops(args.max_flops)
+    from nas.training.data import resolve_device
+    from nas.training.memory import cpu_memory_limit
+
+    # CUDA reserves far more address space than it uses: the cap is for CPU training only.
+    if resolve_device(args.device) == "cpu":
+        memory_cap.enter_context(cpu_memory_limit())
+    if args.resume is not None:
+        db = open_database(db_url, create=False, migrate=True)
+        return db, _resume_job(db, args), []
+    return _queue(args, db_url, max_flops)
+
+
+def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextlib.ExitStack,
+           argv: list[str]) -> int:
+    from nas.training.memory import is_out_of_memory
+
     db_url = resolve_url(args.db)
     try:
-        _check_numbers(args)
-        max_flops = parse_flops(args.max_flops)
-        from nas.training.data import resolve_device
-        from nas.training.memory import cpu_memory_limit, is_out_of_memory
-
-        # CUDA reserves far more address space than it uses: the cap is for CPU training only.
-        if resolve_device(args.device) == "cpu":
-            memory_cap.enter_context(cpu_memory_limit())
-        if args.resume is not None:
-            db = open_database(db_url, create=False, migrate=True)
-            jobs = _resume_job(db, args)
-        else:
-            db, jobs = _new_jobs(args, db_url, max_flops)
+        db, jobs, finished = _prepare(args, memory_cap, db_url)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
     except Exception as exc:
@@ -287,27 +342,37 @@ def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextl
             raise
         fail(f"ran out of memory loading the data at --resolution {args.resolution or 'of the network'}", code=1,
              prog=parser.prog)
+    if finished:
+        rest = "training the rest" if jobs else "nothing left to train"
+        print(f"{len(finished)} of {len(finished) + len(jobs)} runs already complete (runs "
+              f"{', '.join(str(run.id) for run in finished)}); {rest}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    finished = []
+    display = QueueDisplay(jobs)
+    failures = []
     for job in jobs:
-        run_id = job.run_id
         try:
-            finished.append(_run_job(db, job))
+            finished.append(_run_job(db, job, display))
         except KeyboardInterrupt:
-            training.end_run(db, run_id, TrainingStatus.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
-            print(f"\nInterrupted. Every finished epoch is saved; continue with: python -m scaling.train --resume "
-                  f"{run_id}{db_argument(db_url)}", file=sys.stderr)
+            display.close()
+            training.end_run(db, job.run_id, TrainingStatus.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+            again = (f"python -m scaling.train {shlex.join(argv)}" if args.resume is None
+                     else f"python -m scaling.train --resume {job.run_id}{db_argument(db_url)}")
+            print(f"\nInterrupted. Every finished epoch is saved; to continue, run the same command again: {again}",
+                  file=sys.stderr)
             return 130
         except Exception as exc:  # noqa: BLE001 - stored with the run, then one line for the user
+            display.close()
             message = _failure_line(exc, job)
-            training.end_run(db, run_id, TrainingStatus.FAILED, error=message)
-            fail(message, code=1, prog=parser.prog)
+            training.end_run(db, job.run_id, TrainingStatus.FAILED, error=message)
+            print(f"{parser.prog}: {message}", file=sys.stderr, flush=True)
+            failures.append(message)
+    finished.sort(key=lambda run: run.id)
     if args.format == "json":
         print(json.dumps([run.to_json() for run in finished], indent=2))
-    else:
+    elif finished:
         print(results_table(finished))
-    return 0
+    return 1 if failures else 0
 
 
 def _failure_line(exc: Exception, job: Job) -> str:
@@ -328,11 +393,8 @@ def _task(args: argparse.Namespace) -> TaskConfig:
                       threads=args.threads or os.cpu_count() or 1, device=args.device)
 
 
-def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Database, list[Job]]:
-    """Check every target and load the data before the database is opened for writing; then store the runs."""
-    from nas.training.data import load_task_data
-
-    targets = resolve_targets(args, db_url)
+def _trainable(targets: list[Target], args: argparse.Namespace, max_flops: int) -> list[Target]:
+    """The targets under --max-flops; a named network over it is a usage error, a family's big members are skipped."""
     flops = {id(t): count_flops(t.spec) for t in targets}
     over = [(t, flops[id(t)]) for t in targets if flops[id(t)] > max_flops]
     if over and not (args.family is not None and args.members is None):
@@ -345,9 +407,19 @@ def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Da
     if over:
         print(f"not training {', '.join(t.member for t, _ in over)}: over --max-flops {format_flops(max_flops)} at "
               "their resolution (name them with --members and raise --max-flops to train them)", file=sys.stderr)
+    return targets
+
+
+def _queue(args: argparse.Namespace, db_url: str,
+           max_flops: int) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+    """Every target with every seed. Targets are checked and the data loaded before the database is opened for
+    writing; a run this command stored before is continued (or, complete, reported) instead of stored again."""
+    from nas.training.data import load_task_data
+
+    targets = _trainable(resolve_targets(args, db_url), args, max_flops)
     task = _task(args)
-    recipe = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                            seed=args.seed, flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
+    base = TrainingRecipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                          flip=args.flip if args.flip is not None else args.dataset in FLIP_DATASETS)
     data_by_resolution = {}
     for target in targets:
         if target.spec.resolution not in data_by_resolution:
@@ -355,13 +427,72 @@ def _new_jobs(args: argparse.Namespace, db_url: str, max_flops: int) -> tuple[Da
                 task, target.spec.resolution, subset=args.subset, val_images=args.val_images, test=True,
                 test_dir=args.test_dir)
     db = open_database(db_url)
-    return db, [_store_job(db, args, target, data_by_resolution[target.spec.resolution], recipe, task)
-                for target in targets]
+    jobs, finished = [], []
+    for target in targets:
+        data = data_by_resolution[target.spec.resolution]
+        for seed in args.seeds:
+            recipe = replace(base, seed=seed)
+            stored = _stored_run(db, args, target, data, recipe, task)
+            if stored is None:
+                jobs.append(_store_job(db, args, target, data, recipe, task))
+            elif stored.status is TrainingStatus.COMPLETE:
+                finished.append(stored)
+            else:
+                jobs.append(_continue_job(db, stored, target.spec, data, recipe, Path(args.out_dir)))
+    return db, jobs, finished
 
 
 def _data_config(task: TaskConfig, args: argparse.Namespace, resolution: int) -> dict[str, Any]:
     return {"dataset": task.dataset, "data_dir": task.data_dir, "test_dir": args.test_dir,
             "val_images": args.val_images, "subset": args.subset, "resolution": resolution, "threads": task.threads}
+
+
+def _stored_run(db: Database, args: argparse.Namespace, target: Target, data: TaskData, recipe: TrainingRecipe,
+                task: TaskConfig) -> training.TrainingRun | None:
+    """The run of this network, data and recipe (seed included) that an earlier command stored, if any; the
+    complete one where there are several."""
+    from nas.training.engine import trained_spec
+
+    arch = spec_to_dict(trained_spec(target.spec, data, recipe))
+    wanted = _data_config(task, args, target.spec.resolution)
+    runs = [run for run in training.list_runs(db, family_id=target.family_id, recipe_key=recipe.key())
+            if run.arch == arch and run.data == wanted
+            and (run.family_id, run.member, run.trial_id) == (target.family_id, target.member, target.trial_id)]
+    if not runs:
+        return None
+    return max(runs, key=lambda run: (run.status is TrainingStatus.COMPLETE, run.id))
+
+
+def _this_host_pid(worker: str | None) -> int | None:
+    host, _, pid = (worker or "").rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _continue_job(db: Database, run: training.TrainingRun, spec: ArchSpec, data: TaskData, recipe: TrainingRecipe,
+                  out_dir: Path) -> Job:
+    """Take over a stopped run: interrupted, failed, or left running by a process that no longer exists."""
+    pid = _this_host_pid(run.worker)
+    if run.status is TrainingStatus.RUNNING and pid is not None and pid != os.getpid() and _alive(pid):
+        raise UsageError(f"training run {run.id} ({run.label}, seed {recipe.seed}) is being trained right now by "
+                         f"process {pid}; wait for it or stop it")
+    if run.epochs_done and not (run.checkpoint_path and Path(run.checkpoint_path).is_file()):
+        raise UsageError(f"the checkpoint of run {run.id} is gone ({run.checkpoint_path})")
+    training.resume_run(db, run.id, f"{socket.gethostname()}:{os.getpid()}")
+    print(f"Training run {run.id}: {run.label}, seed {recipe.seed}, continuing after epoch {run.epochs_done}",
+          file=sys.stderr, flush=True)
+    if run.checkpoint_path:
+        out_dir = Path(run.checkpoint_path).parent.parent
+    return Job(run.id, spec, data, recipe, run.label, True, out_dir, run.epochs_done)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _store_job(db: Database, args: argparse.Namespace, target: Target, data: TaskData, recipe: TrainingRecipe,
@@ -377,9 +508,9 @@ def _store_job(db: Database, args: argparse.Namespace, target: Target, data: Tas
         params=count_params(spec), worker=f"{socket.gethostname()}:{os.getpid()}", family_id=target.family_id,
         member=target.member, trial_id=target.trial_id,
     ))
-    print(f"Training run {run_id}: {target.label}, {format_flops(count_flops(spec))} FLOPs at {spec.resolution}px, "
-          f"{format_params(count_params(spec))} params, {recipe.epochs} epochs on {data.describe()}, {device}",
-          file=sys.stderr, flush=True)
+    print(f"Training run {run_id}: {target.label}, seed {recipe.seed}, {format_flops(count_flops(spec))} FLOPs at "
+          f"{spec.resolution}px, {format_params(count_params(spec))} params, {recipe.epochs} epochs on "
+          f"{data.describe()}, {device}", file=sys.stderr, flush=True)
     return Job(run_id, target.spec, data, recipe, target.label, False, Path(args.out_dir))
 
 
@@ -396,20 +527,13 @@ def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
                       device=args.device)
     data = load_task_data(task, stored["resolution"], subset=stored["subset"], val_images=stored["val_images"],
                           test=True, test_dir=stored["test_dir"])
-    if run.epochs_done and not (run.checkpoint_path and Path(run.checkpoint_path).is_file()):
-        raise UsageError(f"the checkpoint of run {run.id} is gone ({run.checkpoint_path})")
-    training.resume_run(db, run.id, f"{socket.gethostname()}:{os.getpid()}")
-    print(f"Training run {run.id}: {run.label}, continuing after epoch {run.epochs_done}", file=sys.stderr,
-          flush=True)
-    out_dir = Path(run.checkpoint_path).parent.parent if run.checkpoint_path else Path(args.out_dir)
-    return [Job(run.id, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe),
-                run.label, True, out_dir)]
+    return [_continue_job(db, run, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe), Path(args.out_dir))]
 
 
-def _run_job(db: Database, job: Job) -> training.TrainingRun:
+def _run_job(db: Database, job: Job, display: QueueDisplay) -> training.TrainingRun:
     run_dir = (job.out_dir / f"run-{job.run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return train_run(db, job, run_dir)
+    return train_run(db, job, run_dir, display)
 
 
 if __name__ == "__main__":

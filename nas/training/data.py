@@ -220,6 +220,20 @@ def data_root(dataset: str, data_dir: str | None) -> Path | None:
     return root
 
 
+def native_resolution(dataset: str, data_dir: str | None) -> int | None:
+    """The side of the data set's stored images in pixels; None for image folders (their files vary in size)."""
+    if dataset in ("mnist", "fashion-mnist"):
+        return 28
+    if dataset == "cifar10":
+        return 32
+    if dataset == "idx":
+        path = _idx_file(data_root(dataset, data_dir), f"{IDX_PREFIXES['train']}-images-idx3-ubyte")
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+            header = handle.read(16)
+        return int.from_bytes(header[12:16], "big")
+    return None
+
+
 def read_split(dataset: str, data_dir: str | None, resolution: int, split: str,
                test_dir: str | None = None) -> tuple[Images, torch.Tensor]:
     """The images (as stored: unsigned bytes; an image folder's files decoded at `resolution`) and labels of one
