@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coefficients", choices=SOURCES, default=None,
                         help="compound rule: paper (1.2, 1.1, 1.15; default), official (published B1-B7 table) or "
                         "grid (fitted to your data at phi = 1)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="B0's resolution, the base the members scale from (default: the baseline's own)")
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi, i.e. the last member (7)")
     parser.add_argument("--name", default=None, help="a name for the family")
     add_db_option(parser)
@@ -108,6 +110,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError("give exactly one baseline: --search ID, --trial ID, --arch FILE.json or --baseline NAME")
     if args.phi_max < 1:
         raise UsageError(f"--phi-max must be at least 1, got {args.phi_max}")
+    if args.resolution is not None and args.resolution < 32:
+        raise UsageError(f"--resolution must be at least 32, got {args.resolution}")
     if args.phi_max > 7:
         raise UsageError(f"--phi-max goes up to 7 (B7), got {args.phi_max}")
     if args.rule != "compound" and args.coefficients is not None:
@@ -252,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         _validate(args)
         max_flops = parse_flops(args.evaluate_max_flops)
         baseline, search = resolve_baseline(args, db_url)
+        if args.resolution is not None:
+            baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
         evaluator = _proxy(args, search) if args.evaluate else None
         scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
         db = open_database(db_url)
