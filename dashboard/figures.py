@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 
-from db import IN_FLIGHT, TrainingStatus, TrialRole, TrialStatus
+from db import IN_FLIGHT, TrialRole, TrialStatus
 from db.families import FamilyMember
 from db.training import TrainingRun
 from db.trials import TrialPoint
@@ -15,6 +16,7 @@ from nas.evaluation.pareto import hypervolume_curve, pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec
+from scaling.compare import Comparison, MemberResult
 
 COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)"}
 STATUS_SYMBOLS = {TrialStatus.COMPLETE: "circle", TrialStatus.FAILED: "x", TrialStatus.REJECTED: "triangle-down",
@@ -230,40 +232,38 @@ def family_accuracy_figure(members: list[FamilyMember], front: ParetoSeries | No
     return figure
 
 
-@dataclass(frozen=True)
-class TrainedSeries:
-    """The trained networks of one family (or one lone network), for the paper's Figure 1."""
-
-    name: str
-    runs: list[TrainingRun]
-
-
-def trained_series(runs: list[TrainingRun], family_names: dict[int, str]) -> list[TrainedSeries]:
-    """Complete runs grouped by family (a run of no family stands alone), each in FLOPs order."""
-    groups: dict[str, list[TrainingRun]] = {}
-    for run in runs:
-        if run.status is not TrainingStatus.COMPLETE:
-            continue
-        name = family_names.get(run.family_id, f"family {run.family_id}") if run.family_id else run.label
-        groups.setdefault(name, []).append(run)
-    return [TrainedSeries(name, sorted(group, key=lambda r: r.flops)) for name, group in groups.items()]
-
-
-def trained_accuracy_figure(series: list[TrainedSeries], cost: str) -> go.Figure:
-    """Trained test accuracy against FLOPs or params, one line per family, as in EfficientNet's Figure 1."""
+def comparison_figure(comparison: Comparison, cost: str, highlight: int | None = None) -> go.Figure:
+    """Trained test accuracy (mean, error bars one sd over seeds) against FLOPs or params, one line per family,
+    the Pareto front across all of them drawn through its members: EfficientNet's Figure 1 for the user's data."""
     figure = go.Figure()
-    for index, item in enumerate(series):
+    families: dict[int, list[MemberResult]] = {}
+    for row in comparison.rows:
+        families.setdefault(row.family_id, []).append(row)
+    for index, (family_id, rows) in enumerate(families.items()):
+        rows = sorted(rows, key=lambda r: r.phi)
         figure.add_trace(go.Scatter(
-            x=[getattr(r, cost) for r in item.runs], y=[r.test_accuracy for r in item.runs], mode="lines+markers+text",
-            text=[r.member or "" for r in item.runs], textposition="top left", name=item.name,
-            marker={"size": 10, "color": PALETTE[index % len(PALETTE)]},
-            hovertext=[f"{r.label}: test acc {r.test_accuracy:.4f}, {format_flops(r.flops)} FLOPs at {r.resolution}px, "
-                       f"{format_params(r.params)} params (run {r.id})" for r in item.runs],
+            x=[getattr(r, cost) for r in rows], y=[r.mean for r in rows], mode="lines+markers+text",
+            error_y={"type": "data", "array": [r.sd or 0.0 for r in rows], "visible": True},
+            text=[r.member for r in rows], textposition="top left", name=f"{family_id}: {rows[0].family} ({rows[0].rule})",
+            marker={"size": 12 if family_id == highlight else 9, "color": PALETTE[index % len(PALETTE)]},
+            line={"width": 3 if family_id == highlight else 1.5},
+            hovertext=[f"family {r.family_id} {r.member}: test acc {r.mean:.4f}"
+                       + (f" +- {r.sd:.4f}" if r.sd is not None else "") + f" over {len(r.seeds)} seed(s), "
+                       f"{format_flops(r.flops)} FLOPs at {r.resolution}px, {format_params(r.params)} params"
+                       for r in rows],
             hoverinfo="text",
         ))
+    front = sorted((r for r in comparison.rows if r.on_front), key=lambda r: r.flops)
+    figure.add_trace(go.Scatter(
+        x=[getattr(r, cost) for r in front], y=[r.mean for r in front], mode="lines+markers", name="Pareto front",
+        line={"color": "black", "dash": "dash", "width": 1},
+        marker={"symbol": "star", "size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 1.5}},
+        hoverinfo="skip",
+    ))
     figure.update_layout(xaxis={"title": {"text": COST_TITLES[cost]}, "type": "log"},
-                         yaxis={"title": {"text": "trained test accuracy"}}, height=420, margin={"t": 40},
-                         title={"text": f"{FLOPS_CONVENTION}, at each network's training resolution",
+                         yaxis={"title": {"text": "trained test accuracy (mean +- sd over seeds)"}}, height=460,
+                         margin={"t": 40}, legend={"orientation": "h", "y": -0.25},
+                         title={"text": f"{FLOPS_CONVENTION}, at each member's training resolution",
                                 "font": {"size": 12}})
     return figure
 
@@ -279,7 +279,8 @@ def learning_curve_figure(run: TrainingRun) -> go.Figure:
     figure.add_trace(go.Scatter(x=epochs, y=[p["loss"] for p in run.curve], mode="lines+markers",
                                 name="training loss", yaxis="y2", line={"dash": "dot"}))
     figure.update_layout(
-        xaxis={"title": {"text": "epoch"}, "range": [0.5, max(run.recipe.get("epochs", 1), len(epochs)) + 0.5]},
+        xaxis={"title": {"text": "epoch"}, "range": [0.5, max(run.recipe.get("epochs", 1), len(epochs)) + 0.5],
+               "tickmode": "linear", "tick0": 1, "dtick": max(1, math.ceil(run.recipe.get("epochs", 1) / 15))},
         yaxis={"title": {"text": "validation accuracy"}},
         yaxis2={"title": {"text": "training loss (label-smoothed)"}, "overlaying": "y", "side": "right"},
         height=420, margin={"t": 30}, legend={"orientation": "h"},

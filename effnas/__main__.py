@@ -10,8 +10,9 @@ from effnas.cli import USAGE_ERROR
 COMMANDS = {
     "search": ("nas.search.command", "search for a baseline network under a FLOPs budget"),
     "export": ("nas.export", "every trial of a search as CSV or JSON"),
-    "grow": ("scaling.grow", "grow a baseline into a B0..B7 family by compound scaling"),
-    "train": ("scaling.train", "train a found network or a family's members to the end: test accuracy, weights"),
+    "grow": ("scaling.grow", "grow a baseline into a B0..B7 family by a scaling rule"),
+    "train": ("scaling.train", "train a found network or a family's members (with seeds) to the end: test accuracy"),
+    "compare": ("scaling.compare", "trained families side by side: test accuracy over seeds against FLOPs"),
     "export-family": ("scaling.export", "write a family as JSON specs, ONNX, TorchScript and trained weights"),
     "predict": ("scaling.predict", "classify image files with a trained network"),
     "dashboard": ("dashboard.__main__", "open the dashboard"),

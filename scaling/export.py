@@ -3,8 +3,9 @@ JSON, ONNX and TorchScript files, with the trained weights of every member that 
 
 A trained member is exported as trained: its state dict (`<member>.weights.pt`), and ONNX and TorchScript models
 that take float pixels in [0, 1] of shape (N, C, H, W) at the member's training resolution (fixed H and W, any
-batch) with the data set's normalisation inside the graph; the manifest names the training run each comes from.
-An untrained member is exported with random weights and no normalisation, and the manifest says so.
+batch) with the data set's normalisation inside the graph. Of a member's runs (seeds, recipes) the one with the
+highest validation accuracy is exported; the manifest names it (run, seed, test accuracy). An untrained member
+is exported with random weights and no normalisation, and the manifest marks it untrained.
 
 Per member `<member>.json` (our spec format, loadable with `nas.space.spec.from_json` and buildable with
 `nas.space.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
@@ -30,7 +31,7 @@ from db.training import TrainingRun
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
 from nas.training.weights import TrainedWeights, WeightsError, load_weights
-from scaling.family import family_json, latest_trained_runs
+from scaling.family import family_json, trained_runs
 
 FORMATS = ("json", "onnx", "torchscript", "weights")
 SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt", "weights": ".weights.pt"}
@@ -145,7 +146,8 @@ def export_family(
         written += [out / path for path in files.values()]
         manifest["members"].append({
             **described, "files": files, "tf": tf_params(spec),
-            "trained": trained is not None,
+            "trained": trained is not None, "run_id": run.id if run else None,
+            "seed": run.recipe.get("seed") if run else None,
             "input": ({"pixels": "float in [0, 1]", "shape": ["N", spec.in_channels, spec.resolution,
                                                                spec.resolution],
                        "normalisation": {"mean": trained.mean, "std": trained.std}, "classes": trained.classes}
@@ -162,7 +164,7 @@ def load_family(db: Database, family_id: int) -> tuple[Family, dict[str, Trainin
     family = get_family(db, family_id)
     if family is None:
         raise UsageError(f"no family with id {family_id}")
-    return family, latest_trained_runs(db, family_id)
+    return family, trained_runs(db, family_id)
 
 
 def build_parser() -> argparse.ArgumentParser:

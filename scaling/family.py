@@ -198,10 +198,16 @@ def evaluate_members(family: Family, evaluate: ProxyEvaluator, max_flops: float,
     return replace(family, members=members, config={**family.config, "evaluate_max_flops": max_flops})
 
 
-def latest_trained_runs(db: Database, family_id: int) -> dict[str, TrainingRun]:
-    """Member name -> its latest complete training run."""
-    runs = [run for run in list_runs(db, family_id=family_id) if run.status is TrainingStatus.COMPLETE]
-    return {run.member: run for run in runs}
+def trained_runs(db: Database, family_id: int) -> dict[str, TrainingRun]:
+    """Member name -> the complete training run it is exported with: of its runs (seeds, recipes), the one with
+    the highest validation accuracy (never test), the latest on a tie."""
+    chosen: dict[str, TrainingRun] = {}
+    for run in list_runs(db, family_id=family_id):
+        if run.status is TrainingStatus.COMPLETE:
+            best = chosen.get(run.member)
+            if best is None or run.val_accuracy >= best.val_accuracy:
+                chosen[run.member] = run
+    return chosen
 
 
 def family_json(family: Family, runs: dict[str, TrainingRun] | None = None) -> dict[str, Any]:

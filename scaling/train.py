@@ -41,6 +41,7 @@ from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
 from scaling.baseline import BASELINE_OPTIONS, resolve_baseline
+from scaling.compound import fitted_resolution
 
 FORMATS = ("table", "json")
 RUNS_DIR = Path(".effnas") / "training"
@@ -130,10 +131,6 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def _member_resolution(base: int, resolution_mult: float) -> int:
-    return max(32, int(round(base * resolution_mult)))
-
-
 def resolve_targets(args: argparse.Namespace, db_url: str) -> list[Target]:
     """The networks to train, each at its training resolution; UsageError names what is wrong."""
     chosen = [flag for flag in (*BASELINE_OPTIONS, "family") if getattr(args, flag) is not None]
@@ -159,10 +156,13 @@ def resolve_targets(args: argparse.Namespace, db_url: str) -> list[Target]:
                              f"{', '.join(m.name for m in members)}")
         members = [known[name] for name in wanted]
     targets = []
+    base = replace(spec_from_dict(family.baseline_arch), resolution=args.resolution or family.base_resolution)
     for member in members:
         spec = spec_from_dict(member.arch)
         if args.resolution is not None:
-            spec = replace(spec, resolution=_member_resolution(args.resolution, member.resolution_mult))
+            # At another base the member keeps the FLOPs ratio to B0 it was grown with.
+            spec = replace(spec, resolution=fitted_resolution(base, member.width, member.depth,
+                                                              member.resolution_mult, member.flops_ratio))
         targets.append(Target(f"{member.name} of family {args.family}", spec, args.family, member.name))
     return targets
 

@@ -15,11 +15,12 @@ from dashboard import figures
 from db import Database
 from db.families import Family, get_family, list_families
 from db.searches import SearchRow
-from db.training import TrainingRun, list_runs
+from db.training import TrainingRun
 from db.trials import trial_points
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from scaling.compare import compare_families
 from scaling.export import FORMATS, export_family, load_family
-from scaling.family import latest_trained_runs
+from scaling.family import trained_runs
 
 
 def family_zip(family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> bytes:
@@ -39,13 +40,14 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         st.info("No family yet. Grow one from a search with `python -m scaling.grow --search ID`.")
         return
     by_id = {f.id: f for f in families}
-    chosen = st.selectbox("Family", list(by_id), format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].source})")
+    chosen = st.selectbox("Family", list(by_id),
+                          format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].rule}, {by_id[i].source})")
     family = by_id[chosen]
     members = get_family(db, family.id).members
-    trained = latest_trained_runs(db, family.id)
+    trained = trained_runs(db, family.id)
     trials = trial_points(db, [family.search_id]) if family.search_id else []
-    st.caption(f"Baseline: {family.baseline_ref}. Coefficients: {family.source}. {FLOPS_CONVENTION}, at each "
-               "member's resolution.")
+    st.caption(f"Baseline: {family.baseline_ref}. Rule: {family.rule}; coefficients: {family.source}. "
+               f"{FLOPS_CONVENTION}, at each member's resolution.")
     table = pd.DataFrame([{
         "name": m.name, "phi": m.phi, "width": round(m.width, 3), "depth": round(m.depth, 3),
         "resolution": m.resolution, "params": format_params(m.params), "FLOPs": format_flops(m.flops),
@@ -64,7 +66,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
             st.plotly_chart(figures.family_accuracy_figure(members, front), width="stretch", key="family-accuracy")
         else:
             st.info("No proxy accuracy for these members: grow with `--evaluate` to measure it.")
-    trained_section(db, family.id, {f.id: f"{f.id}: {f.name}" for f in families})
+    trained_section(db, family.id)
     formats = st.multiselect("Export formats", list(FORMATS), default=["json"])
     key = f"zip-{family.id}-{','.join(formats)}"
     if st.button("Prepare download", disabled=not formats):
@@ -75,23 +77,34 @@ def render(db: Database, searches: list[SearchRow]) -> None:
                            mime="application/zip")
 
 
-def trained_section(db: Database, family_id: int, family_names: dict[int, str]) -> None:
-    """Trained test accuracy of the members against FLOPs and params, beside every other family trained on the
-    same data with the same recipe: EfficientNet's Figure 1 for this data."""
-    st.markdown("#### Trained accuracy")
-    own = [r for r in list_runs(db, family_id=family_id) if r.test_accuracy is not None]
-    if not own:
-        st.info(f"No member of this family is trained yet: `python -m scaling.train --family {family_id}` trains "
-                "them on a data set with a test split.")
+def trained_section(db: Database, family_id: int) -> None:
+    """This family's trained members beside every family trained on the same data with the same recipe (seeds
+    aside): test accuracy mean +- sd over seeds against FLOPs and params, the Pareto front marked."""
+    st.markdown("#### Trained accuracy, compared")
+    comparisons = [c for c in compare_families(db) if any(r.family_id == family_id for r in c.rows)]
+    if not comparisons:
+        st.info(f"No member of this family is trained yet: `python -m scaling.train --family {family_id} --seeds 0,1` "
+                "trains them on a data set with a test split.")
         return
-    latest = own[-1]
-    comparable = [r for r in list_runs(db, dataset=latest.dataset) if r.recipe_key == latest.recipe_key]
-    series = figures.trained_series(comparable, family_names)
-    st.caption(f"Test accuracy after full training on {latest.dataset} with one recipe ({latest.recipe['epochs']} "
-               f"epochs); other families and networks trained the same way are drawn beside it. This is trained "
-               "accuracy, not the search's proxy accuracy.")
+    comparison = comparisons[0]
+    if len(comparisons) > 1:
+        by_key = {c.key: c for c in comparisons}
+        comparison = by_key[st.selectbox("Data and recipe", list(by_key), format_func=lambda k: by_key[k].describe(),
+                                         key="comparison")]
+    st.caption(f"Test accuracy after full training, {comparison.describe()}: every family trained the same way is "
+               "drawn, with error bars of one standard deviation over seeds; the dashed line is the Pareto front "
+               "across all of them. This is trained accuracy, not the search's proxy accuracy. The same table: "
+               "`python -m scaling.compare`.")
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(figures.trained_accuracy_figure(series, "flops"), width="stretch", key="trained-flops")
+        st.plotly_chart(figures.comparison_figure(comparison, "flops", family_id), width="stretch",
+                        key="trained-flops")
     with right:
-        st.plotly_chart(figures.trained_accuracy_figure(series, "params"), width="stretch", key="trained-params")
+        st.plotly_chart(figures.comparison_figure(comparison, "params", family_id), width="stretch",
+                        key="trained-params")
+    st.dataframe(pd.DataFrame([{
+        "family": f"{r.family_id}: {r.family}", "rule": r.rule, "coefficients": r.coefficients, "member": r.member,
+        "resolution": r.resolution, "FLOPs": format_flops(r.flops), "params": format_params(r.params),
+        "seeds": len(r.seeds), "test accuracy (mean)": round(r.mean, 4),
+        "sd": round(r.sd, 4) if r.sd is not None else None, "Pareto front": r.on_front,
+    } for r in comparison.rows]), hide_index=True, width="stretch", key="comparison-table")

@@ -37,7 +37,9 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     else:
         st.plotly_chart(figures.learning_curve_figure(run), width="stretch", key="learning-curve")
     left, right = st.columns(2)
-    left.markdown(f"**Recipe**: `{run.recipe}`")
+    left.markdown("**Recipe**")
+    left.dataframe(pd.DataFrame([{"setting": name, "value": str(value)} for name, value in run.recipe.items()]),
+                   hide_index=True, width="stretch", key="recipe-table")
     if run.weights_path:
         right.markdown(f"**Weights** ({run.chosen_weights}, epoch {run.best_epoch}): `{run.weights_path}`, "
                        f"SHA-256 `{run.weights_sha256[:16]}...`")

@@ -3,6 +3,7 @@ import json
 import os
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ def cli(module, *args, cwd):
 
 @pytest.fixture(scope="module")
 def filled_db(tmp_path_factory):
-    """A database filled by a real tiny search (with its B0 reference) and a family grown from it."""
+    """A database filled by a real tiny search (with its B0 reference), a family grown from it by compound scaling
+    (B0 and B1 trained with two seeds) and one by width alone (its B1 trained with two seeds, the same recipe)."""
     folder = tmp_path_factory.mktemp("dash")
     db = folder / "dash.db"
     cli("nas.search", "--target-flops", "200M", "--trials", "5", "--epochs", "1", "--subset", "300",
@@ -35,9 +37,11 @@ def filled_db(tmp_path_factory):
     cli("scaling.grow", "--search", "1", "--phi-max", "3", "--evaluate", "--evaluate-max-flops", "100G", "--epochs",
         "1", "--subset", "200", "--db", str(db), cwd=folder)
     digits = mnist_idx(folder / "digits")
-    cli("scaling.train", "--family", "1", "--members", "B0,B1", "--resolution", "32", "--dataset", "idx", "--data-dir",
-        str(digits), "--subset", "300", "--val-images", "200", "--epochs", "2", "--threads", "1", "--db", str(db),
-        cwd=folder)
+    recipe = ["--resolution", "32", "--dataset", "idx", "--data-dir", str(digits), "--subset", "300", "--val-images",
+              "200", "--epochs", "2", "--threads", "1", "--seeds", "0,1", "--db", str(db)]
+    cli("scaling.train", "--family", "1", "--members", "B0,B1", *recipe, cwd=folder)
+    cli("scaling.grow", "--search", "1", "--rule", "width", "--phi-max", "1", "--db", str(db), cwd=folder)
+    cli("scaling.train", "--family", "2", "--members", "B1", *recipe, cwd=folder)
     return db
 
 
@@ -323,15 +327,55 @@ def test_training_page_draws_the_learning_curve_of_a_run(filled_db, monkeypatch)
     assert "trained accuracy" in " ".join(c.value for c in at.caption)
 
 
-def test_family_page_shows_trained_test_accuracy_against_flops_and_params(filled_db, monkeypatch):
+def test_family_page_compares_trained_families_with_error_bars_and_the_front(filled_db, monkeypatch):
     with sqlite3.connect(filled_db) as c:
-        tested = dict(c.execute("select member, test_accuracy from training_runs where status='complete'"))
+        tested = {}
+        for family, member, accuracy in c.execute("select family_id, member, test_accuracy from training_runs "
+                                                  "where status='complete'"):
+            tested.setdefault((family, member), []).append(accuracy)
+    assert {len(v) for v in tested.values()} == {2}  # two seeds each
     at = go_to(app_for(filled_db, monkeypatch), "Families")
     assert not at.exception
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-    trained = [chart for chart in charts if chart["layout"]["yaxis"]["title"]["text"] == "trained test accuracy"]
+    trained = [chart for chart in charts if chart["layout"]["yaxis"]["title"]["text"].startswith("trained test accuracy")]
     assert len(trained) == 2  # against FLOPs and against params
-    assert sorted(trained[0]["data"][0]["y"]) == sorted(tested.values()) and len(tested) == 2
+    traces = {t["name"]: t for t in trained[0]["data"]}
+    compound = next(t for name, t in traces.items() if name.startswith("1: "))
+    width = next(t for name, t in traces.items() if name.startswith("2: "))
+    assert compound["y"] == pytest.approx([statistics.fmean(tested[(1, "B0")]), statistics.fmean(tested[(1, "B1")])])
+    assert compound["error_y"]["array"] == pytest.approx([statistics.stdev(tested[(1, "B0")]),
+                                                          statistics.stdev(tested[(1, "B1")])])
+    assert width["y"] == pytest.approx([statistics.fmean(tested[(2, "B1")])])
+    assert "Pareto front" in traces and traces["Pareto front"]["y"]
+    comparison = next(d.value for d in at.dataframe if "Pareto front" in d.value.columns)
+    assert len(comparison) == 3 and comparison["Pareto front"].any()
     table = at.dataframe[0].value
-    assert list(table["test accuracy (trained)"][:2]) == [tested["B0"], tested["B1"]]
     assert "proxy accuracy" in table.columns
+
+
+def test_training_page_shows_the_recipe_as_a_table_and_epochs_on_whole_ticks(filled_db, monkeypatch):
+    at = go_to(app_for(filled_db, monkeypatch), "Training")
+    recipe = next(d.value for d in at.dataframe if "setting" in d.value.columns)
+    assert dict(zip(recipe["setting"], recipe["value"]))["epochs"] == "2"
+    axis = figure_json(at)["layout"]["xaxis"]
+    assert axis["tickmode"] == "linear" and axis["dtick"] == 1 and axis["tick0"] == 1
+
+
+@pytest.mark.browser
+def test_real_browser_draws_every_family_with_error_bars(filled_db, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with browser_on_app(filled_db, tmp_path, "families") as driver:
+        wait = WebDriverWait(driver, 90)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) >= 4)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot path.yerror"))
+        time.sleep(1)
+        assert not driver.find_elements(By.CSS_SELECTOR, ERRORS)
+        legend = " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .legendtext"))
+        assert "1: " in legend and "2: " in legend and "Pareto front" in legend
+        # Three trained members with two seeds each, on two charts (FLOPs and params).
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot path.yerror")) >= 6
+        shot = tmp_path / "families.png"
+        driver.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000

@@ -92,7 +92,7 @@ def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path
     expected = grid_points(0.2, 0.05)
     assert len(data["grid"]) == len(expected)
     assert {(p["alpha"], p["beta"], p["gamma"]) for p in data["grid"]} == set(expected)
-    best = max((p for p in data["grid"] if p["status"] == "complete"), key=lambda p: (p["proxy_accuracy"], -p["flops"]))
+    best = max((p for p in data["grid"] if p["status"] == "complete"), key=lambda p: (p["val_accuracy"], -p["flops"]))
     assert (data["coefficients"]["alpha"], data["coefficients"]["beta"], data["coefficients"]["gamma"]) == (
         best["alpha"], best["beta"], best["gamma"])
     with sqlite3.connect(db) as c:
@@ -194,7 +194,7 @@ def test_export_bad_input_exit_2(tmp_path, args, message):
         (["--baseline", "resnet-50"], "unknown architecture name"),
         (["--arch", "missing.json"], "cannot read"),
         (["--search", "3"], "does not exist"),
-        (["--baseline", "efficientnet-b0", "--coefficients", "official", "--phi-max", "9"], "stops at B7"),
+        (["--baseline", "efficientnet-b0", "--coefficients", "official", "--phi-max", "9"], "up to 7 (B7)"),
     ],
 )
 def test_grow_bad_input_exit_2_and_no_database(tmp_path, args, message):
