@@ -103,8 +103,10 @@ class Bench:
         write_json(self.out, {k: v for k, v in self.results.items() if k not in ("command", "date", "machine")})
         plot(self.results["networks"], self.out.with_suffix(".png"))
         if self.args.commit:
-            subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {message}", "--",
-                            str(self.out), str(self.out.with_suffix(".png"))], cwd=REPO, check=False)
+            files = [str(self.out), str(self.out.with_suffix(".png"))]
+            subprocess.run(["git", "add", "--", *files], cwd=REPO, check=False)
+            subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {message}", "--", *files], cwd=REPO,
+                           check=False)
 
     def found_spec(self) -> Path:
         path = self.folder / "found_b0.json"
@@ -266,7 +268,8 @@ def plot(networks: dict[str, Any], path: Path) -> None:
     budget = BUDGETS["short"]
     axes.set_title(f"Fashion-MNIST, {budget['subset']:,} training images x {budget['epochs']} epochs")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
+    if networks:
+        axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
