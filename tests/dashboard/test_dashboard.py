@@ -40,7 +40,7 @@ def filled_db(tmp_path_factory):
     recipe = ["--resolution", "32", "--dataset", "idx", "--data-dir", str(digits), "--subset", "300", "--val-images",
               "200", "--epochs", "2", "--threads", "1", "--seeds", "0,1", "--db", str(db)]
     cli("scaling.train", "--family", "1", "--members", "B0,B1", *recipe, cwd=folder)
-    cli("scaling.grow", "--search", "1", "--rule", "width", "--phi-max", "1", "--db", str(db), cwd=folder)
+    cli("scaling.grow", "--search", "1", "--rule", "width", "--phi-max", "3", "--db", str(db), cwd=folder)
     cli("scaling.train", "--family", "2", "--members", "B1", *recipe, cwd=folder)
     return db
 
