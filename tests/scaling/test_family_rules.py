@@ -118,6 +118,7 @@ def test_grow_bad_input_is_one_line_exit_2_and_the_database_unchanged(tmp_path, 
     assert dump(db) == before
 
 
+@pytest.mark.slow
 def test_grid_coefficients_scored_by_short_final_trainings_pick_the_best_validation_point(tmp_path):
     db = tmp_path / "g.db"
     arch = tmp_path / "tiny.json"
@@ -182,6 +183,7 @@ def queue(tmp_path_factory):
     return {"db": db, "folder": folder, "killed": killed, "again": again, "once_more": once_more}
 
 
+@pytest.mark.slow
 def test_a_killed_queue_started_again_finishes_every_run_exactly_once(queue):
     killed, after = queue["killed"], runs(queue["db"])
     assert killed[0]["status"] == "complete" and killed[1]["status"] == "running"
@@ -201,6 +203,7 @@ def test_a_killed_queue_started_again_finishes_every_run_exactly_once(queue):
     assert sorted(r["run_id"] for r in json.loads(queue["once_more"].stdout)) == [r["id"] for r in family_runs]
 
 
+@pytest.mark.slow
 def test_the_comparison_aggregates_seeds_and_marks_the_front(queue):
     result = cli("scaling.compare", "--format", "json", "--db", str(queue["db"]), cwd=queue["folder"])
     assert result.returncode == 0, result.stderr
@@ -221,6 +224,7 @@ def test_the_comparison_aggregates_seeds_and_marks_the_front(queue):
     assert "+-" in table and "(1 seed)" in table and "multiply-accumulates" in table
 
 
+@pytest.mark.slow
 def test_train_bad_seeds_and_members_are_one_line_and_the_database_unchanged(queue):
     before = dump(queue["db"])
     for args, message in ((["--family", "2", "--seeds", "0,x"], "cannot read --seeds"),
@@ -233,6 +237,7 @@ def test_train_bad_seeds_and_members_are_one_line_and_the_database_unchanged(que
     assert dump(queue["db"]) == before
 
 
+@pytest.mark.slow
 def test_export_names_each_members_run_seed_and_test_accuracy(queue, tmp_path):
     out = tmp_path / "family"
     result = cli("scaling.export", "--family", "2", "--out", str(out), "--files", "json,weights", "--db",
