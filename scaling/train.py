@@ -50,6 +50,7 @@ DEFAULT_VAL_IMAGES = 5000
 
 if TYPE_CHECKING:
     from nas.training.data import TaskData
+    from nas.training.distributed import Distributed
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,6 +191,7 @@ class QueueDisplay:
     run and for the whole queue (from this process's seconds per FLOP x image so far)."""
 
     jobs: list[Job]
+    silent: bool = False
     index: int = 0
     done: int = 0
     bar: Any = None
@@ -213,7 +215,7 @@ class QueueDisplay:
         self.remaining[self.job.run_id] = self.job.recipe.epochs - epochs_done
 
     def step(self, step: int, steps: int, loss: float) -> None:
-        if not sys.stderr.isatty():
+        if self.silent or not sys.stderr.isatty():
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -235,6 +237,8 @@ class QueueDisplay:
         self.seconds += point["seconds"]
         self.work += self.job.epoch_work
         self.remaining[self.job.run_id] = self.job.recipe.epochs - done
+        if self.silent:
+            return
         queue = f", ~{self.time_left(self.jobs)} left in the queue" if len(self.jobs) > 1 else ""
         print(f"{self.label()}: epoch {done}/{self.job.recipe.epochs}, loss {point['loss']:.4f}, validation accuracy "
               f"{point['val_accuracy']:.4f} (EMA {point['val_accuracy_ema']:.4f}), "
@@ -251,43 +255,52 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def train_run(db: Database, job: Job, run_dir: Path, display: QueueDisplay) -> training.TrainingRun:
-    """Train (or continue) a run to its last epoch, checkpointing each; return the stored run."""
+def train_run(db: Database, job: Job, run_dir: Path, display: QueueDisplay,
+              parallel: Distributed | None = None) -> training.TrainingRun:
+    """Train (or continue) a run to its last epoch, checkpointing each; return the stored run. In a data-parallel
+    job every rank trains and evaluates; rank 0 alone writes the checkpoint, the curve, the weights and the row."""
     from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from nas.training.engine import Trainer
     from nas.training.weights import TrainedWeights
 
+    writes = parallel is None or parallel.is_main
     run_id, data, recipe = job.run_id, job.data, job.recipe
-    trainer = Trainer(job.spec, data, recipe)
+    trainer = Trainer(job.spec, data, recipe, parallel)
     checkpoint = run_dir / CHECKPOINT_NAME
     curve = list(training.get_run(db, run_id).curve)
     if job.resume and checkpoint.is_file():
         state, stored_curve = load_checkpoint(checkpoint, trainer.device)
         trainer.load_state(state)
         # A process killed between writing the checkpoint and storing its epoch left the point in the checkpoint.
-        for point in stored_curve[len(curve):]:
+        for point in stored_curve[len(curve):] if writes else []:
             training.record_epoch(db, run_id, point, str(checkpoint))
         curve = stored_curve
     display.start(display.jobs.index(job), trainer.epoch)
     started = time.monotonic() - sum(point["seconds"] for point in curve)
     try:
         while trainer.epoch < recipe.epochs:
-            point = trainer.fit_epoch(display.step).point()
+            point = {**trainer.fit_epoch(display.step).point(),
+                     "processes": parallel.world_size if parallel is not None else 1}
             curve.append(point)
-            save_checkpoint(checkpoint, trainer.state(), curve)
-            training.record_epoch(db, run_id, point, str(checkpoint))
+            if writes:
+                save_checkpoint(checkpoint, trainer.state(), curve)
+                training.record_epoch(db, run_id, point, str(checkpoint))
             display.epoch(point, trainer.epoch)
     finally:
         display.close()
     test_accuracy = trainer.test_accuracy()
-    weights = run_dir / "weights.pt"
-    sha256 = TrainedWeights(trainer.spec, trainer.best["state"], data.mean, data.std, data.classes, run_id,
-                            trainer.best["weights"], trainer.best["epoch"]).save(weights)
-    training.end_run(
-        db, run_id, TrainingStatus.COMPLETE, best_epoch=trainer.best["epoch"], chosen_weights=trainer.best["weights"],
-        val_accuracy=trainer.best["accuracy"], test_accuracy=test_accuracy, seconds=time.monotonic() - started,
-        weights_path=str(weights.resolve()), weights_sha256=sha256,
-    )
+    if writes:
+        weights = run_dir / "weights.pt"
+        sha256 = TrainedWeights(trainer.spec, trainer.best["state"], data.mean, data.std, data.classes, run_id,
+                                trainer.best["weights"], trainer.best["epoch"]).save(weights)
+        training.end_run(
+            db, run_id, TrainingStatus.COMPLETE, best_epoch=trainer.best["epoch"],
+            chosen_weights=trainer.best["weights"], val_accuracy=trainer.best["accuracy"],
+            test_accuracy=test_accuracy, seconds=time.monotonic() - started, weights_path=str(weights.resolve()),
+            weights_sha256=sha256,
+        )
+    if parallel is not None:
+        parallel.barrier()  # the row is complete before any rank reads it
     return training.get_run(db, run_id)
 
 
@@ -330,11 +343,23 @@ def _prepare(args: argparse.Namespace, memory_cap: contextlib.ExitStack,
 
 def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextlib.ExitStack,
            argv: list[str]) -> int:
+    from nas.training.data import resolve_device
+    from nas.training.distributed import from_environment, leave
     from nas.training.memory import is_out_of_memory
 
     db_url = resolve_url(args.db)
+    parallel = from_environment(resolve_device(args.device))
+    args.processes = parallel.world_size if parallel is not None else 1
+    if parallel is not None and args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // parallel.local_world_size)
     try:
-        db, jobs, finished = _prepare(args, memory_cap, db_url)
+        if parallel is None or parallel.is_main:
+            db, jobs, finished = _prepare(args, memory_cap, db_url)
+        if parallel is not None:
+            shared = parallel.share([(j.run_id, j.resume, str(j.out_dir), j.epochs_done) for j in jobs]
+                                    if parallel.is_main else None)
+            if not parallel.is_main:
+                db, jobs, finished = _rank_jobs(args, db_url, shared)
     except (UsageError, DataError, DatabaseError) as exc:
         fail(str(exc), prog=parser.prog)
     except Exception as exc:
@@ -342,37 +367,92 @@ def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextl
             raise
         fail(f"ran out of memory loading the data at --resolution {args.resolution or 'of the network'}", code=1,
              prog=parser.prog)
-    if finished:
+    main_rank = parallel is None or parallel.is_main
+    if finished and main_rank:
         rest = "training the rest" if jobs else "nothing left to train"
         print(f"{len(finished)} of {len(finished) + len(jobs)} runs already complete (runs "
               f"{', '.join(str(run.id) for run in finished)}); {rest}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    display = QueueDisplay(jobs)
+    try:
+        code = _run_queue(db, jobs, finished, args, parser, argv, parallel)
+    finally:
+        leave()
+    return code
+
+
+def _run_queue(db: Database, jobs: list[Job], finished: list[training.TrainingRun], args: argparse.Namespace,
+               parser: CommandParser, argv: list[str], parallel: Distributed | None) -> int:
+    """Train the queue; a failed run is stored and the queue goes on (a data-parallel job stops instead, since
+    every rank must stay in step)."""
+    main_rank = parallel is None or parallel.is_main
+    display = QueueDisplay(jobs, silent=not main_rank)
     failures = []
     for job in jobs:
         try:
-            finished.append(_run_job(db, job, display))
+            finished.append(_run_job(db, job, display, parallel))
         except KeyboardInterrupt:
             display.close()
-            training.end_run(db, job.run_id, TrainingStatus.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
-            again = (f"python -m scaling.train {shlex.join(argv)}" if args.resume is None
-                     else f"python -m scaling.train --resume {job.run_id}{db_argument(db_url)}")
-            print(f"\nInterrupted. Every finished epoch is saved; to continue, run the same command again: {again}",
-                  file=sys.stderr)
+            if main_rank:
+                training.end_run(db, job.run_id, TrainingStatus.INTERRUPTED, error="interrupted (Ctrl-C or SIGTERM)")
+                print(f"\nInterrupted. Every finished epoch is saved; to continue, run the same command again: "
+                      f"{_again(args, argv, job)}", file=sys.stderr)
             return 130
         except Exception as exc:  # noqa: BLE001 - stored with the run, then one line for the user
             display.close()
             message = _failure_line(exc, job)
-            training.end_run(db, job.run_id, TrainingStatus.FAILED, error=message)
+            if main_rank:
+                training.end_run(db, job.run_id, TrainingStatus.FAILED, error=message)
             print(f"{parser.prog}: {message}", file=sys.stderr, flush=True)
+            if parallel is not None:
+                return 1
             failures.append(message)
+    if not main_rank:
+        return 0
     finished.sort(key=lambda run: run.id)
     if args.format == "json":
         print(json.dumps([run.to_json() for run in finished], indent=2))
     elif finished:
         print(results_table(finished))
     return 1 if failures else 0
+
+
+def _again(args: argparse.Namespace, argv: list[str], job: Job) -> str:
+    if args.resume is not None:
+        return f"python -m scaling.train --resume {job.run_id}{db_argument(resolve_url(args.db))}"
+    launcher = "torchrun --nproc-per-node N -m scaling.train" if "WORLD_SIZE" in os.environ else "python -m scaling.train"
+    return f"{launcher} {shlex.join(argv)}"
+
+
+def _rank_jobs(args: argparse.Namespace, db_url: str,
+               shared: list[tuple[int, bool, str, int]]) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+    """Another rank's copy of rank 0's queue: the same runs, read from the database, with the data loaded here."""
+    db = open_database(db_url, create=False)
+    cache: dict[tuple, TaskData] = {}
+    jobs = []
+    for run_id, resume, out_dir, epochs_done in shared:
+        run = training.get_run(db, run_id)
+        jobs.append(Job(run.id, spec_from_dict(run.arch), _stored_data(run, args.device, cache),
+                        TrainingRecipe(**run.recipe), run.label, resume, Path(out_dir), epochs_done))
+    return db, jobs, []
+
+
+def _stored_data(run: training.TrainingRun, device: str, cache: dict[tuple, TaskData] | None = None) -> TaskData:
+    """The data a stored run trains on, as its row describes it."""
+    from nas.training.data import load_task_data
+
+    stored = run.data
+    key = tuple(stored.get(name) for name in ("dataset", "data_dir", "subset", "val_images", "resolution",
+                                              "test_dir", "threads"))
+    if cache is not None and key in cache:
+        return cache[key]
+    task = TaskConfig(dataset=stored["dataset"], data_dir=stored["data_dir"], threads=stored["threads"],
+                      device=device)
+    data = load_task_data(task, stored["resolution"], subset=stored["subset"], val_images=stored["val_images"],
+                          test=True, test_dir=stored["test_dir"])
+    if cache is not None:
+        cache[key] = data
+    return data
 
 
 def _failure_line(exc: Exception, job: Job) -> str:
@@ -444,7 +524,8 @@ def _queue(args: argparse.Namespace, db_url: str,
 
 def _data_config(task: TaskConfig, args: argparse.Namespace, resolution: int) -> dict[str, Any]:
     return {"dataset": task.dataset, "data_dir": task.data_dir, "test_dir": args.test_dir,
-            "val_images": args.val_images, "subset": args.subset, "resolution": resolution, "threads": task.threads}
+            "val_images": args.val_images, "subset": args.subset, "resolution": resolution, "threads": task.threads,
+            "processes": args.processes}
 
 
 def _stored_run(db: Database, args: argparse.Namespace, target: Target, data: TaskData, recipe: TrainingRecipe,
@@ -456,7 +537,7 @@ def _stored_run(db: Database, args: argparse.Namespace, target: Target, data: Ta
     arch = spec_to_dict(trained_spec(target.spec, data, recipe))
     wanted = _data_config(task, args, target.spec.resolution)
     runs = [run for run in training.list_runs(db, family_id=target.family_id, recipe_key=recipe.key())
-            if run.arch == arch and run.data == wanted
+            if run.arch == arch and {"processes": 1, **run.data} == wanted
             and (run.family_id, run.member, run.trial_id) == (target.family_id, target.member, target.trial_id)]
     if not runs:
         return None
@@ -515,25 +596,19 @@ def _store_job(db: Database, args: argparse.Namespace, target: Target, data: Tas
 
 
 def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
-    from nas.training.data import load_task_data
-
     run = training.get_run(db, args.resume)
     if run is None:
         raise UsageError(f"no training run with id {args.resume} in {db.shown_url}")
     if run.status is TrainingStatus.COMPLETE:
         raise UsageError(f"training run {run.id} is already complete (test accuracy {run.test_accuracy:.4f})")
-    stored = run.data
-    task = TaskConfig(dataset=stored["dataset"], data_dir=stored["data_dir"], threads=stored["threads"],
-                      device=args.device)
-    data = load_task_data(task, stored["resolution"], subset=stored["subset"], val_images=stored["val_images"],
-                          test=True, test_dir=stored["test_dir"])
+    data = _stored_data(run, args.device)
     return [_continue_job(db, run, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe), Path(args.out_dir))]
 
 
-def _run_job(db: Database, job: Job, display: QueueDisplay) -> training.TrainingRun:
+def _run_job(db: Database, job: Job, display: QueueDisplay, parallel: Distributed | None) -> training.TrainingRun:
     run_dir = (job.out_dir / f"run-{job.run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    return train_run(db, job, run_dir, display)
+    return train_run(db, job, run_dir, display, parallel)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import gzip
 import importlib.resources
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -345,20 +345,27 @@ class TaskData:
         for index, images in zip(index_batches, split.images.batches(index_batches)):
             yield self.prepare(images), labels[index.to(labels.device)].to(self.device)
 
-    def in_order(self, split: Split, batch_size: int, count: int | None = None) -> Iterator[tuple[torch.Tensor,
-                                                                                                 torch.Tensor]]:
-        """The first `count` (default all) images of a split, `batch_size` at a time."""
+    def in_order(self, split: Split, batch_size: int, count: int | None = None,
+                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor,
+                                                                                               torch.Tensor]]:
+        """The first `count` (default all) images of a split, `batch_size` at a time; with `shard`, only the
+        images it keeps of them."""
         index = torch.arange(len(split) if count is None else min(count, len(split)), device=self._index_device(split))
+        if shard is not None:
+            index = shard(index)
         return self.batches(split, index.split(batch_size))
 
     def _index_device(self, split: Split) -> torch.device:
         return split.images.pixels.device if isinstance(split.images, TensorImages) else torch.device("cpu")
 
-    def shuffled(self, split: Split, generator: torch.Generator, batch_size: int, steps: int) -> Iterator[
+    def shuffled(self, split: Split, generator: torch.Generator, batch_size: int, steps: int,
+                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[
             tuple[torch.Tensor, torch.Tensor]]:
-        """`steps` batches of a permutation of the split drawn from `generator` (the last partial batch dropped)."""
+        """`steps` batches of a permutation of the split drawn from `generator` (the last partial batch dropped);
+        with `shard`, only the part of each batch it keeps is read."""
         order = torch.randperm(len(split), generator=generator).to(self._index_device(split))
-        return self.batches(split, [order[step * batch_size:(step + 1) * batch_size] for step in range(steps)])
+        batches = [order[step * batch_size:(step + 1) * batch_size] for step in range(steps)]
+        return self.batches(split, [shard(batch) for batch in batches] if shard is not None else batches)
 
     def to(self, device: str | torch.device) -> TaskData:
         """The same data on `device`: images held in memory move there (they are bytes, at their stored size)."""

@@ -9,7 +9,8 @@ once, at the end; final training (Nesterov SGD, linear warm-up then cosine, no w
 biases, bf16 autocast on CUDA) scores both the raw and the EMA weights after every epoch and keeps the best.
 
 All randomness (shuffling, augmentation, dropout) comes from generators whose states are part of the trainer's
-state, so a run resumed from a checkpoint continues exactly as it would have.
+state, so a run resumed from a checkpoint continues exactly as it would have. Given a `Distributed` job (processes
+started by torchrun), the trainer trains data-parallel as `nas.training.distributed` describes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nas.space.builder import build_model
 from nas.space.spec import ArchSpec
 from nas.training.config import ProxyConfig, TrainingRecipe
 from nas.training.data import Split, TaskData
+from nas.training.distributed import Distributed
 
 Recipe = ProxyConfig | TrainingRecipe
 RECALIBRATION_IMAGES = 1024
@@ -155,9 +157,10 @@ class Trainer:
     """Trains one network on one task with one recipe, on the device that holds the data; `state()` and
     `load_state()` make it resumable. Same seed and device, same result."""
 
-    def __init__(self, spec: ArchSpec, data: TaskData, recipe: Recipe) -> None:
+    def __init__(self, spec: ArchSpec, data: TaskData, recipe: Recipe, job: Distributed | None = None) -> None:
         self.data = data
         self.recipe = recipe
+        self.job = job
         self.device = data.device
         self.final = isinstance(recipe, TrainingRecipe)
         self.spec = trained_spec(spec, data, recipe)
@@ -170,6 +173,15 @@ class Trainer:
             nn.init.zeros_(self.model.classifier.weight)
             self.ema = AveragedModel(self.model, multi_avg_fn=_tf_ema(recipe.ema_decay), use_buffers=False)
         self.generator = torch.Generator().manual_seed(recipe.seed)
+        # One process draws shuffling and augmentation from one generator; ranks share the shuffling generator
+        # and each augments from its own stream.
+        self.augment_generator = self.generator if job is None else torch.Generator()
+        self.trained_model: nn.Module = self.model
+        if job is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.trained_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index or 0] if self.device.type == "cuda" else None)
         self.steps_per_epoch = max(1, len(data.train) // recipe.batch_size)
         self.optimizer = _optimizer(self.model, recipe)
         self.schedule = _schedule(self.optimizer, recipe, self.steps_per_epoch)
@@ -186,7 +198,7 @@ class Trainer:
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         if not self.final:
             return images
-        return augment(images, self.generator, padding=max(1, self.data.resolution // 8), flip=self.recipe.flip,
+        return augment(images, self.augment_generator, padding=max(1, self.data.resolution // 8), flip=self.recipe.flip,
                        erasing=self.recipe.erasing, fill=self.black)
 
     def train_epoch(self, on_step: Callable[[int, int, float], None] | None = None) -> tuple[float, float]:
@@ -194,11 +206,19 @@ class Trainer:
         start = time.perf_counter()
         self.model.train()
         total_loss = 0.0
-        batches = self.data.shuffled(self.data.train, self.generator, self.recipe.batch_size, self.steps_per_epoch)
+        shard = None
+        if self.job is not None:
+            shard = self.job.batch_slice
+            seed = self.job.stream_seed(self.recipe.seed, self.epoch)
+            self.augment_generator.manual_seed(seed)
+            torch.manual_seed(seed)
+        batches = self.data.shuffled(self.data.train, self.generator, self.recipe.batch_size, self.steps_per_epoch,
+                                     shard)
         for step, (images, labels) in enumerate(batches):
             images = self._augment(images).contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                loss = F.cross_entropy(self.model(images), labels, label_smoothing=self.recipe.label_smoothing)
+                loss = F.cross_entropy(self.trained_model(images), labels,
+                                       label_smoothing=self.recipe.label_smoothing)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: loss became {loss.item()} in epoch {self.epoch + 1}, step {step + 1}")
@@ -214,6 +234,8 @@ class Trainer:
             if on_step is not None:
                 on_step(step + 1, self.steps_per_epoch, total_loss / (step + 1))
         self.epoch += 1
+        if self.job is not None:
+            total_loss = self.job.total(total_loss) / self.job.world_size
         seconds = time.perf_counter() - start
         return total_loss / self.steps_per_epoch, self.steps_per_epoch * self.recipe.batch_size / seconds
 
@@ -238,13 +260,20 @@ class Trainer:
     def accuracy(self, model: nn.Module, split: Split) -> float:
         """Accuracy of `model` in eval mode on a split."""
         model.eval()
-        correct = 0
-        for images, labels in self.data.in_order(split, self.eval_batch_size):
+        correct, finite = 0, True
+        shard = self.job.eval_shard if self.job is not None else None
+        for images, labels in self.data.in_order(split, self.eval_batch_size, shard=shard):
             with self._autocast():
                 logits = model(images.contiguous(memory_format=torch.channels_last))
-            if not torch.isfinite(logits).all():
-                raise TrainingDiverged("training diverged: the trained network outputs non-finite values")
+            finite = finite and bool(torch.isfinite(logits).all())
             correct += int((logits.argmax(1) == labels).sum())
+        if self.job is not None:
+            # Every rank takes part in both sums, so a rank that saw a non-finite output cannot leave the others
+            # waiting in the next collective.
+            correct = int(self.job.total(correct))
+            finite = self.job.total(float(not finite)) == 0
+        if not finite:
+            raise TrainingDiverged("training diverged: the trained network outputs non-finite values")
         return correct / len(split)
 
     def validation_accuracy(self, model: nn.Module | None = None) -> float:
