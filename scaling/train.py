@@ -47,6 +47,7 @@ FORMATS = ("table", "json")
 RUNS_DIR = Path(".effnas") / "training"
 DEFAULT_MAX_FLOPS = "2G"
 DEFAULT_VAL_IMAGES = 5000
+PEER_LOST_MARKS = ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer")
 
 if TYPE_CHECKING:
     from nas.training.data import TaskData
@@ -123,7 +124,10 @@ def build_parser() -> CommandParser:
                         help=f"train each network once per seed, e.g. 0,1,2 ({defaults.seed})")
     run = parser.add_argument_group("where and how")
     run.add_argument("--device", choices=DEVICES, default="auto", help="auto: a GPU when there is one (auto)")
-    run.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    run.add_argument("--threads", type=int, help="CPU threads per process (default: all cores, shared by the processes)")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="train data-parallel in N processes on this machine (the same as torchrun "
+                     "--nproc-per-node N -m scaling.train ...; one GPU each where there are GPUs)")
     run.add_argument("--max-flops", default=DEFAULT_MAX_FLOPS,
                      help=f"refuse networks above this many FLOPs at their training resolution ({DEFAULT_MAX_FLOPS})")
     run.add_argument("--out-dir", default=str(RUNS_DIR), help=f"checkpoints and weights go under here ({RUNS_DIR})")
@@ -318,10 +322,50 @@ def results_table(runs: list[training.TrainingRun]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.nproc is not None:
+        return _launch(args, parser, argv)
     with contextlib.ExitStack() as memory_cap:
-        return _train(args, parser, memory_cap, sys.argv[1:] if argv is None else argv)
+        return _train(args, parser, memory_cap, argv)
+
+
+def _launch(args: argparse.Namespace, parser: CommandParser, argv: list[str]) -> int:
+    """`--nproc N`: start this command in N processes with PyTorch's elastic launcher (what torchrun runs); a
+    rank that dies stops the others, and is reported in one line."""
+    import logging
+    import socket as sockets
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if args.nproc < 1:
+        fail(f"--nproc must be at least 1, got {args.nproc}", prog=parser.prog)
+    if "WORLD_SIZE" in os.environ:
+        fail("--nproc starts the processes itself; under torchrun leave it out", prog=parser.prog)
+    # The launcher logs each rank's exit at error level; the one line below says the same.
+    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.nproc, run_id=f"effnas-{os.getpid()}",
+                          rdzv_backend="c10d", rdzv_endpoint=f"127.0.0.1:{port}", max_restarts=0,
+                          monitor_interval=0.5, start_method="spawn")
+    rest = [part for index, part in enumerate(argv) if part != "--nproc" and (index == 0 or argv[index - 1] != "--nproc")
+            and not part.startswith("--nproc=")]
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "scaling.train", *rest)
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        how = f"signal {-failure.exitcode}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
+        print(f"{parser.prog}: rank {rank} of {args.nproc} ended with {how}; the other ranks were stopped. Every "
+              "finished epoch is in the last checkpoint: run the same command again to continue.", file=sys.stderr)
+        return 130 if failure.exitcode == 130 else 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _prepare(args: argparse.Namespace, memory_cap: contextlib.ExitStack,
@@ -400,6 +444,11 @@ def _run_queue(db: Database, jobs: list[Job], finished: list[training.TrainingRu
             return 130
         except Exception as exc:  # noqa: BLE001 - stored with the run, then one line for the user
             display.close()
+            if parallel is not None and _peer_lost(exc):
+                if main_rank:
+                    training.end_run(db, job.run_id, TrainingStatus.INTERRUPTED,
+                                     error="another process of the data-parallel job stopped")
+                return 1
             message = _failure_line(exc, job)
             if main_rank:
                 training.end_run(db, job.run_id, TrainingStatus.FAILED, error=message)
@@ -415,6 +464,16 @@ def _run_queue(db: Database, jobs: list[Job], finished: list[training.TrainingRu
     elif finished:
         print(results_table(finished))
     return 1 if failures else 0
+
+
+def _peer_lost(exc: Exception) -> bool:
+    """Whether a collective failed because another rank of the job is gone (its own failure is reported by it)."""
+    import torch.distributed
+
+    # Gloo reports a vanished peer as a plain RuntimeError from inside the backward pass.
+    text = str(exc)
+    return isinstance(exc, torch.distributed.DistError) or (
+        isinstance(exc, RuntimeError) and any(mark in text for mark in PEER_LOST_MARKS))
 
 
 def _again(args: argparse.Namespace, argv: list[str], job: Job) -> str:
