@@ -15,8 +15,9 @@ Every step is an effnas command, as a user types it, into bench/out/family_scali
 Budgets, sized for 2 CPU cores (the whole bench is a few hours): `short`, 6,000 training images x 8 epochs, for every
 network at seeds 0 and 1, and seed 2 wherever two networks the targets compare have overlapping spreads; `long`,
 12,000 images x 12 epochs (3x the image passes), for the found B0-B2 at seeds 0 and 1: the check that their ranking
-is no artefact of short training. The order puts the targets' networks first (found and EfficientNet B0-B2, each
-rule at phi = 2, the long budget), then the grid-fitted family, then the single dimensions at phi = 1. Both use 2,000 validation images and the final recipe's other defaults.
+is no artefact of short training. Both use 2,000 validation images and the final recipe's other defaults. The order
+puts the targets' networks first (found and EfficientNet B0-B2, each rule at phi = 2, the long budget), then the
+grid-fitted family, then the single dimensions at phi = 1.
 
 Results go to bench/family_scaling.json (per network: family, rule, member, FLOPs, params, resolution, per-seed test
 accuracies) and bench/family_scaling.png (test accuracy against FLOPs, mean +- sd). Each network is written as it
