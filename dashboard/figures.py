@@ -260,11 +260,11 @@ def comparison_figure(comparison: Comparison, cost: str, highlight: int | None =
         marker={"symbol": "star", "size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 1.5}},
         hoverinfo="skip",
     ))
-    figure.update_layout(xaxis={"title": {"text": COST_TITLES[cost]}, "type": "log"},
+    axis = ("FLOPs at each member's resolution (multiply-accumulates of conv and linear layers, log)"
+            if cost == "flops" else COST_TITLES[cost])
+    figure.update_layout(xaxis={"title": {"text": axis, "font": {"size": 11}}, "type": "log"},
                          yaxis={"title": {"text": "trained test accuracy (mean +- sd over seeds)"}}, height=460,
-                         margin={"t": 40}, legend={"orientation": "h", "y": -0.25},
-                         title={"text": f"{FLOPS_CONVENTION}, at each member's training resolution",
-                                "font": {"size": 12}})
+                         margin={"t": 30}, legend={"orientation": "h", "y": -0.3})
     return figure
 
 

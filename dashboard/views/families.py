@@ -52,7 +52,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         "name": m.name, "phi": m.phi, "width": round(m.width, 3), "depth": round(m.depth, 3),
         "resolution": m.resolution, "params": format_params(m.params), "FLOPs": format_flops(m.flops),
         "FLOPs/B0": round(m.flops_ratio, 2), "2^phi": m.ideal_ratio, "proxy accuracy": m.accuracy,
-        "test accuracy (trained)": trained[m.name].test_accuracy if m.name in trained else None,
+        "test accuracy (exported run)": trained[m.name].test_accuracy if m.name in trained else None,
     } for m in members])
     st.dataframe(table, hide_index=True, width="stretch")
     left, right = st.columns(2)
