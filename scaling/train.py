@@ -360,7 +360,7 @@ def _launch(args: argparse.Namespace, parser: CommandParser, argv: list[str]) ->
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         how = f"signal {-failure.exitcode}" if failure.exitcode < 0 else f"exit code {failure.exitcode}"
-        print(f"{parser.prog}: rank {rank} of {args.nproc} ended with {how}; the other ranks were stopped. Every "
+        print(f"{parser.prog}: error: rank {rank} of {args.nproc} ended with {how}; the other ranks were stopped. Every "
               "finished epoch is in the last checkpoint: run the same command again to continue.", file=sys.stderr)
         return 130 if failure.exitcode == 130 else 1
     except KeyboardInterrupt:
@@ -452,7 +452,7 @@ def _run_queue(db: Database, jobs: list[Job], finished: list[training.TrainingRu
             message = _failure_line(exc, job)
             if main_rank:
                 training.end_run(db, job.run_id, TrainingStatus.FAILED, error=message)
-            print(f"{parser.prog}: {message}", file=sys.stderr, flush=True)
+            print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
             if parallel is not None:
                 return 1
             failures.append(message)
