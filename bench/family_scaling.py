@@ -252,6 +252,7 @@ def plot(networks: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(figsize=(8, 5.5))
     for family in FAMILIES:
@@ -260,12 +261,14 @@ def plot(networks: dict[str, Any], path: Path) -> None:
             entry = network(networks, family, member)
             if entry:
                 points.append((entry["flops"] / 1e6, *stats(entry), member))
-        if points:
+        if len(points) > 1 or (points and family in ("found-paper", "efficientnet-official")):
             x, y, err, names = zip(*points)
             axes.errorbar(x, y, yerr=err, marker="o", capsize=4, label=family)
             for xi, yi, name in zip(x, y, names):
                 axes.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=8)
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     axes.set_xlabel("FLOPs (millions of multiply-accumulates of conv and linear layers, at each network's resolution)")
     axes.set_ylabel("test accuracy (mean +- sd over seeds)")
     budget = BUDGETS["short"]
