@@ -209,8 +209,7 @@ def overlapping(networks: dict[str, Any]) -> list[tuple[str, str, str]]:
         a, b = network(networks, *left), network(networks, *right)
         if above(a, b) is False and above(b, a) is False:
             chosen += [(*left, "short"), (*right, "short")]
-    return list(dict.fromkeys((f, m, b) for f, m, b in chosen if not (m == "B0" and f.startswith("found-")
-                                                                       and f != "found-paper")))
+    return list(dict.fromkeys(chosen))
 
 
 def findings(networks: dict[str, Any]) -> dict[str, Any]:

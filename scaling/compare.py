@@ -16,7 +16,7 @@ import statistics
 import sys
 import warnings
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from db import Database, DatabaseError, TrainingStatus, open_database, resolve_url
@@ -134,7 +134,7 @@ def _comparison(key: str, data: dict[str, Any], recipe: dict[str, Any],
         ))
     rows.sort(key=lambda r: (r.family_id, r.phi))
     front = set(pareto_front([r.flops for r in rows], [r.mean for r in rows]))
-    rows = [MemberResult(**{**asdict(r), "on_front": i in front}) for i, r in enumerate(rows)]
+    rows = [replace(r, on_front=i in front) for i, r in enumerate(rows)]
     return Comparison(key, data, recipe, rows)
 
 

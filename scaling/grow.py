@@ -143,17 +143,16 @@ def _validate_grid(args: argparse.Namespace) -> None:
 
 def _grid_scorer(args: argparse.Namespace, search: SearchConfig | None) -> GridScorer:
     """The proxy, or short final trainings on the proxy's data set, all images of it (--grid-subset aside)."""
-    proxy = _proxy(args, search)
     if args.grid_scoring == "proxy":
-        return proxy
-    task = replace(proxy.task, subset=None)
-    recipe = TrainingRecipe(epochs=args.grid_epochs)
-    scorer = ShortTrainingEvaluator(task, recipe, args.grid_seeds, args.grid_subset, args.grid_val_images)
-    scorer.data(proxy.data().resolution)  # unreadable data, or too few images, is a usage error before training
+        return _proxy(args, search)
+    task, proxy = _proxy_configs(args, search)
+    scorer = ShortTrainingEvaluator(replace(task, subset=None), TrainingRecipe(epochs=args.grid_epochs),
+                                    args.grid_seeds, args.grid_subset, args.grid_val_images)
+    scorer.data(proxy.resolution)  # unreadable data, or too few images, is a usage error before training
     return scorer
 
 
-def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvaluator:
+def _proxy_configs(args: argparse.Namespace, search: SearchConfig | None) -> tuple[TaskConfig, ProxyConfig]:
     """The search's task and proxy (else the defaults, on every core), with the options given on top."""
     task = search.task if search is not None else TaskConfig(threads=os.cpu_count() or 1)
     proxy = search.proxy if search is not None else ProxyConfig()
@@ -165,7 +164,11 @@ def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvalua
         proxy = replace(proxy, epochs=args.epochs)
     if args.seed is not None:
         proxy = replace(proxy, seed=args.seed)
-    evaluator = ProxyEvaluator(task, proxy)
+    return task, proxy
+
+
+def _proxy(args: argparse.Namespace, search: SearchConfig | None) -> ProxyEvaluator:
+    evaluator = ProxyEvaluator(*_proxy_configs(args, search))
     evaluator.data()  # unreadable data is a usage error before any training
     return evaluator
 
