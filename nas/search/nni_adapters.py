@@ -12,6 +12,7 @@ public classes this module builds on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -227,6 +228,12 @@ NNI_CONFIG_KEYS = {
 }
 
 
+# NNI's trial process imports nni.nas.evaluator, which imports PyTorch Lightning unless told there is no framework.
+REMOTE_TRIAL_ENVIRONMENT = "NNI_FRAMEWORK=none"
+# The packages a trial process imports: NNI uploads them to the trial machines, which need only their dependencies.
+TRIAL_PACKAGES = ("effnas", "nas", "db")
+
+
 class NniConfigError(ValueError):
     """An `--nni-config` that NNI would not accept; the message is one line meant for the user."""
 
@@ -270,8 +277,9 @@ def experiment_config(options: TrialProcessOptions, trial_python: str | None = N
         if trial_python is not None:
             set_trial_python(config, trial_python)
         elif options.platform != "local":
-            # The trial machines run their own Python (the trainingService's pythonPath), not this one.
-            set_trial_python(config, "python3")
+            # The trial machines run their own Python (the trainingService's pythonPath), not this one, and
+            # inherit nothing from this process's environment.
+            set_trial_python(config, "python3", REMOTE_TRIAL_ENVIRONMENT)
         config.canonical_copy()
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         raise NniConfigError(f"NNI refuses the configuration: {_one_line(exc)}") from None
@@ -466,6 +474,29 @@ def _trial_forkserver(log_file: Path) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _trial_code_directory(working_directory: Path) -> Iterator[None]:
+    """Works, while the search lasts, in a folder that holds a copy of the packages trial processes import.
+
+    NNI uploads the search's working directory to every remote machine as the trials' code (a NAS experiment
+    cannot name another folder), so this keeps the upload to effnas's own code, never the user's data or a
+    virtual environment, and the trials run exactly the search's version of it."""
+    import effnas
+
+    source = Path(effnas.__file__).resolve().parent.parent
+    working_directory.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="trial-code-", dir=working_directory))
+    for package in TRIAL_PACKAGES:
+        shutil.copytree(source / package, folder / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_strategy_on_trial_processes(
     space: SearchSpace,
     strategy: Any,
@@ -484,6 +515,7 @@ def run_strategy_on_trial_processes(
     function (NNI imports it by name there) and report its result with `nni.report_final_result`. The fork
     server logs to `log_name` under the working directory. `on_start(experiment_id, port, log_folder)` is
     called just before the manager starts."""
+    options = dataclasses.replace(options, working_directory=options.working_directory.resolve())
     model_space = MnasModelSpace.of(space)
 
     def evaluator(role: TrialRole) -> SampleEvaluator:
@@ -500,6 +532,8 @@ def run_strategy_on_trial_processes(
         if options.platform == "local":
             folder = options.working_directory / "forkserver"
             trial_python = stack.enter_context(_trial_forkserver(folder / log_name))
+        else:
+            stack.enter_context(_trial_code_directory(options.working_directory))
         experiment = _SearchExperiment(
             model_space, evaluator(TrialRole.CANDIDATE), strategy, experiment_config(options, trial_python), host,
             reference,

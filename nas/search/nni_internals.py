@@ -92,8 +92,9 @@ class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
         self.trial_ended(command)
 
 
-def set_trial_python(config: NasExperimentConfig, python: str) -> None:
-    """The Python executable of the trial command NNI runs in each trial process."""
-    config._trial_command_params = {"python": python}
+def set_trial_python(config: NasExperimentConfig, python: str, environment: str = "") -> None:
+    """The Python executable of the trial command NNI runs in each trial process, and the `NAME=value` shell
+    assignments that precede it."""
+    config._trial_command_params = {"python": python, "envs": environment}
 
 
