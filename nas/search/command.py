@@ -382,7 +382,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
         from nas.training.data import load_task_data
 
         data = load_task_data(config.task, config.proxy.resolution, device=data_device)
-        _check_device(config, trial_options)
+        _check_trial_machines(config, trial_options, db_url)
         db = open_database(db_url)
         from nas.search.study import create_search
 
@@ -404,17 +404,33 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     from nas.training.data import load_task_data
 
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
-    _check_device(config, trial_options)
+    _check_trial_machines(config, trial_options, db_url)
     if overrides:
         searches.update_search_config(db, args.resume, config.to_config(), config.trials)
     return db, args.resume, config, data
 
 
-def _check_device(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+def _check_trial_machines(config: SearchConfig, trial_options: TrialProcessOptions | None, db_url: str) -> None:
+    """The machines that will train can: this one's device for local trial processes, every remote machine
+    (SSH, Python, effnas's dependencies, the database, the data folder) for NNI's remote service."""
     from nas.training.data import resolve_device
 
     if trial_options is not None and trial_options.platform == "local":
         resolve_device(config.task.device)  # the trial processes would all fail on this machine
+    if trial_options is None or trial_options.platform != "remote":
+        return
+    import nni
+
+    from nas.search.remote_machines import RemoteMachineError, RemoteTask, check_machines, machine_name
+
+    machines = trial_options.nni_config["trainingService"].get("machineList") or []
+    task = RemoteTask(db_url, config.task.dataset, config.task.data_dir, nni.__version__)
+    try:
+        check_machines(machines, task)
+    except RemoteMachineError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"Remote machines ready (SSH, Python, NNI {nni.__version__}, effnas's dependencies, the database): "
+          f"{', '.join(machine_name(machine) for machine in machines)}", file=sys.stderr)
 
 
 def _print_banner(args: argparse.Namespace, search_id: int, config: SearchConfig, data: TaskData,

@@ -23,3 +23,21 @@ setInterval(() => {
     process.exit(0);
   }
 }, 1000).unref();
+
+// NNI 3.0's remote worker runs `python -m pip install nni --upgrade` on every remote machine before each search:
+// it fails on a machine without access to a package index, and would upgrade NNI past the version effnas works
+// with. nas.search checks beforehand that each machine has the right NNI (nas.search.remote_machines), so that
+// command is skipped; every other command runs as NNI wrote it.
+const Module = require("module");
+const load = Module._load;
+Module._load = function (request, parent, isMain) {
+  const exported = load.apply(this, arguments);
+  if (request === "./ssh" && parent && /remote_v3/.test(parent.filename) && exported.Ssh && !exported.Ssh.effnasPatched) {
+    const run = exported.Ssh.prototype.run;
+    exported.Ssh.prototype.run = function (command) {
+      return / -m pip install nni --upgrade$/.test(command) ? Promise.resolve("") : run.call(this, command);
+    };
+    exported.Ssh.effnasPatched = true;
+  }
+  return exported;
+};
