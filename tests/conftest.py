@@ -1,7 +1,9 @@
+import contextlib
 import os
 import random
 import uuid
 import warnings
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,13 +19,10 @@ def rng():
     return random.Random(1234)
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path):
-    """A fresh, empty database: a SQLite file, and a new database on the PostgreSQL server named by
-    $EFFNAS_TEST_PG (a server URL such as postgresql://effnas:effnas@127.0.0.1/postgres) when it is set."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-        return
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server named by $EFFNAS_TEST_PG (a server URL such as
+    postgresql://effnas:effnas@127.0.0.1/postgres), dropped afterwards; skips the test where it is not set."""
     server = os.environ.get(PG_ENV)
     if not server:
         pytest.skip(f"set {PG_ENV} to run the database tests against PostgreSQL as well")
@@ -43,3 +42,21 @@ def db_url(request, tmp_path):
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, and a new database on the PostgreSQL server named by
+    $EFFNAS_TEST_PG when it is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database (see postgres_database)."""
+    with postgres_database() as url:
+        yield url

@@ -1,0 +1,137 @@
+"""`nas.search --nni-config remote.yml`: NNI's remote training service against a real OpenSSH server on loopback.
+
+The "remote" machine is this one, reached over SSH as a user made for the test (see loopback_ssh), with a Python of
+its own that has effnas's dependencies but not effnas: trials run the code NNI uploads. PostgreSQL is the store
+both sides reach.
+"""
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from loopback_ssh import USER, loopback_machine, unavailable
+from sqlalchemy import create_engine, inspect
+from test_parallel import TINY, TRIAL_PROCESS, rows, run, search_command, wait_for
+
+from db.session import _with_driver
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+SLOW = ["--epochs", "2", "--subset", "1500", "--proxy-resolution", "32", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def machine():
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    with loopback_machine() as loopback:
+        yield loopback
+
+
+@pytest.fixture
+def remote_config(tmp_path, machine):
+    path = tmp_path / "remote.yml"
+    path.write_text(machine.nni_config())
+    return str(path)
+
+
+def remote_trials() -> list[psutil.Process]:
+    """The test user's Python processes that run an NNI trial (not the shell that started them)."""
+    found = []
+    for process in psutil.process_iter(["username", "cmdline"]):
+        command = process.info["cmdline"] or []
+        if process.info["username"] == USER and command and "python" in command[0] and TRIAL_PROCESS in command:
+            found.append(process)
+    return found
+
+
+def user_pythons() -> list[str]:
+    return [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["username", "cmdline"])
+            if p.info["username"] == USER and "python" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(tmp_path, pg_url, remote_config):
+    serial = f"sqlite:///{tmp_path / 'serial.db'}"
+    assert run(search_command(serial, "--trials", "3", "--no-reference", *TINY), tmp_path).returncode == 0
+
+    result = run(search_command(pg_url, "--trials", "3", "--no-reference", "--workers", "2", "--nni-config",
+                                remote_config, *TINY), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Remote machines ready" in result.stderr and "(remote training service)" in result.stderr
+    expected = [(r["number"], r["arch_key"], r["status"], r["flops"], r["accuracy"]) for r in rows(serial)]
+    got = [(r["number"], r["arch_key"], r["status"], r["flops"], r["accuracy"]) for r in rows(pg_url)]
+    assert got == expected
+    assert all(r["attempts"] == 1 for r in rows(pg_url))
+    # NNI uploaded effnas's code, not the folder the search was started from.
+    assert not list(tmp_path.glob(".effnas/nni-experiments/trial-code-*"))
+
+
+def test_a_trial_killed_on_the_remote_machine_is_recorded_failed_and_the_search_goes_on(tmp_path, pg_url,
+                                                                                      remote_config):
+    proc = subprocess.Popen(search_command(pg_url, "--trials", "4", "--workers", "2", "--no-reference",
+                                           "--nni-config", remote_config, *SLOW),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = wait_for(lambda: remote_trials()[:1], 180, "a trial process under the remote user")[0]
+    victim.kill()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    stored = rows(pg_url)
+    assert len(stored) == 4 and len({r["arch_key"] for r in stored}) == 4
+    failed = [r for r in stored if r["status"] == "failed"]
+    assert len(failed) == 1 and "trial process ended without storing a result" in failed[0]["error"]
+    assert all(r["status"] == "complete" for r in stored if r not in failed)
+    assert "1 failed" in out
+
+
+def test_ctrl_c_leaves_no_process_of_the_remote_user_and_resume_finishes(tmp_path, pg_url, remote_config):
+    proc = subprocess.Popen(search_command(pg_url, "--trials", "6", "--time-budget", "none", "--workers", "2",
+                                           "--no-reference", "--nni-config", remote_config, *SLOW),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(remote_trials()) == 2, 180, "two trial processes under the remote user")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume 1" in err and "Traceback" not in err
+    deadline = time.time() + 30
+    while user_pythons() and time.time() < deadline:
+        time.sleep(0.5)
+    assert user_pythons() == []
+    interrupted = [r for r in rows(pg_url) if r["status"] == "interrupted"]
+    assert interrupted and not [r for r in rows(pg_url) if r["status"] in ("queued", "running")]
+
+    total = len(rows(pg_url))
+    resumed = run([sys.executable, "-m", "nas.search", "--db", pg_url, "--resume", "1", "--trials", str(total),
+                   "--nni-config", remote_config, "--workers", "2"], tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    stored = rows(pg_url)
+    assert len(stored) == total and all(r["status"] == "complete" for r in stored)
+
+
+@pytest.mark.parametrize(
+    "machine_fields,message",
+    [
+        ({"port": 1}, "cannot reach the SSH server"),
+        ({"sshKeyFile": "OTHER_KEY"}, "refused the login of effnas-ssh-test"),
+        ({"pythonPath": "/nonexistent/bin"}, "its Python lacks torch"),
+    ],
+)
+def test_a_machine_that_cannot_run_trials_is_one_line_before_anything_is_stored(tmp_path, pg_url, machine,
+                                                                                machine_fields, message):
+    if machine_fields.get("sshKeyFile") == "OTHER_KEY":
+        other = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        machine_fields = {"sshKeyFile": str(other)}
+    config = tmp_path / "remote.yml"
+    config.write_text(machine.nni_config(**machine_fields))
+    result = run(search_command(pg_url, "--trials", "2", "--workers", "2", "--nni-config", str(config)), tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"remote machine {USER}@127.0.0.1" in lines[0] and message in lines[0], lines
+    engine = create_engine(_with_driver(pg_url))
+    try:
+        assert "searches" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
