@@ -170,13 +170,14 @@ def finished_trials(db: Database, search_id: int) -> list[FinishedTrial]:
     return [FinishedTrial(TrialRole(role), key, TrialStatus(status), value) for role, key, status, value in rows]
 
 
-def collect_trial(db: Database, search_id: int, role: TrialRole, arch_key: str, error: str) -> TrialInfo:
+def collect_trial(db: Database, search_id: int, role: TrialRole, arch_key: str, error: str,
+                  status: TrialStatus = TrialStatus.FAILED) -> TrialInfo:
     """The trial as its process left it; one still queued or running (the process ended without storing a
-    result) becomes failed with `error`."""
+    result) gets `status` (failed, or interrupted where the process was lost with its machine) and `error`."""
     with db.writing() as session:
         row = _find(session, search_id, role, arch_key)
         if TrialStatus(row.status) in IN_FLIGHT:
-            row.status = TrialStatus.FAILED.value
+            row.status = status.value
             row.error = error
             row.finished_at = utcnow()
         session.flush()

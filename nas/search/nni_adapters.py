@@ -230,6 +230,8 @@ NNI_CONFIG_KEYS = {
 
 # NNI's trial process imports nni.nas.evaluator, which imports PyTorch Lightning unless told there is no framework.
 REMOTE_TRIAL_ENVIRONMENT = "NNI_FRAMEWORK=none"
+# How NNI's manager ends a trial whose remote machine was lost (nni_manager_preload.js sets it).
+LOST_TRIAL_EVENT = "SYS_CANCELED"
 # The packages a trial process imports: NNI uploads them to the trial machines, which need only their dependencies.
 TRIAL_PACKAGES = ("effnas", "nas", "db")
 
@@ -314,7 +316,7 @@ class TrialHost(Protocol):
 
     def reserve(self, sample: dict[str, Any], role: TrialRole) -> None: ...
 
-    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "") -> float: ...
+    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "", lost: bool = False) -> float: ...
 
     def budget_available(self) -> bool: ...
 
@@ -408,7 +410,8 @@ class _TrialProcessEngine(WatchedTrainingServiceEngine):
                 continue
             model, role = entry
             hint = f"NNI trial {command.trial_job_id}, logs under {self.nodejs_binding.log_folder.parent}"
-            value = self._host.collect(dict(model.sample), role, hint)
+            lost = command.event == LOST_TRIAL_EVENT
+            value = self._host.collect(dict(model.sample), role, hint, lost=lost)
             if role is TrialRole.CANDIDATE:
                 self.dispatch_model_event(FinalMetricEvent(model, value))
                 self.dispatch_model_event(TrainingEndEvent(model, self.trial_status(command)))

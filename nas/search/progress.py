@@ -22,6 +22,8 @@ def outcome_text(trial: TrialEnd) -> str:
         return f"proxy acc {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
     if trial.status is TrialStatus.REJECTED:
         return f"rejected without training ({format_flops(trial.flops)} FLOPs)"
+    if trial.status is TrialStatus.INTERRUPTED:
+        return f"interrupted: {trial.error}"
     return f"failed: {trial.error}"
 
 

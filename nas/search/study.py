@@ -221,12 +221,22 @@ class Study:
             self._in_flight += 1
         self.events.trial_started(trial.number, role)
 
-    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "") -> float:
+    def collect(self, sample: dict[str, Any], role: TrialRole, log_hint: str = "", lost: bool = False) -> float:
         """After the trial process of `sample` ended: the value of its outcome as stored. A process that ended
-        without storing one (killed, out of memory, an import error) leaves its trial failed."""
+        without storing one (killed, out of memory, an import error) leaves its trial failed; one whose remote
+        machine was `lost` (connection or machine gone) leaves it interrupted, to be trained again on resume.
+        Either way the strategy sees a failure."""
         key = arch_key(self.trial_spec(sample, role))
-        error = f"the trial process ended without storing a result{'; ' + log_hint if log_hint else ''}"
-        trial = trials.collect_trial(self.db, self.search_id, role, key, error)
+        hint = f"; {log_hint}" if log_hint else ""
+        if lost:
+            trial = trials.collect_trial(
+                self.db, self.search_id, role, key,
+                f"its remote machine was lost (the SSH connection or the machine's NNI trial keeper); --resume "
+                f"trains it again{hint}", status=TrialStatus.INTERRUPTED,
+            )
+        else:
+            trial = trials.collect_trial(self.db, self.search_id, role, key,
+                                         f"the trial process ended without storing a result{hint}")
         value = trial.reward if trial.status is TrialStatus.COMPLETE else 0.0
         self._results[(role, key)] = value
         if role is TrialRole.CANDIDATE:

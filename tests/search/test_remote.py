@@ -135,3 +135,36 @@ def test_a_machine_that_cannot_run_trials_is_one_line_before_anything_is_stored(
         assert "searches" not in inspect(engine).get_table_names()
     finally:
         engine.dispose()
+
+
+def test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them(tmp_path, pg_url,
+                                                                                      remote_config):
+    """Every process of the remote user dies at once, SSH sessions and NNI's trial keeper included: as when the
+    connection or the machine goes. NNI reconnects for the trials still to come."""
+    proc = subprocess.Popen(search_command(pg_url, "--trials", "4", "--workers", "2", "--no-reference",
+                                           "--nni-config", remote_config, *SLOW),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: _training_rows(pg_url) == 2, 180, "two trials training on the remote machine")
+    subprocess.run(["pkill", "-KILL", "-u", USER], check=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    stored = rows(pg_url)
+    assert len(stored) == 4 and len({r["arch_key"] for r in stored}) == 4
+    lost = [r for r in stored if r["status"] == "interrupted"]
+    assert len(lost) == 2 and all("remote machine was lost" in r["error"] for r in lost)
+    assert all(r["status"] == "complete" for r in stored if r not in lost)
+    assert "interrupted: its remote machine was lost" in err
+
+    resumed = run([sys.executable, "-m", "nas.search", "--db", pg_url, "--resume", "1", "--nni-config",
+                   remote_config, "--workers", "2"], tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    again = {r["id"]: r for r in rows(pg_url)}
+    assert len(again) == 4 and all(r["status"] == "complete" for r in again.values())
+    assert all(again[r["id"]]["attempts"] == r["attempts"] + 1 for r in lost)
+
+
+def _training_rows(url: str) -> int:
+    try:
+        return sum(r["status"] == "running" for r in rows(url))
+    except Exception:  # the search has not created its tables yet
+        return 0
