@@ -115,7 +115,9 @@ def build_parser() -> SearchParser:
                       help="stride of the stem conv; auto: 1 where B0's five stride-2 steps would leave under 2x2 "
                       "before the head at --resolution (32 px and below), else B0's 2 (auto)")
     how = parser.defining_group("how to search")
-    how.add_argument("--strategy", choices=STRATEGIES, help=f"search strategy {_d(SearchConfig, 'strategy')}")
+    how.add_argument("--strategy", choices=STRATEGIES,
+                     help="search strategy; predictor: trees trained on the trials so far pick, by mean + spread, "
+                     f"among mutations of the best trials (BANANAS-style) {_d(SearchConfig, 'strategy')}")
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
                      f"({format_duration(DEFAULT_TIME_BUDGET)})")
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         strategy = make_strategy(
             config.strategy, config.seed, config.trials, study.space,
             batch=1 if trial_options is None else trial_options.workers, prescreen=config.prescreen,
-            screen_score=study.screen_score,
+            screen_score=study.screen_score, describe=study.predictor_features,
         )
         if trial_options is None:
             run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)

@@ -12,7 +12,7 @@ from typing import Any
 from nas.evaluation.config import ZERO_COST_SCORES, RewardConfig
 from nas.training.config import ProxyConfig, TaskConfig
 
-STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce")
+STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce", "predictor")
 # Strategies whose proposals can be prescreened: they draw candidates one at a time and learn only from the ones
 # trained (TPE and grid search track every proposal they make).
 PRESCREEN_STRATEGIES = ("evolution", "random", "reinforce")

@@ -47,6 +47,7 @@ from torch import nn
 from db import TrialRole
 from nas.search.config import check_strategy
 from nas.search.controller import PolicyController
+from nas.search.predictor import PredictorGuidedProposer
 from nas.space.builder import build_model
 from nas.space.search_space import SearchSpace
 
@@ -158,13 +159,43 @@ class Reinforce(LoopStrategy):
             self.controller.update([dict(model.sample) for model in scored], [float(model.metric) for model in scored])
 
 
+class PredictorGuided(LoopStrategy):
+    """BANANAS-style search on NNI's strategy interface (`nas.search.predictor`): an ensemble trained on the
+    trials so far chooses `batch` candidates among mutations of the best ones, the engine trains them, and again.
+    Only the chosen candidates are trained and stored."""
+
+    def __init__(self, choices: list[tuple[str, tuple[Any, ...]]], seed: int,
+                 describe: Callable[[dict[str, Any]], list[float]], batch: int = 1) -> None:
+        super().__init__()
+        self.proposer = PredictorGuidedProposer(choices, seed, describe)
+        self._batch = batch
+
+    def explore(self) -> None:
+        while self.wait_for_resource():
+            models = []
+            for sample in self.proposer.propose(self._batch):
+                if models and not self.wait_for_resource():
+                    break
+                model = self.model_space.freeze(sample)
+                self.engine.submit_models(model)
+                models.append(model)
+            if not models:
+                return
+            self.engine.wait_models(*models)
+            for model in models:
+                self.proposer.record(dict(model.sample), 0.0 if model.metric is None else float(model.metric))
+
+
 def make_strategy(name: str, seed: int, trials: int, space: SearchSpace, *, batch: int = 1, prescreen: int = 1,
-                  screen_score: ScreenScore | None = None):
+                  screen_score: ScreenScore | None = None,
+                  describe: Callable[[dict[str, Any]], list[float]] | None = None):
     """An NNI strategy by our name, seeded so that the same seed proposes the same samples; ValueError for a
-    strategy that cannot search this space. `batch` candidates train at once (reinforce updates its policy
+    strategy that cannot search this space. `batch` candidates train at once (reinforce and predictor learn
     after each batch). With `prescreen` > 1, each trained candidate is the best of `prescreen` proposals by
-    `screen_score(sample)`."""
+    `screen_score(sample)`. `describe(sample)` gives the predictor its features beyond the decisions."""
     check_strategy(name, space.size(), prescreen)
+    if name == "predictor":
+        return PredictorGuided(space.choices(), seed, describe, batch=batch)
     screened = {"count": prescreen, "score": screen_score} if prescreen > 1 else None
     if name == "reinforce":
         return Reinforce(space.choices(), seed, batch=batch, **(screened or {}))
