@@ -5,8 +5,9 @@ evaluation function that receives the sample dict and returns the reward. `run_s
 the same strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per candidate
 (`local`, `remote` over SSH, or any other NNI training service), each of which calls the trial entry point it was
 given. Everything else (decoding, counting, training, storing) lives outside, in plain effnas code; this module
-imports none of it but the search space. NNI's private names are used only in `nas.search.nni_internals`, whose
-public classes this module builds on.
+imports none of it but the search space and the strategies' own logic (the REINFORCE policy, the predictor). NNI's
+private names are used only in `nas.search.nni_internals`, whose public classes this module builds on; the fixes
+to NNI's Node.js manager are in `nni_manager_preload.js`, which only this module loads.
 """
 
 from __future__ import annotations
