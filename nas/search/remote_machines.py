@@ -106,7 +106,7 @@ def _problem(machine: dict[str, Any], answer: dict[str, Any], task: RemoteTask) 
     if found["database"]:
         return f"it cannot open the database {describe_url(task.db_url)}: {found['database']}"
     if found["data_dir"]:
-        return f"the data folder {found['data_dir']} does not exist there"
+        return f"the data folder {found['data_dir']} is not a folder it can read (the data must be at the same path there)"
     return None
 
 

@@ -15,6 +15,7 @@ import pytest
 from loopback_ssh import USER, loopback_machine, unavailable
 from sqlalchemy import create_engine, inspect
 from test_parallel import TINY, TRIAL_PROCESS, rows, run, search_command, wait_for
+from test_search import make_cifar
 
 from db.session import _with_driver
 
@@ -116,6 +117,7 @@ def test_ctrl_c_leaves_no_process_of_the_remote_user_and_resume_finishes(tmp_pat
         ({"port": 1}, "cannot reach the SSH server"),
         ({"sshKeyFile": "OTHER_KEY"}, "refused the login of effnas-ssh-test"),
         ({"pythonPath": "/nonexistent/bin"}, "its Python lacks torch"),
+        ({}, "is not a folder it can read"),
     ],
 )
 def test_a_machine_that_cannot_run_trials_is_one_line_before_anything_is_stored(tmp_path, pg_url, machine,
@@ -124,9 +126,13 @@ def test_a_machine_that_cannot_run_trials_is_one_line_before_anything_is_stored(
         other = tmp_path / "other_key"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
         machine_fields = {"sshKeyFile": str(other)}
+    data = []
+    if not machine_fields:  # data this machine reads, in a folder the remote user cannot (pytest's are 0700)
+        data = ["--dataset", "cifar10", "--data-dir", str(make_cifar(tmp_path / "cifar"))]
     config = tmp_path / "remote.yml"
     config.write_text(machine.nni_config(**machine_fields))
-    result = run(search_command(pg_url, "--trials", "2", "--workers", "2", "--nni-config", str(config)), tmp_path)
+    result = run(search_command(pg_url, "--trials", "2", "--workers", "2", "--nni-config", str(config), *data),
+                 tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"remote machine {USER}@127.0.0.1" in lines[0] and message in lines[0], lines
