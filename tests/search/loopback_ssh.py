@@ -155,11 +155,5 @@ def loopback_machine() -> Iterator[LoopbackMachine]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def user_processes(marker: str) -> list[int]:
-    """Ids of the test user's processes whose command line holds `marker`."""
-    found = subprocess.run(["pgrep", "-u", USER, "-f", marker], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
-
-
 if __name__ == "__main__":
     print(remote_python(), file=sys.stderr)
