@@ -1,7 +1,7 @@
 """An evaluation table: architectures drawn uniformly from the search space, each scored the way a search scores
 it, for surrogate models and strategy benchmarks.
 
-Run: .venv/bin/python bench/evaluation_table.py [--count 400] [--second-seed 100] [--stop-after 2h]
+Run: .venv/bin/python bench/evaluation_table.py [--count 400] [--second-seed-every 4] [--stop-after 2h] [--commit]
 
 Task: Fashion-MNIST at 8M FLOPs and 32 px (`nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M`
 with every other option at its default, the task of bench/final_training.py). Its configuration comes from
@@ -9,9 +9,11 @@ nas.search's own parser, and each entry from the search's own `Evaluator.evaluat
 search would store for that architecture. Architectures are drawn uniformly, each dimension of each stage
 independently; a draw over the search's FLOPs cap is counted (a search rejects it without training) and not
 scored. Every entry holds the sample, the block strings, FLOPs at 32 px (multiply-accumulates of conv and linear
-layers), params, the proxy accuracy and reward at seed 0, the three zero-cost scores and seconds; the first
-`--second-seed` entries are also scored with the proxy at seed 1. Results go to bench/evaluation_table.json, one
-compact line per entry; a rerun restores entries from it and grows the table.
+layers), params, the proxy accuracy and reward at seed 0, the three zero-cost scores and seconds; every
+`--second-seed-every`-th entry (the 1st, 5th, 9th, ...) is also scored with the proxy at seed 1, right after seed
+0, so a table cut off part-way already has pairs for the proxy's seed-to-seed agreement. Results go to
+bench/evaluation_table.json, one compact line per entry; a rerun restores entries from it and grows the table
+(`--commit` commits it every ten entries, so a run can span sessions and machines).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -84,11 +87,19 @@ def write_compact(path: Path, table: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def commit(out: Path, message: str) -> None:
+    subprocess.run(["git", "add", "--", str(out)], cwd=REPO, check=False)
+    subprocess.run(["git", "commit", "-q", "-m", f"bench/evaluation_table: {message}", "--", str(out)], cwd=REPO,
+                   check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=400, help="scored architectures wanted (400)")
-    parser.add_argument("--second-seed", type=int, default=100, help="of them, also scored at seed 1 (100)")
+    parser.add_argument("--second-seed-every", type=int, default=4,
+                        help="score every N-th entry at seed 1 too (4: 100 of 400)")
     parser.add_argument("--stop-after", help="start no new evaluation after this long, e.g. 2h")
+    parser.add_argument("--commit", action="store_true", help="git-commit the JSON every ten entries and at the end")
     parser.add_argument("--out", default=str(default_path(__file__)))
     args = parser.parse_args()
     limit = parse_duration(args.stop_after) if args.stop_after else None
@@ -96,8 +107,10 @@ def main() -> int:
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.is_file() else {"entries": [], "over_cap": 0, "drawn": 0}
     config, space, evaluator = setup()
+    from nas.evaluation.evaluator import Evaluator
     from nas.search.study import arch_key
 
+    second = Evaluator(config.reward, replace(config.proxy, seed=1), evaluator.data)
     known = {arch_key(space.decode(e["sample"])) for e in table["entries"]}
     stream = draws(space, DRAW_SEED)
     for _ in range(table["drawn"]):
@@ -111,7 +124,19 @@ def main() -> int:
                           "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
         write_compact(out, table)
 
-    while len(table["entries"]) < args.count and (limit is None or time.monotonic() - started < limit):
+    def out_of_time() -> bool:
+        return limit is not None and time.monotonic() - started >= limit
+
+    def second_seed(index: int, entry: dict[str, Any]) -> None:
+        if index % args.second_seed_every or "1" in entry["accuracy"] or out_of_time():
+            return
+        entry["accuracy"]["1"] = second.evaluate(space.decode(entry["sample"])).accuracy
+        print(f"  seed 1: {entry['accuracy']['1']:.4f} (seed 0: {entry['accuracy']['0']:.4f})", flush=True)
+        save()
+
+    for index, entry in enumerate(table["entries"]):
+        second_seed(index, entry)  # pairs a cut-off run left unscored
+    while len(table["entries"]) < args.count and not out_of_time():
         sample = next(stream)
         table["drawn"] += 1
         spec = space.decode(sample)
@@ -127,17 +152,12 @@ def main() -> int:
         print(f"{len(table['entries'])}/{args.count}: proxy accuracy {entry['accuracy']['0']:.4f}, "
               f"{entry['flops'] / 1e6:.1f}M FLOPs, {entry['seconds']:.0f} s", flush=True)
         save()
-    from nas.evaluation.evaluator import Evaluator
-
-    second = Evaluator(config.reward, replace(config.proxy, seed=1), evaluator.data)
-    for index, entry in enumerate(table["entries"][:args.second_seed]):
-        if "1" in entry["accuracy"] or (limit is not None and time.monotonic() - started >= limit):
-            continue
-        entry["accuracy"]["1"] = second.evaluate(space.decode(entry["sample"])).accuracy
-        print(f"seed 1, entry {index + 1}: {entry['accuracy']['1']:.4f} (seed 0: {entry['accuracy']['0']:.4f})",
-              flush=True)
-        save()
+        second_seed(len(table["entries"]) - 1, entry)
+        if args.commit and len(table["entries"]) % 10 == 0:
+            commit(out, f"{len(table['entries'])} entries")
     save()
+    if args.commit:
+        commit(out, f"{len(table['entries'])} entries")
     return 0
 
 
