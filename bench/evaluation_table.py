@@ -2,9 +2,11 @@
 it, for surrogate models and strategy benchmarks.
 
 Run: .venv/bin/python bench/evaluation_table.py [--count 400] [--second-seed-every 4] [--stop-after 2h] [--commit]
+                                               [-- NAS.SEARCH OPTIONS]
 
 Task: Fashion-MNIST at 8M FLOPs and 32 px (`nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M`
-with every other option at its default, the task of bench/final_training.py). Its configuration comes from
+with every other option at its default, the task of bench/final_training.py; options after `--` replace
+these, and a table only grows with the options it was made with). Its configuration comes from
 nas.search's own parser, and each entry from the search's own `Evaluator.evaluate`, so an entry equals what a
 search would store for that architecture. Architectures are drawn uniformly, each dimension of each stage
 independently; a draw over the search's FLOPs cap is counted (a search rejects it without training) and not
@@ -40,14 +42,14 @@ SEARCH_ARGS = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flo
 DRAW_SEED = 20261130
 
 
-def setup() -> tuple[Any, Any, Any]:
+def setup(search_args: list[str]) -> tuple[Any, Any, Any]:
     """The search's configuration, space and evaluator for the task, built by nas.search's own code."""
     from nas.evaluation.evaluator import Evaluator
     from nas.search.command import build_parser, config_from_args
     from nas.search.study import search_space
     from nas.training.data import load_task_data
 
-    config = config_from_args(build_parser().parse_args(SEARCH_ARGS))
+    config = config_from_args(build_parser().parse_args(search_args))
     data = load_task_data(config.task, config.proxy.resolution)
     return config, search_space(config, data.num_classes, data.in_channels), Evaluator(config.reward, config.proxy,
                                                                                         data)
@@ -101,12 +103,18 @@ def main() -> int:
     parser.add_argument("--stop-after", help="start no new evaluation after this long, e.g. 2h")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON every ten entries and at the end")
     parser.add_argument("--out", default=str(default_path(__file__)))
+    parser.add_argument("search_args", nargs=argparse.REMAINDER, help="-- then nas.search options for the task")
     args = parser.parse_args()
+    search_args = [arg for arg in args.search_args if arg != "--"] or SEARCH_ARGS
     limit = parse_duration(args.stop_after) if args.stop_after else None
     started = time.monotonic()
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.is_file() else {"entries": [], "over_cap": 0, "drawn": 0}
-    config, space, evaluator = setup()
+    search = " ".join(["nas.search", *search_args])
+    if table.get("setup", {}).get("search", search) != search:
+        print(f"evaluation_table: {out} was made with `{table['setup']['search']}`, not `{search}`", file=sys.stderr)
+        return 2
+    config, space, evaluator = setup(search_args)
     from nas.evaluation.evaluator import Evaluator
     from nas.search.study import arch_key
 
@@ -119,7 +127,7 @@ def main() -> int:
     def save() -> None:
         table.update(command=" ".join(["bench/evaluation_table.py", *sys.argv[1:]]),
                      date=time.strftime("%Y-%m-%d", time.gmtime()), machine=machine_description())
-        table["setup"] = {"search": " ".join(["nas.search", *SEARCH_ARGS]), "proxy": config.proxy.__dict__,
+        table["setup"] = {"search": search, "proxy": config.proxy.__dict__,
                           "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
                           "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
         write_compact(out, table)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from db.states import TrialStatus
 from nas.evaluation.config import RewardConfig
-from nas.evaluation.proxy import train_and_evaluate
+from nas.evaluation.proxy import ProxyResult, train_and_evaluate
 from nas.evaluation.reward import reward
 from nas.space.flops import count_flops, count_params
 from nas.space.spec import ArchSpec
@@ -68,6 +68,10 @@ class Evaluator:
     def over_cap(self, flops: int) -> bool:
         return flops > self.reward_config.flops_limit
 
+    def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None) -> ProxyResult:
+        """The proxy's validation accuracy of `spec`, by training it (a surrogate evaluator predicts it instead)."""
+        return train_and_evaluate(spec, self.data, self.proxy, on_epoch=on_epoch)
+
     def evaluate(self, spec: ArchSpec, *, capped: bool = True,
                  on_epoch: Callable[[int, int], None] | None = None) -> Outcome:
         """Train `spec` on the proxy and score it; with `capped`, a spec over the FLOPs cap is rejected without
@@ -81,7 +85,7 @@ class Evaluator:
             )
         start = time.perf_counter()
         try:
-            result = train_and_evaluate(spec, self.data, self.proxy, on_epoch=on_epoch)
+            result = self.train(spec, on_epoch)
         except Exception as exc:  # any failure of one candidate is recorded and the search goes on
             return Outcome(TrialStatus.FAILED, flops, params, error=error_line(exc),
                            train_seconds=time.perf_counter() - start)

@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, 
 if TYPE_CHECKING:
     from db import Database
     from nas.search.nni_adapters import TrialProcessOptions
+    from nas.search.study import Study
     from nas.training.data import TaskData
 
 LOG_DIR = Path(".effnas") / "logs"
@@ -460,6 +462,33 @@ def _print_banner(args: argparse.Namespace, search_id: int, config: SearchConfig
         print(busy, file=sys.stderr)
 
 
+def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db_url: str | None = None,
+              on_start: Callable[[str, int, Path], None] | None = None) -> None:
+    """Run the search's strategy on `study` until its budget ends: in this process, or with `trial_options` on
+    NNI's trial processes, which store their trials in the database at `db_url`. The study is started here;
+    ending it (finished, interrupted, failed) is the caller's."""
+    from nas.search.nni_adapters import make_strategy, run_strategy, run_strategy_on_trial_processes
+
+    config = study.config
+    study.start()
+    if trial_options is None and config.reference:
+        study.evaluate_reference()
+    strategy = make_strategy(
+        config.strategy, config.seed, config.trials, study.space,
+        batch=1 if trial_options is None else trial_options.workers, prescreen=config.prescreen,
+        screen_score=study.screen_score, describe=study.predictor_features,
+    )
+    if trial_options is None:
+        run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
+        return
+    from nas.search.trial_entry import entry_arguments, train_in_trial_process
+
+    run_strategy_on_trial_processes(
+        study.space, strategy, study, train_in_trial_process, entry_arguments(db_url, study.search_id),
+        trial_options, f"search-{study.search_id}.log", on_start=on_start,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -469,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trial_options = trial_options_from_args(args, db_url)
         # NNI is imported (and its version checked) before a search is stored.
-        from nas.search.nni_adapters import make_strategy, route_nni_logs, run_strategy, run_strategy_on_trial_processes
+        from nas.search.nni_adapters import route_nni_logs
 
         db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
     except (UsageError, DataError, DatabaseError) as exc:
@@ -501,23 +530,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ended: BaseException | None = None
     try:
-        study.start()
-        if trial_options is None and config.reference:
-            study.evaluate_reference()
-        strategy = make_strategy(
-            config.strategy, config.seed, config.trials, study.space,
-            batch=1 if trial_options is None else trial_options.workers, prescreen=config.prescreen,
-            screen_score=study.screen_score, describe=study.predictor_features,
-        )
-        if trial_options is None:
-            run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
-        else:
-            from nas.search.trial_entry import entry_arguments, train_in_trial_process
-
-            run_strategy_on_trial_processes(
-                study.space, strategy, study, train_in_trial_process, entry_arguments(absolute_url(db_url), search_id),
-                trial_options, f"search-{search_id}.log", on_start=announce,
-            )
+        run_study(study, trial_options, absolute_url(db_url), announce)
     except BaseException as exc:
         ended = exc
     finally:

@@ -4,11 +4,11 @@ to train next among mutations of the best ones.
 White et al. (BANANAS, AAAI 2021) showed that a predictor ensemble trained on the trials so far, an acquisition
 over its mean and spread, and candidates made by mutating the best trials find better architectures per
 evaluation than random, evolution, TPE or REINFORCE on NAS-Bench-101 at 150 evaluations. Here the ensemble is
-scikit-learn's extremely randomized trees: each tree is one member, so the spread comes with the fit. An
-architecture is described by its decisions, one number per stage and dimension (the value where it is a number,
-its index among the choices otherwise), plus log FLOPs, log params and a training-free score, the features the
-search already computes for every candidate. Nothing is known before the first trial: the predictor starts from
-scratch on any data.
+scikit-learn's extremely randomized trees by default: each tree is one member, so the spread comes with the fit
+(bench/surrogate_fit.py measures it against random forests, LightGBM and XGBoost). An architecture is described
+per stage (block type, expansion, kernel, SE ratio, skip, output channels, layers) plus log FLOPs, log params and
+training-free scores, all computed without training. Nothing is known before the first trial: the predictor
+starts from scratch on any data.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.space.spec import BLOCK_TYPES, ArchSpec
+
 Sample = dict[str, Any]
 Choices = Sequence[tuple[str, Sequence[Any]]]
 # Random trials before the first fit; BANANAS starts from 10 at a budget of 150, the default search has 40.
@@ -30,18 +32,24 @@ POOL_SIZE = 24
 UNIFORM_SHARE = 0.25
 PARENTS = 3
 ENSEMBLE_SIZE = 48
+# Boosted models are not ensembles by themselves: this many, each fitted on its own bootstrap sample.
+BOOSTED_MEMBERS = 8
+ENSEMBLE_MODELS = ("extra-trees", "random-forest", "lightgbm", "xgboost")
 # Upper confidence bound: mean + UCB_WEIGHT x spread of the ensemble's predictions.
 UCB_WEIGHT = 1.0
 
 
-def encode_decisions(sample: Sample, choices: Choices) -> list[float]:
-    """One number per decision: its value where the choices are numbers, its index among them otherwise."""
+def architecture_features(spec: ArchSpec, flops: int, params: int, scores: Sequence[float] = ()) -> list[float]:
+    """What the predictor reads of an architecture: per stage its block type (index), expansion, kernel, SE ratio,
+    skip, output channels and layers, then log FLOPs, log params and the training-free `scores`. Read from the
+    canonical network, so samples that make the same network get the same features."""
     encoded = []
-    for label, values in choices:
-        value = sample[label]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        encoded.append(float(value) if numeric else float(list(values).index(value)))
-    return encoded
+    for stage in spec.canonical().stages:
+        encoded += [float(BLOCK_TYPES.index(stage.block)), float(stage.expand_ratio), float(stage.kernel),
+                    stage.se_ratio, float(stage.skip), float(stage.out_channels), float(stage.repeats)]
+    # A score that is -inf (a degenerate network) becomes a very low finite value the trees can split on.
+    finite = [score if math.isfinite(score) else -1e9 for score in map(float, scores)]
+    return [*encoded, math.log(max(flops, 1)), math.log(max(params, 1)), *finite]
 
 
 def sample_key(sample: Sample) -> tuple[tuple[str, Any], ...]:
@@ -49,21 +57,51 @@ def sample_key(sample: Sample) -> tuple[tuple[str, Any], ...]:
 
 
 class EnsemblePredictor:
-    """Extremely randomized trees on (features -> reward); each tree is one member of the ensemble."""
+    """An ensemble regressor on (features -> value) that gives a mean and a spread per prediction. Random forests
+    and extremely randomized trees: each tree is one member. LightGBM and XGBoost: BOOSTED_MEMBERS models, each
+    on a bootstrap sample (the two are imported only when asked for)."""
 
-    def __init__(self, seed: int, size: int = ENSEMBLE_SIZE) -> None:
-        from sklearn.ensemble import ExtraTreesRegressor
+    def __init__(self, seed: int, size: int = ENSEMBLE_SIZE, model: str = "extra-trees") -> None:
+        if model not in ENSEMBLE_MODELS:
+            raise ValueError(f"unknown ensemble model {model!r}; choose one of {', '.join(ENSEMBLE_MODELS)}")
+        self.model = model
+        self._seed = seed
+        self._size = size
+        self._members: list[Any] = []
 
-        self._model = ExtraTreesRegressor(n_estimators=size, min_samples_leaf=1, max_features=0.6,
-                                          random_state=seed, n_jobs=1)
+    def _forest(self) -> Any:
+        from sklearn.ensemble import ExtraTreesRegressor, RandomForestRegressor
+
+        forest = ExtraTreesRegressor if self.model == "extra-trees" else RandomForestRegressor
+        return forest(n_estimators=self._size, min_samples_leaf=1, max_features=0.6, random_state=self._seed,
+                      n_jobs=1)
+
+    def _boosted(self, seed: int) -> Any:
+        options = dict(n_estimators=200, learning_rate=0.05, subsample=0.8, colsample_bytree=0.6, n_jobs=1,
+                       random_state=seed)
+        if self.model == "lightgbm":
+            from lightgbm import LGBMRegressor
+
+            return LGBMRegressor(num_leaves=15, min_child_samples=5, subsample_freq=1, verbose=-1, **options)
+        from xgboost import XGBRegressor
+
+        return XGBRegressor(max_depth=4, **options)
 
     def fit(self, features: np.ndarray, targets: np.ndarray) -> EnsemblePredictor:
-        self._model.fit(features, targets)
+        if self.model in ("extra-trees", "random-forest"):
+            self._members = list(self._forest().fit(features, targets).estimators_)
+            return self
+        rng = np.random.default_rng(self._seed)
+        self._members = []
+        for member in range(BOOSTED_MEMBERS):
+            rows = rng.integers(0, len(targets), len(targets))
+            self._members.append(self._boosted(self._seed * BOOSTED_MEMBERS + member).fit(features[rows],
+                                                                                          targets[rows]))
         return self
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the members' predictions, per row."""
-        members = np.stack([tree.predict(features) for tree in self._model.estimators_])
+        members = np.stack([member.predict(features) for member in self._members])
         return members.mean(axis=0), members.std(axis=0)
 
 
@@ -74,7 +112,7 @@ def upper_confidence_bound(mean: np.ndarray, spread: np.ndarray, weight: float =
 class PredictorGuidedProposer:
     """Proposes the next samples to train from the trials so far; the NNI strategy around it only submits them.
 
-    `describe(sample)` gives the features beyond the decisions (log FLOPs, log params, a training-free score).
+    `describe(sample)` gives a sample's features (`architecture_features` of the network it makes).
     The same seed and the same results give the same proposals, so a resumed search replays its trials.
     """
 
@@ -108,7 +146,7 @@ class PredictorGuidedProposer:
         return None
 
     def features(self, sample: Sample) -> list[float]:
-        return [*encode_decisions(sample, self.choices), *self._describe(sample)]
+        return list(self._describe(sample))
 
     def _pool(self) -> list[Sample]:
         best = sorted(self.results.values(), key=lambda entry: -entry[1])[:PARENTS]
@@ -146,8 +184,3 @@ class PredictorGuidedProposer:
 
     def record(self, sample: Sample, reward: float) -> None:
         self.results[sample_key(sample)] = (dict(sample), float(reward))
-
-
-def cost_features(flops: int, params: int, score: float) -> list[float]:
-    """log FLOPs, log params and the training-free score, as the predictor reads them."""
-    return [math.log(max(flops, 1)), math.log(max(params, 1)), float(score)]

@@ -20,7 +20,7 @@ from db import Database, SearchStatus, TrialRole, TrialStatus, searches, trials
 from nas.evaluation.evaluator import Evaluator, Outcome, error_line
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
-from nas.search.predictor import cost_features
+from nas.search.predictor import architecture_features
 from nas.space.search_space import SearchSpace
 from nas.space.spec import ArchSpec, spec_to_dict
 
@@ -143,10 +143,11 @@ class Study:
         return self._screen_scores[key]
 
     def predictor_features(self, sample: dict[str, Any]) -> list[float]:
-        """What `--strategy predictor` knows of an architecture besides its decisions: log FLOPs, log params and
-        its training-free score, all computed without training."""
-        flops, params = self.evaluator.cost(self.space.decode(sample))
-        return cost_features(flops, params, self.screen_score(sample))
+        """What `--strategy predictor` knows of an architecture: its stages, log FLOPs, log params and its
+        training-free score, all computed without training."""
+        spec = self.space.decode(sample)
+        flops, params = self.evaluator.cost(spec)
+        return architecture_features(spec, flops, params, [self.screen_score(sample)])
 
     def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> trials.NewTrial:
         flops, params = self.evaluator.cost(spec)
