@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import plotly.graph_objects as go
@@ -26,7 +26,8 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 
 @dataclass(frozen=True)
 class ParetoSeries:
-    """One search on a Pareto chart: its completed candidates, which of them form the front, its reference."""
+    """One search on a Pareto chart: its candidates trained to the full proxy, which of them form the front, its
+    reference, and the candidates successive halving stopped early (drawn apart, never on the front)."""
 
     search_id: int
     name: str
@@ -34,14 +35,17 @@ class ParetoSeries:
     points: list[TrialPoint]
     front: list[int]
     reference: TrialPoint | None
+    partial: list[TrialPoint] = field(default_factory=list)
 
 
 def pareto_series(search_id: int, name: str, target_flops: int | None, trials: list[TrialPoint],
                   cost: str) -> ParetoSeries:
-    points = [t for t in trials if t.role is TrialRole.CANDIDATE and t.status is TrialStatus.COMPLETE and getattr(t, cost)]
+    complete = [t for t in trials
+                if t.role is TrialRole.CANDIDATE and t.status is TrialStatus.COMPLETE and getattr(t, cost)]
+    points = [t for t in complete if not t.partial]
     front = pareto_front([getattr(p, cost) for p in points], [p.accuracy for p in points])
     reference = next((t for t in trials if t.role is TrialRole.REFERENCE and t.status is TrialStatus.COMPLETE), None)
-    return ParetoSeries(search_id, name, target_flops, points, front, reference)
+    return ParetoSeries(search_id, name, target_flops, points, front, reference, [t for t in complete if t.partial])
 
 
 def _hover(points: list[TrialPoint]) -> list[str]:
@@ -73,6 +77,12 @@ def pareto_figure(series: list[ParetoSeries], cost: str = "flops", show_dominate
             figure.add_trace(go.Scattergl(
                 x=[getattr(p, cost) for p in shown], y=[p.accuracy for p in shown], mode="markers",
                 name=f"{s.name}: trials", marker=marker, text=_hover(shown), hoverinfo="text",
+            ))
+        if s.partial and show_dominated:
+            figure.add_trace(go.Scattergl(
+                x=[getattr(p, cost) for p in s.partial], y=[p.accuracy for p in s.partial], mode="markers",
+                name=f"{s.name}: stopped by successive halving (first-epoch accuracy)",
+                marker={"size": 6, "symbol": "circle-open", "color": "grey"}, text=_hover(s.partial), hoverinfo="text",
             ))
         front = [s.points[i] for i in s.front]
         if front:
@@ -151,10 +161,10 @@ class HypervolumeSeries:
 
 
 def hypervolume_series(name: str, trials: list[TrialPoint], max_flops: float) -> HypervolumeSeries:
-    """The hypervolume of the (FLOPs, proxy accuracy) front up to each finished candidate; failed and rejected
-    candidates count as trials that add nothing."""
+    """The hypervolume of the (FLOPs, proxy accuracy) front up to each finished candidate; failed, rejected and
+    partly trained (successive halving) candidates count as trials that add nothing."""
     finished = [t for t in trials if t.role is TrialRole.CANDIDATE and t.status not in IN_FLIGHT]
-    accuracies = [t.accuracy if t.status is TrialStatus.COMPLETE else 0.0 for t in finished]
+    accuracies = [t.accuracy if t.status is TrialStatus.COMPLETE and not t.partial else 0.0 for t in finished]
     values = hypervolume_curve([t.flops or 0 for t in finished], accuracies, max_flops)
     return HypervolumeSeries(name, [t.number for t in finished], values)
 

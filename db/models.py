@@ -10,7 +10,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db.states import SearchStatus, TrainingStatus, TrialRole, TrialStatus
@@ -70,6 +83,10 @@ class TrialRecord(Base):
     params: Mapped[Optional[int]] = mapped_column(BigInteger)
     reward: Mapped[Optional[float]] = mapped_column(Float)
     zero_cost_score: Mapped[Optional[float]] = mapped_column(Float)
+    # Proxy epochs trained; partial: stopped by successive halving before the full proxy (never the winner).
+    epochs: Mapped[Optional[int]] = mapped_column(Integer)
+    partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    first_rung_reward: Mapped[Optional[float]] = mapped_column(Float)
     build_seconds: Mapped[Optional[float]] = mapped_column(Float)
     train_seconds: Mapped[Optional[float]] = mapped_column(Float)
     eval_seconds: Mapped[Optional[float]] = mapped_column(Float)

@@ -38,6 +38,9 @@ class TrialInfo:
     params: int | None
     reward: float | None
     zero_cost_score: float | None
+    epochs: int | None
+    partial: bool
+    first_rung_reward: float | None
     build_seconds: float | None
     train_seconds: float | None
     eval_seconds: float | None
@@ -90,6 +93,7 @@ class TrialPoint:
     accuracy: float | None
     reward: float | None
     block_strings: str
+    partial: bool = False
 
 
 def _info(row: TrialRecord) -> TrialInfo:
@@ -123,6 +127,7 @@ def claim_trial(db: Database, search_id: int, trial: NewTrial, status: TrialStat
         row.status = status.value
         row.error = None
         row.finished_at = None
+        row.epochs, row.partial, row.first_rung_reward = None, False, None
         row.flops, row.params = trial.flops, trial.params
         if trial.zero_cost_score is not None:
             row.zero_cost_score = trial.zero_cost_score
@@ -198,13 +203,31 @@ def fail_in_flight_sample(db: Database, search_id: int, role: TrialRole, sample:
                 row.status, row.error, row.finished_at = TrialStatus.FAILED.value, error, utcnow()
 
 
+def set_first_rung_reward(db: Database, trial_id: int, reward: float) -> None:
+    """Store a running trial's reward after the first rung of successive halving."""
+    with db.writing() as session:
+        session.execute(update(TrialRecord).where(TrialRecord.id == trial_id).values(first_rung_reward=reward))
+
+
+def first_rung_rewards(db: Database, search_id: int) -> list[float]:
+    """The first-rung rewards of the search's completed candidates (promoted or stopped), in trial order."""
+    with db.reading() as session:
+        return list(session.scalars(
+            select(TrialRecord.first_rung_reward)
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.first_rung_reward.is_not(None))
+            .order_by(TrialRecord.number)
+        ))
+
+
 def best_trial(db: Database, search_id: int) -> TrialInfo | None:
-    """The completed candidate with the highest reward (earliest on ties)."""
+    """The completed candidate trained to the full proxy with the highest reward (earliest on ties): a partial
+    trial, stopped by successive halving, never wins."""
     with db.reading() as session:
         row = session.scalars(
             select(TrialRecord)
             .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
-                   TrialRecord.status == TrialStatus.COMPLETE.value)
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False))
             .order_by(TrialRecord.reward.desc(), TrialRecord.number)
             .limit(1)
         ).first()
@@ -253,7 +276,7 @@ def trial_points(db: Database, search_ids: list[int]) -> list[TrialPoint]:
             select(
                 TrialRecord.id, TrialRecord.search_id, TrialRecord.number, TrialRecord.role, TrialRecord.status,
                 TrialRecord.flops, TrialRecord.params, TrialRecord.accuracy, TrialRecord.reward,
-                TrialRecord.block_strings,
+                TrialRecord.block_strings, TrialRecord.partial,
             )
             .where(TrialRecord.search_id.in_(search_ids))
             .order_by(TrialRecord.search_id, TrialRecord.number)

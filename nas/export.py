@@ -17,8 +17,9 @@ from nas.space.flops import FLOPS_CONVENTION
 FORMATS = ("csv", "json")
 
 TRIAL_FIELDS = (
-    "id", "number", "role", "status", "accuracy", "flops", "params", "reward", "zero_cost_score", "build_seconds",
-    "train_seconds", "eval_seconds", "attempts", "worker", "started_at", "finished_at", "error",
+    "id", "number", "role", "status", "accuracy", "flops", "params", "reward", "epochs", "partial",
+    "first_rung_reward", "zero_cost_score", "build_seconds", "train_seconds", "eval_seconds", "attempts", "worker",
+    "started_at", "finished_at", "error",
 )
 
 

@@ -35,4 +35,6 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     series = [figures.pareto_series(i, by_id[i].name, by_id[i].target_flops, per_search[i], cost) for i in chosen]
     st.plotly_chart(figures.pareto_figure(series, cost, show_dominated, colour), width="stretch", key="pareto")
     for s in series:
-        st.markdown(f"**{s.name}**: {len(s.points)} completed trials, {len(s.front)} on the front")
+        stopped = f", {len(s.partial)} stopped early by successive halving (grey, off the front)" if s.partial else ""
+        st.markdown(f"**{s.name}**: {len(s.points)} trials trained to the full proxy, {len(s.front)} on the front"
+                    f"{stopped}")

@@ -12,11 +12,11 @@ from db.trials import trial_columns
 from nas.space.flops import FLOPS_CONVENTION
 
 COLUMNS = (
-    "id", "number", "role", "status", "accuracy", "reward", "flops", "params", "zero_cost_score", "train_seconds",
-    "eval_seconds",
-    "attempts", "started_at", "finished_at", "block_strings", "error",
+    "id", "number", "role", "status", "accuracy", "reward", "epochs", "partial", "flops", "params", "zero_cost_score",
+    "train_seconds", "eval_seconds", "attempts", "started_at", "finished_at", "block_strings", "error",
 )
-SHOWN_NAMES = {"accuracy": "proxy accuracy", "zero_cost_score": "zero-cost score"}
+SHOWN_NAMES = {"accuracy": "proxy accuracy", "zero_cost_score": "zero-cost score", "epochs": "proxy epochs",
+               "partial": "stopped early (halving)"}
 
 
 def render(db: Database, searches: list[SearchRow]) -> None:

@@ -23,7 +23,8 @@ from nas.training.data import TaskData
 @dataclass(frozen=True)
 class Outcome:
     """What an evaluation gave: complete (accuracy and reward), rejected (over the FLOPs cap, never trained) or
-    failed (with the error)."""
+    failed (with the error). A complete outcome stopped by successive halving is `partial`: its accuracy and
+    reward are those after `epochs` epochs, fewer than the proxy's."""
 
     status: TrialStatus
     flops: int
@@ -34,6 +35,9 @@ class Outcome:
     build_seconds: float | None = None
     train_seconds: float | None = None
     eval_seconds: float | None = None
+    epochs: int | None = None
+    partial: bool = False
+    first_rung_reward: float | None = None
 
     @property
     def strategy_value(self) -> float:
@@ -45,7 +49,8 @@ class Outcome:
         return {
             "accuracy": self.accuracy, "reward": self.reward, "error": self.error,
             "build_seconds": self.build_seconds, "train_seconds": self.train_seconds,
-            "eval_seconds": self.eval_seconds,
+            "eval_seconds": self.eval_seconds, "epochs": self.epochs, "partial": self.partial,
+            "first_rung_reward": self.first_rung_reward,
         }
 
 
@@ -68,14 +73,19 @@ class Evaluator:
     def over_cap(self, flops: int) -> bool:
         return flops > self.reward_config.flops_limit
 
-    def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None) -> ProxyResult:
-        """The proxy's validation accuracy of `spec`, by training it (a surrogate evaluator predicts it instead)."""
-        return train_and_evaluate(spec, self.data, self.proxy, on_epoch=on_epoch)
+    def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None,
+              promote: Callable[[float], bool] | None = None) -> ProxyResult:
+        """The proxy's validation accuracy of `spec`, by training it (a surrogate evaluator predicts it instead);
+        `promote(accuracy)` decides after the first rung whether training goes on (successive halving)."""
+        return train_and_evaluate(spec, self.data, self.proxy, on_epoch=on_epoch, promote=promote)
 
     def evaluate(self, spec: ArchSpec, *, capped: bool = True,
-                 on_epoch: Callable[[int, int], None] | None = None) -> Outcome:
+                 on_epoch: Callable[[int, int], None] | None = None,
+                 promote: Callable[[float], bool] | None = None) -> Outcome:
         """Train `spec` on the proxy and score it; with `capped`, a spec over the FLOPs cap is rejected without
-        training. A failure of training is an outcome, not an exception; Ctrl-C is not caught."""
+        training. With `promote` (successive halving), `promote(reward)` is asked after the first rung whether
+        to train on to the full proxy. A failure of training is an outcome, not an exception; Ctrl-C is not
+        caught."""
         config = self.reward_config
         flops, params = self.cost(spec)
         if capped and self.over_cap(flops):
@@ -84,13 +94,19 @@ class Evaluator:
                 error=f"{flops:,} FLOPs exceed {config.max_flops_ratio:g}x the target ({config.flops_limit:,.0f})",
             )
         start = time.perf_counter()
+
+        def score(accuracy: float) -> float:
+            return reward(accuracy, flops, config.target_flops, config.constraint, config.w)
+
+        rung = None if promote is None else (lambda accuracy: promote(score(accuracy)))
         try:
-            result = self.train(spec, on_epoch)
+            result = self.train(spec, on_epoch, rung)
         except Exception as exc:  # any failure of one candidate is recorded and the search goes on
             return Outcome(TrialStatus.FAILED, flops, params, error=error_line(exc),
                            train_seconds=time.perf_counter() - start)
-        value = reward(result.accuracy, flops, config.target_flops, config.constraint, config.w)
+        first_rung = None if result.first_rung_accuracy is None else score(result.first_rung_accuracy)
         return Outcome(
-            TrialStatus.COMPLETE, flops, params, accuracy=result.accuracy, reward=value,
+            TrialStatus.COMPLETE, flops, params, accuracy=result.accuracy, reward=score(result.accuracy),
             build_seconds=result.build_seconds, train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
+            epochs=result.epochs, partial=result.epochs < self.proxy.epochs, first_rung_reward=first_rung,
         )

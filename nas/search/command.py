@@ -38,7 +38,7 @@ from effnas.cli import (
     parse_flops,
 )
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
-from nas.search.config import DEFAULT_TIME_BUDGET, STRATEGIES, SearchConfig, check_strategy
+from nas.search.config import DEFAULT_TIME_BUDGET, FIDELITIES, STRATEGIES, SearchConfig, check_strategy
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
 from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, ProxyConfig, TaskConfig, default
@@ -128,6 +128,11 @@ def build_parser() -> SearchParser:
                      f"the best (random, evolution, reinforce) {_d(SearchConfig, 'prescreen')}")
     how.add_argument("--prescreen-score", choices=ZERO_COST_SCORES,
                      help=f"the training-free score of --prescreen {_d(SearchConfig, 'prescreen_score')}")
+    how.add_argument("--fidelity", choices=FIDELITIES,
+                     help="full: train every candidate on the whole proxy; halving: successive halving, every "
+                     "candidate trains one epoch of the proxy and those whose reward is in the best 1/eta so far "
+                     f"train on to the full proxy from where they stopped {_d(SearchConfig, 'fidelity')}")
+    how.add_argument("--eta", type=int, help=f"successive halving's ratio, at least 2 {_d(SearchConfig, 'eta')}")
     how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
@@ -234,6 +239,8 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         reference=not args.no_reference,
         prescreen=_given(args, "prescreen", default(SearchConfig, "prescreen")),
         prescreen_score=_given(args, "prescreen_score", default(SearchConfig, "prescreen_score")),
+        fidelity=_given(args, "fidelity", default(SearchConfig, "fidelity")),
+        eta=_given(args, "eta", default(SearchConfig, "eta")),
     )
     _check(config)
     return config
@@ -254,6 +261,10 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(f"--subset must be at least 10, got {task.subset}")
     if reward.max_flops_ratio <= 1:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
+    if config.eta < 2:
+        raise UsageError(f"--eta must be at least 2, got {config.eta}")
+    if config.fidelity == "halving" and proxy.epochs < 2:
+        raise UsageError("--fidelity halving needs a proxy of at least 2 epochs (--epochs)")
     if proxy.lr <= 0:
         raise UsageError(f"--lr must be positive, got {proxy.lr}")
     if proxy.weight_decay < 0:
@@ -337,6 +348,13 @@ def _summary(db: Database, search_id: int, config: SearchConfig, data: TaskData,
         f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
         "",
     ]
+    if config.fidelity == "halving":
+        rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
+        complete = [row for row in rows if row["role"] == "candidate" and row["status"] == "complete"]
+        stopped = sum(row["partial"] for row in complete)
+        lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
+                        f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
+                        "cannot be the winner."]
     columns = []
     if winner is not None:
         columns.append((f"winner (trial {winner.number})", winner))
@@ -446,6 +464,7 @@ def _print_banner(args: argparse.Namespace, search_id: int, config: SearchConfig
     print(
         f"Search {search_id}: {config.strategy}, {config.trials} trials"
         f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
+        f"{f', successive halving (1 epoch, then the best 1/{config.eta} to {config.proxy.epochs})' if config.fidelity == 'halving' else ''}"
         f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
         f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
         f"({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({_stem_reason(args, config)}). "

@@ -17,6 +17,9 @@ STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce", "predictor")
 # trained (TPE and grid search track every proposal they make).
 PRESCREEN_STRATEGIES = ("evolution", "random", "reinforce")
 GRID_MAX_SIZE = 100_000
+# full: every candidate trains the whole proxy; halving: successive halving (the first epoch, then the best 1/eta
+# of candidates go on to the full proxy).
+FIDELITIES = ("full", "halving")
 # Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
 DEFAULT_TIME_BUDGET = 540.0
 
@@ -31,7 +34,8 @@ _STORED_KEYS: dict[str, tuple[str, str]] = {
 }
 _PARTS = {"task": TaskConfig, "proxy": ProxyConfig, "reward": RewardConfig}
 # What a search stored before a key existed used, whatever today's default is.
-_LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1}
+_LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1,
+                  "fidelity": "full", "eta": 3}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class SearchConfig:
     # Candidates scored by `prescreen_score` (training-free) per candidate trained; 1 trains every proposal.
     prescreen: int = 1
     prescreen_score: str = "naswot"
+    fidelity: str = "full"
+    # Successive halving keeps the best 1/eta of candidates (by first-rung reward) for the full proxy.
+    eta: int = 3
 
     @property
     def seed(self) -> int:

@@ -19,7 +19,8 @@ def trial_label(number: int, role: TrialRole) -> str:
 
 def outcome_text(trial: TrialEnd) -> str:
     if trial.status is TrialStatus.COMPLETE:
-        return f"proxy acc {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
+        text = f"proxy acc {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
+        return f"{text} after {trial.epochs} epoch(s), stopped by successive halving" if trial.partial else text
     if trial.status is TrialStatus.REJECTED:
         return f"rejected without training ({format_flops(trial.flops)} FLOPs)"
     if trial.status is TrialStatus.INTERRUPTED:

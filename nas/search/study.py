@@ -10,9 +10,11 @@ are the ones an uninterrupted run would have added.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,8 @@ class TrialEnd:
     accuracy: float | None = None
     reward: float | None = None
     error: str | None = None
+    partial: bool = False
+    epochs: int | None = None
 
 
 class SearchEvents:
@@ -78,7 +82,15 @@ def search_space(config: SearchConfig, num_classes: int, in_channels: int) -> Se
 
 def _trial_end(trial: trials.TrialInfo) -> TrialEnd:
     return TrialEnd(trial.number, trial.role, trial.status, trial.flops or 0, trial.accuracy, trial.reward,
-                    trial.error)
+                    trial.error, trial.partial, trial.epochs)
+
+
+def promoted(reward: float, first_rung_rewards: list[float], eta: int) -> bool:
+    """Successive halving's decision: whether a candidate whose first-rung reward is `reward` trains on, that is,
+    whether it ranks in the best ceil(n / eta) of the n first-rung rewards so far (its own included). The first
+    candidate always does, so a search has a full-proxy result from its first trial."""
+    better = sum(other > reward for other in first_rung_rewards)
+    return better < math.ceil(len(first_rung_rewards) / eta)
 
 
 class Study:
@@ -157,7 +169,8 @@ class Study:
         """Counts a finished trial and tells the user."""
         if end.role is TrialRole.CANDIDATE:
             self._done += 1
-            if end.status is TrialStatus.COMPLETE and (self._best is None or end.reward > self._best.reward):
+            if end.status is TrialStatus.COMPLETE and not end.partial and (
+                    self._best is None or end.reward > self._best.reward):
                 self._best = end
         self.events.trial_finished(end, self._done, self._best)
 
@@ -185,7 +198,7 @@ class Study:
         self.events.trial_started(trial.number, role)
         try:
             outcome = self.evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
-                                              on_epoch=self.events.epoch_done)
+                                              on_epoch=self.events.epoch_done, promote=self._promotion(trial, role))
         except KeyboardInterrupt:
             trials.record_outcome(self.db, trial.id, TrialStatus.INTERRUPTED,
                                   error="interrupted by the user (Ctrl-C)")
@@ -193,8 +206,21 @@ class Study:
         trials.record_outcome(self.db, trial.id, outcome.status, **outcome.results())
         self._results[(role, trial.arch_key)] = outcome.strategy_value
         self._count(TrialEnd(trial.number, role, outcome.status, flops, outcome.accuracy, outcome.reward,
-                             outcome.error))
+                             outcome.error, outcome.partial, outcome.epochs))
         return outcome
+
+    def _promotion(self, trial: trials.TrialInfo, role: TrialRole) -> Callable[[float], bool] | None:
+        """With successive halving, a candidate's decision after the first rung: its first-rung reward is stored
+        (other trial processes of the search rank against it), then ranked against the search's completed
+        candidates'. The reference always trains the full proxy."""
+        if self.config.fidelity != "halving" or role is not TrialRole.CANDIDATE:
+            return None
+
+        def promote(reward: float) -> bool:
+            trials.set_first_rung_reward(self.db, trial.id, reward)
+            return promoted(reward, [*trials.first_rung_rewards(self.db, self.search_id), reward], self.config.eta)
+
+        return promote
 
     # -- trials in other processes (NNI's training-service engine) -----------------------------------------
     def pending_reference(self) -> dict[str, Any] | None:

@@ -166,10 +166,13 @@ class SurrogateEvaluator(Evaluator):
             self._costs[key] = super().cost(spec)
         return self._costs[key]
 
-    def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None) -> ProxyResult:
+    def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None,
+              promote: Callable[[float], bool] | None = None) -> ProxyResult:
+        if promote is not None:
+            raise ValueError("the surrogate predicts the full proxy only; it cannot run successive halving")
         flops, params = self.cost(spec)
         scores = [self._score(spec, name) for name in self.surrogate.scores]
         mean = self.surrogate.predict(architecture_features(spec, flops, params, scores))
         self.predicted[arch_key(spec)] = mean
         noise = random.Random(f"{self.seed}:{arch_key(spec)}").gauss(0.0, self.noise)
-        return ProxyResult(min(1.0, max(0.0, mean + noise)), 0.0, 0.0, 0.0)
+        return ProxyResult(min(1.0, max(0.0, mean + noise)), 0.0, 0.0, 0.0, self.proxy.epochs)

@@ -496,7 +496,7 @@ def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
     config = SearchConfig.from_config(stored)
     # Keys added later read back as what those versions did, whatever today's defaults are.
     added = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1,
-             "prescreen_score": "naswot", "stem_stride": 2}
+             "prescreen_score": "naswot", "stem_stride": 2, "fidelity": "full", "eta": 3}
     assert config.to_config() == {**stored, **added}
     assert (config.proxy.optimizer, config.proxy.weight_decay) == ("sgd", 1e-5)
     assert (config.reward.target_flops, config.proxy.resolution, config.task.threads, config.seed) == (
