@@ -144,6 +144,31 @@ def test_trials_page_shows_the_zero_cost_score_of_a_prescreened_search(tmp_path,
     assert list(table["zero-cost score"]) == pytest.approx(stored)
 
 
+def test_a_halving_search_shows_each_trials_fidelity_and_keeps_stopped_trials_off_the_front(tmp_path, monkeypatch):
+    db = tmp_path / "halving.db"
+    cli("nas.search", "--target-flops", "200M", "--trials", "6", "--epochs", "2", "--subset", "300", "--fidelity",
+        "halving", "--no-reference", "--threads", "1", "--db", str(db), cwd=tmp_path)
+    with sqlite3.connect(db) as c:
+        stored = c.execute("select epochs, partial, flops, accuracy from trials where status='complete' "
+                           "order by number").fetchall()
+    full = [(f, a) for epochs, partial, f, a in stored if not partial]
+    stopped = [(f, a) for epochs, partial, f, a in stored if partial]
+    assert full and stopped
+    at = go_to(app_for(db, monkeypatch), "Trials")
+    table = at.dataframe[0].value
+    complete = table[table["status"] == "complete"]
+    assert list(complete["proxy epochs"]) == [row[0] for row in stored]
+    assert list(complete["stopped early (halving)"]) == [bool(row[1]) for row in stored]
+    at = go_to(app_for(db, monkeypatch), "Pareto fronts")
+    traces = {t["name"]: t for t in figure_json(at)["data"]}
+    points = next(t for name, t in traces.items() if name.endswith(": trials"))
+    grey = next(t for name, t in traces.items() if "stopped by successive halving" in name)
+    front = next(t for name, t in traces.items() if name.endswith(": Pareto front"))
+    assert sorted(zip(points["x"], points["y"])) == sorted(full)
+    assert sorted(zip(grey["x"], grey["y"])) == sorted(stopped)
+    assert set(zip(front["x"], front["y"])) <= set(full)
+
+
 def test_progress_counts_trials_handed_to_trial_processes_but_plots_only_finished_ones():
     from dashboard.figures import progress_data
     from db import TrialRole, TrialStatus
