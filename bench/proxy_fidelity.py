@@ -145,24 +145,34 @@ def reference_order(count: int) -> list[int]:
     return sorted(range(count), key=lambda i: (i % 4, i))
 
 
+def reference_data(threads: int, images: int = 20000) -> TaskData:
+    """Fashion-MNIST at 32 px for the reference: `images` training images, 5,000 of them for validation, and t10k."""
+    return load_task_data(TaskConfig(dataset="fashion-mnist", threads=threads), RESOLUTION, val_images=5000,
+                          subset=images, test=True, device="cpu")
+
+
+def reference_training(spec: ArchSpec, data: TaskData, seed: int, epochs: int = 5) -> dict[str, float]:
+    """The reference: the final-training recipe for `epochs` epochs, then test accuracy with the weights that
+    validation chose. Pinned to the recipe of bench/proxy_fidelity.json (before the 5e-4 weight-decay default):
+    the caches are keyed by architecture only, so a resumed run must train its references the same way."""
+    start = time.perf_counter()
+    trainer = Trainer(spec, data, TrainingRecipe(epochs=epochs, flip=True, weight_decay=5e-5, seed=seed))
+    for _ in range(epochs):
+        trainer.fit_epoch()
+    return {"test_accuracy": trainer.test_accuracy(), "val_accuracy": trainer.best["accuracy"],
+            "seconds": time.perf_counter() - start}
+
+
 def run_reference(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> None:
     cache = Cache(folder, reference_cache_name(args.ref_seed))
-    data = load_task_data(TaskConfig(dataset="fashion-mnist", threads=args.threads), RESOLUTION, val_images=5000,
-                          subset=args.ref_images, test=True, device="cpu")
-    # Pinned to the recipe of bench/proxy_fidelity.json (before the 5e-4 default): the cache is keyed by
-    # architecture only, so a resumed run must train its references the same way.
-    recipe = TrainingRecipe(epochs=args.ref_epochs, flip=True, weight_decay=5e-5, seed=args.ref_seed)
+    data = reference_data(args.threads, args.ref_images)
     order = [(i, specs[i]) for i in reference_order(len(specs))]
     for index, spec in reversed(order) if args.reverse else order:
         if cache.get(str(index)) is not None:
             continue
-        start = time.perf_counter()
-        trainer = Trainer(spec, data, recipe)
-        for _ in range(recipe.epochs):
-            trainer.fit_epoch()
-        test = trainer.test_accuracy()
-        seconds = time.perf_counter() - start
-        cache.put(str(index), {"test_accuracy": test, "val_accuracy": trainer.best["accuracy"], "seconds": seconds})
+        measured = reference_training(spec, data, args.ref_seed, args.ref_epochs)
+        cache.put(str(index), measured)
+        test, seconds = measured["test_accuracy"], measured["seconds"]
         print(f"reference seed {args.ref_seed} {index + 1}/{len(specs)}: test {test:.4f} in {seconds:.0f} s",
               flush=True)
 

@@ -1,0 +1,179 @@
+"""Does a better search find a better network? Strategies on real proxy training, their winners retrained.
+
+Run: .venv/bin/python bench/search_confirm.py [--strategies random,predictor] [--seeds 0,1,2,3,4] [--trials 60]
+                                             [--stop-after 3h] [--commit]
+
+Each search is a real `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` run (the task
+of bench/evaluation_table.py) with `--trials 60 --time-budget none --no-reference --threads 1` and the strategy
+and seed, into bench/out/search_confirm.db; a stopped one is resumed with `--resume`. Its winner is then trained
+with bench/proxy_fidelity.py's reference recipe (the final-training recipe, 5 epochs on 20,000 Fashion-MNIST
+images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0 and 1. Per strategy, mean and sd
+over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 -
+accuracy, reference point (1, 1)), the best reward, and the winner's reference test accuracy (the mean of its two
+seeds). FLOPs are multiply-accumulates of conv and linear layers at 32 px. Budget: about 45 minutes per search
+and 6 per winner on 2 cores, so the default (2 strategies x 5 seeds) is about 9 hours: results go to
+bench/search_confirm.json after every search and every winner, and a rerun continues from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_json import default_path, write_json
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from effnas.cli import parse_duration  # noqa: E402
+
+TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M"]
+FOLDER = HERE / "out" / "search_confirm"
+REFERENCE_SEEDS = (0, 1)
+
+
+def search(strategy: str, seed: int, trials: int) -> int:
+    """The finished search of `strategy` at `seed` in the bench's database, running or resuming it as needed."""
+    from db import SearchStatus, open_database
+    from db.searches import list_searches
+
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    db_path = FOLDER / "searches.db"
+    name = f"{strategy}-seed{seed}"
+
+    def stored() -> Any:
+        if not db_path.exists():
+            return None
+        return next((row for row in list_searches(open_database(f"sqlite:///{db_path}", create=False))
+                     if row.name == name), None)
+
+    row = stored()
+    if row is None or row.status is not SearchStatus.FINISHED:
+        args = (["--resume", str(row.id), "--trials", str(trials)] if row is not None else
+                [*TASK, "--strategy", strategy, "--seed", str(seed), "--trials", str(trials), "--time-budget", "none",
+                 "--no-reference", "--threads", "1", "--name", name])
+        result = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db_path), *args], cwd=FOLDER,
+                                capture_output=True, text=True, env={**os.environ, "EFFNAS_DB": ""})
+        if result.returncode != 0:
+            raise SystemExit(f"{name} failed: {result.stderr.strip().splitlines()[-1]}")
+        row = stored()
+    return row.id
+
+
+def search_figures(search_id: int) -> dict[str, Any]:
+    from db import TrialRole, TrialStatus, open_database, searches, trials
+    from nas.evaluation.pareto import hypervolume
+
+    db = open_database(f"sqlite:///{FOLDER / 'searches.db'}", create=False)
+    row = searches.get_search(db, search_id)
+    points = [t for t in trials.list_trials(db, search_id) if t.role is TrialRole.CANDIDATE]
+    full = [t for t in points if t.status is TrialStatus.COMPLETE and not t.partial]
+    winner = trials.best_trial(db, search_id)
+    return {
+        "search_id": search_id, "trials": len(points),
+        "hypervolume": hypervolume([t.flops for t in full], [t.accuracy for t in full], 4 * row.target_flops),
+        "best_reward": winner.reward, "winner": {"arch": winner.arch, "block_strings": winner.block_strings,
+                                                 "flops": winner.flops, "params": winner.params,
+                                                 "proxy_accuracy": winner.accuracy},
+        "training_seconds": sum((t.train_seconds or 0) + (t.eval_seconds or 0) for t in points),
+    }
+
+
+def mean_sd(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for key, run in runs.items():
+        strategy = key.split("/")[0]
+        if len(run.get("reference", {})) < len(REFERENCE_SEEDS):
+            continue
+        entry = summary.setdefault(strategy, {"hypervolume": [], "best_reward": [], "winner_test_accuracy": []})
+        entry["hypervolume"].append(run["hypervolume"])
+        entry["best_reward"].append(run["best_reward"])
+        entry["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
+    return {strategy: {"seeds": len(entry["hypervolume"]), **{k: mean_sd(v) for k, v in entry.items()}}
+            for strategy, entry in summary.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", default="random,predictor")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--stop-after", help="start no new search or training after this long, e.g. 3h")
+    parser.add_argument("--commit", action="store_true", help="git-commit the JSON after every search and winner")
+    parser.add_argument("--out", default=str(default_path(__file__)))
+    args = parser.parse_args()
+    from nas.search.config import STRATEGIES
+
+    strategies = [name for name in args.strategies.split(",") if name]
+    unknown = [name for name in strategies if name not in STRATEGIES]
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        limit = parse_duration(args.stop_after) if args.stop_after else math.inf
+    except ValueError as exc:
+        print(f"search_confirm: {exc}", file=sys.stderr)
+        return 2
+    if unknown or args.trials < 1:
+        print(f"search_confirm: unknown strategy {unknown[0]!r}" if unknown else "search_confirm: --trials must be "
+              "at least 1", file=sys.stderr)
+        return 2
+    from proxy_fidelity import reference_data, reference_training
+
+    from nas.space.spec import spec_from_dict
+
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    runs = results.setdefault("runs", {})
+    started = time.monotonic()
+    data = None
+
+    def save(message: str) -> None:
+        results["summary"] = summarise(runs)
+        results["setup"] = {"search": " ".join(["nas.search", *TASK, "--trials", str(args.trials),
+                                                "--time-budget none --no-reference --threads 1"]),
+                            "reference": "bench/proxy_fidelity.py's reference recipe: 5 epochs on 20,000 images, "
+                                         "test accuracy on t10k, seeds 0 and 1",
+                            "flops": "multiply-accumulates of conv and linear layers at 32 px"}
+        write_json(out, {k: v for k, v in results.items() if k not in ("command", "date", "machine")})
+        if args.commit:
+            subprocess.run(["git", "add", "--", str(out)], cwd=REPO, check=False)
+            subprocess.run(["git", "commit", "-q", "-m", f"bench/search_confirm: {message}", "--", str(out)], cwd=REPO,
+                           check=False)
+
+    for seed in seeds:
+        for strategy in strategies:
+            key = f"{strategy}/{seed}"
+            if key not in runs:
+                if time.monotonic() - started >= limit:
+                    return 0
+                runs[key] = {**search_figures(search(strategy, seed, args.trials)), "reference": {}}
+                print(f"{key}: hypervolume {runs[key]['hypervolume']:.4f}, best reward {runs[key]['best_reward']:.4f}",
+                      flush=True)
+                save(f"{key} searched")
+            for reference_seed in REFERENCE_SEEDS:
+                if str(reference_seed) in runs[key]["reference"] or time.monotonic() - started >= limit:
+                    continue
+                data = data or reference_data(threads=1)
+                measured = reference_training(spec_from_dict(runs[key]["winner"]["arch"]), data, reference_seed)
+                runs[key]["reference"][str(reference_seed)] = measured["test_accuracy"]
+                print(f"{key}: winner's test accuracy at seed {reference_seed}: {measured['test_accuracy']:.4f}",
+                      flush=True)
+                save(f"{key} winner at seed {reference_seed}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
