@@ -11,7 +11,8 @@ nas.search's own parser, and each entry from the search's own `Evaluator.evaluat
 search would store for that architecture. Architectures are drawn uniformly, each dimension of each stage
 independently; a draw over the search's FLOPs cap is counted (a search rejects it without training) and not
 scored. Every entry holds the sample, the block strings, FLOPs at 32 px (multiply-accumulates of conv and linear
-layers), params, the proxy accuracy and reward at seed 0, the three zero-cost scores and seconds; every
+layers), params, the proxy accuracy and reward at seed 0, the three zero-cost scores and seconds (wall seconds of training
+and validation: a run paused with SIGSTOP, or sharing the cores, inflates them; the accuracies do not change); every
 `--second-seed-every`-th entry (the 1st, 5th, 9th, ...) is also scored with the proxy at seed 1, right after seed
 0, so a table cut off part-way already has pairs for the proxy's seed-to-seed agreement. Results go to
 bench/evaluation_table.json, one compact line per entry; a rerun restores entries from it and grows the table
