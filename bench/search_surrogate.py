@@ -68,7 +68,9 @@ class Bench:
 
         self.args = args
         self.search_args = table_search_args(args.table)
-        config = config_from_args(build_parser().parse_args(self.search_args))
+        # One thread: the surrogate's work (zero-cost scores, tree ensembles) is small, and multi-threaded PyTorch
+        # beside other work on the cores slows down several-fold.
+        config = config_from_args(build_parser().parse_args([*self.search_args, "--threads", "1"]))
         self.data = load_task_data(config.task, config.proxy.resolution)
         space = search_space(config, self.data.num_classes, self.data.in_channels)
         entries = load_table(args.table, space)
@@ -105,7 +107,7 @@ class Bench:
 
         config = config_from_args(build_parser().parse_args([
             *self.search_args, "--strategy", strategy, "--seed", str(seed), "--trials", str(self.args.evaluations),
-            "--time-budget", "none", "--no-reference",
+            "--time-budget", "none", "--no-reference", "--threads", "1",
         ]))
         FOLDER.mkdir(parents=True, exist_ok=True)
         db = open_database(f"sqlite:///{FOLDER / f'{strategy}.db'}")
@@ -140,7 +142,8 @@ class Bench:
 
     def save(self, message: str) -> None:
         self.results["setup"] = {
-            "search": " ".join(["nas.search", *self.search_args, "--no-reference", "--time-budget", "none"]),
+            "search": " ".join(["nas.search", *self.search_args, "--no-reference", "--time-budget", "none",
+                                "--threads", "1"]),
             "table": self.args.table, "table_entries": self.entries, "surrogate": self.model,
             "zero_cost_features": list(self.scores), "noise_sd": self.noise, "evaluations": self.args.evaluations,
             "flops": "multiply-accumulates of conv and linear layers at the task's resolution",
