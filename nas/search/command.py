@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from db import (
     DatabaseError,
+    TrialRole,
     TrialStatus,
     absolute_url,
     db_argument,
@@ -350,7 +351,8 @@ def _summary(db: Database, search_id: int, config: SearchConfig, data: TaskData,
     ]
     if config.fidelity == "halving":
         rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
-        complete = [row for row in rows if row["role"] == "candidate" and row["status"] == "complete"]
+        complete = [row for row in rows
+                    if row["role"] == TrialRole.CANDIDATE.value and row["status"] == TrialStatus.COMPLETE.value]
         stopped = sum(row["partial"] for row in complete)
         lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
                         f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "

@@ -156,15 +156,8 @@ class SurrogateEvaluator(Evaluator):
         self.surrogate = surrogate
         self.noise = noise
         self.seed = seed
-        self._costs: dict[str, tuple[int, int]] = {}
         self.predicted: dict[str, float] = {}
         self._score = score_cache or (lambda spec, name: zero_cost_score(name, spec, data))
-
-    def cost(self, spec: ArchSpec) -> tuple[int, int]:
-        key = arch_key(spec)
-        if key not in self._costs:
-            self._costs[key] = super().cost(spec)
-        return self._costs[key]
 
     def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None,
               promote: Callable[[float], bool] | None = None) -> ProxyResult:
