@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import random
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +47,17 @@ SEARCH_ARGS = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flo
 DRAW_SEED = 20261130
 
 
-def setup(search_args: list[str]) -> tuple[Any, Any, Any]:
-    """The search's configuration, space and evaluator for the task, built by nas.search's own code."""
+def setup(search_args: list[str], threads: int | None = None) -> tuple[Any, Any, Any]:
+    """The search's configuration, space and evaluator for the task, built by nas.search's own code; `threads`
+    replaces the task's CPU threads (as `nas.search --workers` divides the cores among its workers)."""
     from nas.evaluation.evaluator import Evaluator
     from nas.search.command import build_parser, config_from_args
     from nas.search.study import search_space
     from nas.training.data import load_task_data
 
     config = config_from_args(build_parser().parse_args(search_args))
+    if threads is not None:
+        config = replace(config, task=replace(config.task, threads=threads))
     data = load_task_data(config.task, config.proxy.resolution)
     return config, search_space(config, data.num_classes, data.in_channels), Evaluator(config.reward, config.proxy,
                                                                                         data)
@@ -76,9 +83,74 @@ def score(space: Any, evaluator: Any, sample: dict[str, Any]) -> dict[str, Any]:
     return {
         "sample": sample, "block_strings": " ".join(spec.canonical().block_strings()), "flops": outcome.flops,
         "params": outcome.params, "accuracy": {"0": outcome.accuracy}, "reward": outcome.reward,
-        "seconds": outcome.train_seconds + outcome.eval_seconds,
+        "seconds": outcome.train_seconds + outcome.eval_seconds, "device": evaluator.data.device.type,
         "zero_cost": {name: zero_cost_score(name, spec, evaluator.data) for name in ZERO_COST_SCORES},
     }
+
+
+class Scorer:
+    """Scores samples at seed 0 (a whole entry) or one proxy accuracy at another seed, in this process."""
+
+    def __init__(self, search_args: list[str], threads: int | None = None) -> None:
+        from nas.evaluation.evaluator import Evaluator
+
+        self.config, self.space, self.evaluator = setup(search_args, threads)
+        self.by_seed = {0: self.evaluator}
+        self.evaluator_class = Evaluator
+
+    def __call__(self, sample: dict[str, Any], seed: int | None) -> Any:
+        """The entry for `sample` when `seed` is None, else its proxy accuracy at `seed`."""
+        if seed is None:
+            return score(self.space, self.evaluator, sample)
+        if seed not in self.by_seed:
+            self.by_seed[seed] = self.evaluator_class(self.config.reward, replace(self.config.proxy, seed=seed),
+                                                      self.evaluator.data)
+        return self.by_seed[seed].evaluate(self.space.decode(sample)).accuracy
+
+
+_WORKER_SCORER: Scorer | None = None
+
+
+def _start_worker(search_args: list[str], threads: int) -> None:
+    global _WORKER_SCORER
+    _WORKER_SCORER = Scorer(search_args, threads)
+
+
+def _work(sample: dict[str, Any], seed: int | None) -> Any:
+    assert _WORKER_SCORER is not None
+    return _WORKER_SCORER(sample, seed)
+
+
+class InProcess:
+    """The executor for one worker: runs each job on submit, in this process, so a table made with
+    `--workers 1` is made exactly as a search makes its trials."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    def submit(self, sample: dict[str, Any], seed: int | None) -> Future:
+        future: Future = Future()
+        future.set_result(self.scorer(sample, seed))
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+class Pool:
+    """The executor for several workers: spawned processes (CUDA needs spawn), each with its own data and
+    evaluators, sharing the cores (and the GPU, where there is one)."""
+
+    def __init__(self, search_args: list[str], workers: int) -> None:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_start_worker, initargs=(search_args, threads))
+
+    def submit(self, sample: dict[str, Any], seed: int | None) -> Future:
+        return self.pool.submit(_work, sample, seed)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
 
 def write_compact(path: Path, table: dict[str, Any]) -> None:
@@ -96,16 +168,39 @@ def commit(out: Path, message: str) -> None:
                    check=False)
 
 
+@dataclass
+class Job:
+    """One piece of work in flight: a new entry (`kind` "entry"), another seed of entry `index` ("seed"), or
+    entry `index` at seed 0 again on this device ("recheck"). `drawn` and
+    `over_cap` are the draw counters as they stood when it was drawn, saved once it lands, so a run cut off with
+    work in flight resumes right after the last saved entry."""
+
+    kind: str
+    index: int
+    seed: int | None
+    future: Future
+    drawn: int
+    over_cap: int
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=400, help="scored architectures wanted (400)")
     parser.add_argument("--second-seed-every", type=int, default=4,
                         help="score every N-th entry at seed 1 too (4: 100 of 400)")
     parser.add_argument("--stop-after", help="start no new evaluation after this long, e.g. 2h")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes scoring at once (1: in this process); each gets cores / workers threads")
+    parser.add_argument("--device-check", type=int, default=0, metavar="K",
+                        help="also rescore the first K entries that another device made, at seed 0 on this one")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON every ten entries and at the end")
     parser.add_argument("--out", default=str(default_path(__file__)))
     parser.add_argument("search_args", nargs=argparse.REMAINDER, help="-- then nas.search options for the task")
     args = parser.parse_args()
+    if args.workers < 1 or args.count < 1 or args.second_seed_every < 1 or args.device_check < 0:
+        print("evaluation_table: --workers, --count and --second-seed-every must be at least 1, --device-check "
+              "at least 0", file=sys.stderr)
+        return 2
     search_args = [arg for arg in args.search_args if arg != "--"] or SEARCH_ARGS
     limit = parse_duration(args.stop_after) if args.stop_after else None
     started = time.monotonic()
@@ -115,19 +210,25 @@ def main() -> int:
     if table.get("setup", {}).get("search", search) != search:
         print(f"evaluation_table: {out} was made with `{table['setup']['search']}`, not `{search}`", file=sys.stderr)
         return 2
-    config, space, evaluator = setup(search_args)
-    from nas.evaluation.evaluator import Evaluator
     from nas.search.study import arch_key
 
-    second = Evaluator(config.reward, replace(config.proxy, seed=1), evaluator.data)
+    scorer = Scorer(search_args, None if args.workers == 1 else 1)
+    config, space, evaluator = scorer.config, scorer.space, scorer.evaluator
+    device = evaluator.data.device.type
+    executor = InProcess(scorer) if args.workers == 1 else Pool(search_args, args.workers)
+    in_flight = 1 if args.workers == 1 else 2 * args.workers
     known = {arch_key(space.decode(e["sample"])) for e in table["entries"]}
     stream = draws(space, DRAW_SEED)
     for _ in range(table["drawn"]):
         next(stream)  # the draws earlier runs consumed
+    drawn, over_cap = table["drawn"], table["over_cap"]
+    machine = machine_description() + (f", {device}" if device != "cpu" else "")
 
     def save() -> None:
+        machines = table.get("machines", [])
         table.update(command=" ".join(["bench/evaluation_table.py", *sys.argv[1:]]),
-                     date=time.strftime("%Y-%m-%d", time.gmtime()), machine=machine_description())
+                     date=time.strftime("%Y-%m-%d", time.gmtime()),
+                     machines=machines + [machine] * (machine not in machines))
         table["setup"] = {"search": search, "proxy": config.proxy.__dict__,
                           "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
                           "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
@@ -136,34 +237,63 @@ def main() -> int:
     def out_of_time() -> bool:
         return limit is not None and time.monotonic() - started >= limit
 
-    def second_seed(index: int, entry: dict[str, Any]) -> None:
-        if index % args.second_seed_every or "1" in entry["accuracy"] or out_of_time():
-            return
-        entry["accuracy"]["1"] = second.evaluate(space.decode(entry["sample"])).accuracy
-        print(f"  seed 1: {entry['accuracy']['1']:.4f} (seed 0: {entry['accuracy']['0']:.4f})", flush=True)
-        save()
+    jobs: deque[Job] = deque()
 
+    def submit(kind: str, index: int, sample: dict[str, Any], seed: int | None) -> None:
+        jobs.append(Job(kind, index, seed, executor.submit(sample, seed), drawn, over_cap))
+
+    def wants_second_seed(index: int, entry: dict[str, Any] | None) -> bool:
+        return index % args.second_seed_every == 0 and (entry is None or "1" not in entry["accuracy"])
+
+    check = table.setdefault("device_check", {}) if args.device_check else {}
+    rechecks = [i for i, e in enumerate(table["entries"]) if e["device"] != device][:args.device_check]
+    for index in rechecks:
+        if str(index) not in check.get(device, {}):
+            submit("recheck", index, table["entries"][index]["sample"], 0)
     for index, entry in enumerate(table["entries"]):
-        second_seed(index, entry)  # pairs a cut-off run left unscored
-    while len(table["entries"]) < args.count and not out_of_time():
-        sample = next(stream)
-        table["drawn"] += 1
-        spec = space.decode(sample)
-        flops, _ = evaluator.cost(spec)
-        if evaluator.over_cap(flops):
-            table["over_cap"] += 1
-            continue
-        if arch_key(spec) in known:
-            continue
-        entry = score(space, evaluator, sample)
-        known.add(arch_key(spec))
-        table["entries"].append(entry)
-        print(f"{len(table['entries'])}/{args.count}: proxy accuracy {entry['accuracy']['0']:.4f}, "
-              f"{entry['flops'] / 1e6:.1f}M FLOPs, {entry['seconds']:.0f} s", flush=True)
-        save()
-        second_seed(len(table["entries"]) - 1, entry)
-        if args.commit and len(table["entries"]) % 10 == 0:
-            commit(out, f"{len(table['entries'])} entries")
+        if wants_second_seed(index, entry):
+            submit("seed", index, entry["sample"], 1)  # pairs a cut-off run left unscored
+    pending = len(table["entries"])  # entries scored or in flight
+    try:
+        while jobs or (pending < args.count and not out_of_time()):
+            while pending < args.count and len(jobs) < in_flight and not out_of_time():
+                sample = next(stream)
+                drawn += 1
+                spec = space.decode(sample)
+                if evaluator.over_cap(evaluator.cost(spec)[0]):
+                    over_cap += 1
+                    continue
+                if arch_key(spec) in known:
+                    continue
+                known.add(arch_key(spec))
+                submit("entry", pending, sample, None)
+                if wants_second_seed(pending, None):
+                    submit("seed", pending, sample, 1)
+                pending += 1
+            job = jobs.popleft()
+            result = job.future.result()
+            if job.kind == "entry":
+                table["entries"].append(result)
+                table["drawn"], table["over_cap"] = job.drawn, job.over_cap
+                print(f"{len(table['entries'])}/{args.count}: proxy accuracy {result['accuracy']['0']:.4f}, "
+                      f"{result['flops'] / 1e6:.1f}M FLOPs, {result['seconds']:.0f} s", flush=True)
+                if args.commit and len(table["entries"]) % 10 == 0:
+                    save()
+                    commit(out, f"{len(table['entries'])} entries")
+            elif job.kind == "recheck":
+                check.setdefault(device, {})[str(job.index)] = result
+                print(f"  entry {job.index + 1} on {device}: {result:.4f} (seed 0 on "
+                      f"{table['entries'][job.index]['device']}: "
+                      f"{table['entries'][job.index]['accuracy']['0']:.4f})", flush=True)
+            else:
+                entry = table["entries"][job.index]
+                entry["accuracy"][str(job.seed)] = result
+                print(f"  entry {job.index + 1} at seed {job.seed}: {result:.4f} "
+                      f"(seed 0: {entry['accuracy']['0']:.4f})", flush=True)
+            save()
+    finally:
+        executor.shutdown()
+    table["drawn"], table["over_cap"] = drawn, over_cap
     save()
     if args.commit:
         commit(out, f"{len(table['entries'])} entries")
