@@ -155,11 +155,12 @@ class Study:
         return self._screen_scores[key]
 
     def predictor_features(self, sample: dict[str, Any]) -> list[float]:
-        """What `--strategy predictor` knows of an architecture: its stages, log FLOPs, log params and its
-        training-free score, all computed without training."""
+        """What `--strategy predictor` knows of an architecture: its stages, log FLOPs and log params, all
+        counted without running the network (bench/surrogate_fit.py: NASWOT added nothing to the held-out tau
+        and cost 0.6 s per candidate)."""
         spec = self.space.decode(sample)
         flops, params = self.evaluator.cost(spec)
-        return architecture_features(spec, flops, params, [self.screen_score(sample)])
+        return architecture_features(spec, flops, params)
 
     def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> trials.NewTrial:
         flops, params = self.evaluator.cost(spec)

@@ -131,8 +131,6 @@ def test_each_strategy_searches_the_surrogate_and_stores_its_trials_as_a_search_
             assert row.reward == pytest.approx(row.accuracy * (row.flops / 400e6) ** -0.07)
         else:
             assert row.status is TrialStatus.REJECTED and row.flops > 4 * 400e6
-    if strategy == "predictor":
-        assert all(row.zero_cost_score is not None for row in rows[6:])
 
 
 @pytest.mark.slow
