@@ -69,7 +69,10 @@ class Bench:
         from nas.search.surrogate import Surrogate, load_table, seed_noise, table_search_args
         from nas.training.data import load_task_data
 
+        from nas.search.nni_adapters import route_nni_logs
+
         self.args = args
+        route_nni_logs(FOLDER / "nni.log", False)
         self.search_args = table_search_args(args.table)
         # One thread: the surrogate's work (zero-cost scores, tree ensembles) is small, and multi-threaded PyTorch
         # beside other work on the cores slows down several-fold.
