@@ -1,11 +1,13 @@
 """Does a better search find a better network? Strategies on real proxy training, their winners retrained.
 
 Run: .venv/bin/python bench/search_confirm.py [--strategies random,predictor] [--seeds 0,1,2,3,4] [--trials 60]
-                                             [--stop-after 3h] [--commit]
+                                             [--workers 1] [--stop-after 3h] [--commit]
 
 Each search is a real `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` run (the task
 of bench/evaluation_table.py) with `--trials 60 --time-budget none --no-reference --threads 1` and the strategy
-and seed, into bench/out/search_confirm.db; a stopped one is resumed with `--resume`. Its winner is then trained
+and seed, into its own database, bench/search_confirm/<strategy>-seed<seed>.db (committed); `--workers N` runs N
+at once. At `--stop-after` the running searches are interrupted as a user would (Ctrl-C) and the next run
+resumes them with `nas.search --resume`, on this machine or another. Its winner is then trained
 with bench/proxy_fidelity.py's reference recipe (the final-training recipe, 5 epochs on 20,000 Fashion-MNIST
 images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0 and 1. Per strategy, mean and sd
 over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 -
@@ -21,10 +23,12 @@ import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,43 +41,83 @@ sys.path.insert(0, str(REPO))
 from effnas.cli import parse_duration  # noqa: E402
 
 TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M"]
-FOLDER = HERE / "out" / "search_confirm"
+# The searches' databases are committed: a search interrupted here is resumed on the next machine.
+FOLDER = HERE / "search_confirm"
 REFERENCE_SEEDS = (0, 1)
 
 
-def search(strategy: str, seed: int, trials: int) -> int:
-    """The finished search of `strategy` at `seed` in the bench's database, running or resuming it as needed."""
-    from db import SearchStatus, open_database
-    from db.searches import list_searches
+class RunningSearch:
+    """One `nas.search` process of the bench, started fresh or resuming the search stored in its database."""
 
-    FOLDER.mkdir(parents=True, exist_ok=True)
-    db_path = FOLDER / "searches.db"
-    name = f"{strategy}-seed{seed}"
-
-    def stored() -> Any:
-        if not db_path.exists():
-            return None
-        return next((row for row in list_searches(open_database(f"sqlite:///{db_path}", create=False))
-                     if row.name == name), None)
-
-    row = stored()
-    if row is None or row.status is not SearchStatus.FINISHED:
+    def __init__(self, strategy: str, seed: int, trials: int) -> None:
+        self.key = f"{strategy}/{seed}"
+        self.db_path = FOLDER / f"{strategy}-seed{seed}.db"
+        self.name = f"{strategy}-seed{seed}"
+        row = stored_search(self.db_path, self.name)
         args = (["--resume", str(row.id), "--trials", str(trials)] if row is not None else
                 [*TASK, "--strategy", strategy, "--seed", str(seed), "--trials", str(trials), "--time-budget", "none",
-                 "--no-reference", "--threads", "1", "--name", name])
-        result = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(db_path), *args], cwd=FOLDER,
-                                capture_output=True, text=True, env={**os.environ, "EFFNAS_DB": ""})
-        if result.returncode != 0:
-            raise SystemExit(f"{name} failed: {result.stderr.strip().splitlines()[-1]}")
-        row = stored()
-    return row.id
+                 "--no-reference", "--threads", "1", "--name", self.name])
+        self.log = (FOLDER / f"{self.name}.log").open("a")
+        self.process = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(self.db_path), *args],
+                                        cwd=FOLDER, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, "EFFNAS_DB": "",
+                                             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+
+    def finished(self) -> bool:
+        """Whether the search ran to its end; SystemExit with its last line when it failed."""
+        code = self.process.wait()
+        self.log.close()
+        if code in (130, -signal.SIGINT):  # interrupted by run_searches: 130 once nas.search handles Ctrl-C
+            return False
+        if code != 0:
+            lines = (FOLDER / f"{self.name}.log").read_text().strip().splitlines()
+            raise SystemExit(f"{self.name} failed: {lines[-1] if lines else f'exit {code}'}")
+        return True
 
 
-def search_figures(search_id: int) -> dict[str, Any]:
+def stored_search(db_path: Path, name: str) -> Any:
+    from db import open_database
+    from db.searches import list_searches
+
+    if not db_path.exists():
+        return None
+    return next((row for row in list_searches(open_database(f"sqlite:///{db_path}", create=False))
+                 if row.name == name), None)
+
+
+def run_searches(todo: list[tuple[str, int]], trials: int, workers: int, deadline: float,
+                 finished: Callable[[str, int], None]) -> None:
+    """The searches of `todo`, `workers` at a time; at `deadline` the running ones are interrupted (Ctrl-C, as a
+    user would) and stay in their databases to be resumed by the next run."""
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    waiting = list(todo)
+    running: list[RunningSearch] = []
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers and time.monotonic() < deadline:
+                running.append(RunningSearch(*waiting.pop(0), trials))
+            if not running or time.monotonic() >= deadline:
+                return
+            for search in [s for s in running if s.process.poll() is not None]:
+                running.remove(search)
+                if search.finished():
+                    strategy, seed = search.key.split("/")
+                    finished(strategy, int(seed))
+            time.sleep(1.0)
+    finally:
+        for search in running:
+            search.process.send_signal(signal.SIGINT)
+        for search in running:
+            search.finished()
+
+
+def search_figures(strategy: str, seed: int) -> dict[str, Any]:
     from db import TrialRole, TrialStatus, open_database, searches, trials
     from nas.evaluation.pareto import hypervolume
 
-    db = open_database(f"sqlite:///{FOLDER / 'searches.db'}", create=False)
+    db_path = FOLDER / f"{strategy}-seed{seed}.db"
+    search_id = stored_search(db_path, f"{strategy}-seed{seed}").id
+    db = open_database(f"sqlite:///{db_path}", create=False)
     row = searches.get_search(db, search_id)
     points = [t for t in trials.list_trials(db, search_id) if t.role is TrialRole.CANDIDATE]
     full = [t for t in points if t.status is TrialStatus.COMPLETE and not t.partial]
@@ -112,7 +156,9 @@ def main() -> int:
     parser.add_argument("--strategies", default="random,predictor")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--stop-after", help="start no new search or training after this long, e.g. 3h")
+    parser.add_argument("--workers", type=int, default=1, help="searches at once, each its own process (1)")
+    parser.add_argument("--stop-after", help="after this long, interrupt the running searches (resumed by the next "
+                                             "run) and start no new training, e.g. 3h")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON after every search and winner")
     parser.add_argument("--out", default=str(default_path(__file__)))
     args = parser.parse_args()
@@ -126,9 +172,9 @@ def main() -> int:
     except ValueError as exc:
         print(f"search_confirm: {exc}", file=sys.stderr)
         return 2
-    if unknown or args.trials < 1:
-        print(f"search_confirm: unknown strategy {unknown[0]!r}" if unknown else "search_confirm: --trials must be "
-              "at least 1", file=sys.stderr)
+    if unknown or args.trials < 1 or args.workers < 1:
+        print(f"search_confirm: unknown strategy {unknown[0]!r}" if unknown else "search_confirm: --trials and "
+              "--workers must be at least 1", file=sys.stderr)
         return 2
     from proxy_fidelity import reference_data, reference_training
 
@@ -153,19 +199,23 @@ def main() -> int:
             subprocess.run(["git", "commit", "-q", "-m", f"bench/search_confirm: {message}", "--", str(out)], cwd=REPO,
                            check=False)
 
+    def searched(strategy: str, seed: int) -> None:
+        key = f"{strategy}/{seed}"
+        runs[key] = {**search_figures(strategy, seed), "reference": {}}
+        print(f"{key}: hypervolume {runs[key]['hypervolume']:.4f}, best reward {runs[key]['best_reward']:.4f}",
+              flush=True)
+        save(f"{key} searched")
+
+    todo = [(strategy, seed) for seed in seeds for strategy in strategies if f"{strategy}/{seed}" not in runs]
+    run_searches(todo, args.trials, args.workers, started + limit, searched)
     for seed in seeds:
         for strategy in strategies:
             key = f"{strategy}/{seed}"
-            if key not in runs:
+            for reference_seed in REFERENCE_SEEDS:
+                if key not in runs or str(reference_seed) in runs[key]["reference"]:
+                    continue
                 if time.monotonic() - started >= limit:
                     return 0
-                runs[key] = {**search_figures(search(strategy, seed, args.trials)), "reference": {}}
-                print(f"{key}: hypervolume {runs[key]['hypervolume']:.4f}, best reward {runs[key]['best_reward']:.4f}",
-                      flush=True)
-                save(f"{key} searched")
-            for reference_seed in REFERENCE_SEEDS:
-                if str(reference_seed) in runs[key]["reference"] or time.monotonic() - started >= limit:
-                    continue
                 data = data or reference_data(threads=1)
                 measured = reference_training(spec_from_dict(runs[key]["winner"]["arch"]), data, reference_seed)
                 runs[key]["reference"][str(reference_seed)] = measured["test_accuracy"]
