@@ -18,9 +18,10 @@ thread. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 Per strategy and seed it keeps each evaluation's reward as the search saw it (noisy) and the surrogate's
 noise-free reward of the search's best trial so far (what the network it would hand over is worth), and the
 hypervolume of the (FLOPs, accuracy) front. The summary gives, per strategy, the median and interquartile range
-over seeds after each evaluation, and the evaluations its median needs to reach random's median best at the last
-evaluation. Results: bench/search_surrogate.json and .png; a rerun restores finished (strategy, seed) runs from
-the JSON, so the bench spans sessions.
+over seeds after each evaluation, the evaluations its median needs to reach random's median best at the last
+evaluation, and the one-sided Mann-Whitney p-value of its final values against random's over seeds. Results:
+bench/search_surrogate.json and .png; a rerun restores finished (strategy, seed) runs from the JSON, so the bench
+spans sessions.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_json import default_path, write_json
+from scipy.stats import mannwhitneyu
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -65,11 +67,10 @@ def surrogate_model(fit_path: Path, scores: str) -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         from nas.search.command import build_parser, config_from_args
+        from nas.search.nni_adapters import route_nni_logs
         from nas.search.study import search_space
         from nas.search.surrogate import Surrogate, load_table, seed_noise, table_search_args
         from nas.training.data import load_task_data
-
-        from nas.search.nni_adapters import route_nni_logs
 
         self.args = args
         route_nni_logs(FOLDER / "nni.log", False)
@@ -219,7 +220,27 @@ def summarise(runs: dict[str, dict[str, Any]], evaluations: int, max_flops: floa
             for entry in summary.values():
                 entry.setdefault("evaluations_to_random_median_at_end", {})[metric] = evaluations_to_reach(
                     entry[metric]["median"], level)
+        finals = {strategy: final_values(group, evaluations, max_flops) for strategy, group in by_strategy.items()}
+        for strategy, entry in summary.items():
+            if strategy != "random" and entry["seeds"] > 1 and summary["random"]["seeds"] > 1:
+                entry["p_value_against_random_at_end"] = {
+                    metric: float(mannwhitneyu(values, finals["random"][metric], alternative="greater").pvalue)
+                    for metric, values in finals[strategy].items()}
     return summary
+
+
+def final_values(group: list[dict[str, Any]], evaluations: int, max_flops: float) -> dict[str, list[float]]:
+    """Per metric, each seed's value after the last evaluation."""
+    from nas.evaluation.pareto import hypervolume_curve
+
+    group = [run for run in group if len(run["reward"]) >= evaluations]
+    return {
+        "best_reward": [max(run["reward"][:evaluations]) for run in group],
+        "handed_over_true_reward": [incumbent_value(run["reward"][:evaluations],
+                                                    run["true_reward"][:evaluations])[-1] for run in group],
+        "hypervolume": [hypervolume_curve(run["flops"][:evaluations], run["accuracy"][:evaluations],
+                                          max_flops)[-1] for run in group],
+    }
 
 
 def plot(summary: dict[str, Any], task: str, path: Path) -> None:
@@ -238,6 +259,9 @@ def plot(summary: dict[str, Any], task: str, path: Path) -> None:
             steps = range(1, len(band["median"]) + 1)
             line, = axis.plot(steps, band["median"], label=f"{strategy} ({entry['seeds']} seeds)")
             axis.fill_between(steps, band["q25"], band["q75"], color=line.get_color(), alpha=0.15)
+        # From the worst lower quartile after 10 evaluations: the first few would flatten every difference.
+        axis.set_ylim(bottom=min(entry[metric]["q25"][min(9, len(entry[metric]["q25"]) - 1)]
+                                 for entry in summary.values()))
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("evaluations")
         axis.grid(alpha=0.3)
