@@ -181,9 +181,14 @@ def test_the_benches_refuse_a_missing_or_malformed_table_and_an_unknown_strategy
         bench("search_surrogate.py", "--table", str(tmp_path / "broken.json"), cwd=tmp_path),
         bench("search_surrogate.py", "--strategies", "random,annealing", cwd=tmp_path),
         bench("surrogate_fit.py", "--table", str(tmp_path / "missing.json"), cwd=tmp_path),
+        bench("search_surrogate.py", "--surrogate-scores", "fisher", cwd=tmp_path),
+        bench("search_surrogate.py", "--workers", "0", cwd=tmp_path),
+        bench("evaluation_table.py", "--workers", "0", "--out", str(tmp_path / "table.json"), cwd=tmp_path),
+        bench("search_confirm.py", "--workers", "0", "--out", str(tmp_path / "confirm.json"), cwd=tmp_path),
     ]
     for run, problem in zip(runs, ("does not exist", "not readable JSON", "unknown strategy 'annealing'",
-                                   "does not exist")):
+                                   "does not exist", "unknown --surrogate-scores 'fisher'",
+                                   "--workers must be at least 1", "--workers", "--workers must be at least 1")):
         assert run.returncode == 2, run.stderr
         assert problem in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert "Traceback" not in run.stderr
@@ -206,6 +211,16 @@ def test_the_evaluation_table_restores_its_entries_and_trains_only_new_ones(tmp_
     assert grown.stdout.count("proxy accuracy") == 1 and "seed 1" in grown.stdout
     entries = json.loads(out.read_text())["entries"]
     assert entries[:2] == table["entries"] and len(entries) == 3
+    # Two worker processes score the same draws in the same order, and save the same draw counters.
+    parallel = tmp_path / "parallel.json"
+    two = bench("evaluation_table.py", "--count", "3", "--workers", "2", "--second-seed-every", "2", "--out",
+                str(parallel), "--", *TASK, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    made = json.loads(parallel.read_text())
+    assert [e["sample"] for e in made["entries"]] == [e["sample"] for e in entries]
+    assert [sorted(e["accuracy"]) for e in made["entries"]] == [sorted(e["accuracy"]) for e in entries]
+    assert (made["drawn"], made["over_cap"]) == (json.loads(out.read_text())["drawn"],
+                                                json.loads(out.read_text())["over_cap"])
     other = bench("evaluation_table.py", "--count", "3", "--out", str(out), "--", "--target-flops", "300M", *TINY,
                   cwd=tmp_path)
     assert other.returncode == 2 and "was made with" in other.stderr
