@@ -1,6 +1,7 @@
 """Does a better search find a better network? Strategies on real proxy training, their winners retrained.
 
-Run: .venv/bin/python bench/search_confirm.py [--strategies random,predictor] [--seeds 0,1,2,3,4] [--trials 60]
+Run: .venv/bin/python bench/search_confirm.py [--strategies random,reinforce,evolution,tpe] [--seeds 0,1,2,3,4]
+                                             [--trials 60]
                                              [--workers 1] [--stop-after 3h] [--commit]
 
 Each search is a real `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` run (the task
@@ -13,7 +14,7 @@ images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0
 over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 -
 accuracy, reference point (1, 1)), the best reward, and the winner's reference test accuracy (the mean of its two
 seeds). FLOPs are multiply-accumulates of conv and linear layers at 32 px. Budget: about 45 minutes per search
-and 6 per winner on 2 cores, so the default (2 strategies x 5 seeds) is about 9 hours: results go to
+and 6 per winner on 2 cores, so the default (4 strategies x 5 seeds) is about 18 hours from scratch: results go to
 bench/search_confirm.json after every search and every winner, and a rerun continues from there.
 """
 
@@ -153,7 +154,7 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", default="random,predictor")
+    parser.add_argument("--strategies", default="random,reinforce,evolution,tpe")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--workers", type=int, default=1, help="searches at once, each its own process (1)")
