@@ -51,9 +51,9 @@ class RunningSearch:
     """One `nas.search` process of the bench, started fresh or resuming the search stored in its database."""
 
     def __init__(self, strategy: str, seed: int, trials: int) -> None:
-        self.key = f"{strategy}/{seed}"
-        self.db_path = FOLDER / f"{strategy}-seed{seed}.db"
-        self.name = f"{strategy}-seed{seed}"
+        self.strategy, self.seed = strategy, seed
+        self.name = search_name(strategy, seed)
+        self.db_path = FOLDER / f"{self.name}.db"
         row = stored_search(self.db_path, self.name)
         args = (["--resume", str(row.id), "--trials", str(trials)] if row is not None else
                 [*TASK, "--strategy", strategy, "--seed", str(seed), "--trials", str(trials), "--time-budget", "none",
@@ -74,6 +74,11 @@ class RunningSearch:
             lines = (FOLDER / f"{self.name}.log").read_text().strip().splitlines()
             raise SystemExit(f"{self.name} failed: {lines[-1] if lines else f'exit {code}'}")
         return True
+
+
+def search_name(strategy: str, seed: int) -> str:
+    """The search's name, and its database's and log's file name in FOLDER."""
+    return f"{strategy}-seed{seed}"
 
 
 def stored_search(db_path: Path, name: str) -> Any:
@@ -102,8 +107,7 @@ def run_searches(todo: list[tuple[str, int]], trials: int, workers: int, deadlin
             for search in [s for s in running if s.process.poll() is not None]:
                 running.remove(search)
                 if search.finished():
-                    strategy, seed = search.key.split("/")
-                    finished(strategy, int(seed))
+                    finished(search.strategy, search.seed)
             time.sleep(1.0)
     finally:
         for search in running:
@@ -116,8 +120,8 @@ def search_figures(strategy: str, seed: int) -> dict[str, Any]:
     from db import TrialRole, TrialStatus, open_database, searches, trials
     from nas.evaluation.pareto import hypervolume
 
-    db_path = FOLDER / f"{strategy}-seed{seed}.db"
-    search_id = stored_search(db_path, f"{strategy}-seed{seed}").id
+    db_path = FOLDER / f"{search_name(strategy, seed)}.db"
+    search_id = stored_search(db_path, search_name(strategy, seed)).id
     db = open_database(f"sqlite:///{db_path}", create=False)
     row = searches.get_search(db, search_id)
     points = [t for t in trials.list_trials(db, search_id) if t.role is TrialRole.CANDIDATE]

@@ -203,44 +203,31 @@ def summarise(runs: dict[str, dict[str, Any]], evaluations: int, max_flops: floa
     for key, run in runs.items():
         by_strategy.setdefault(key.split("/")[0], []).append(run)
     summary: dict[str, Any] = {}
+    finals: dict[str, dict[str, list[float]]] = {}
     for strategy, group in by_strategy.items():
         group = [run for run in group if len(run["reward"]) >= evaluations]
-        summary[strategy] = {
-            "seeds": len(group),
-            "best_reward": quartiles([best_so_far(run["reward"][:evaluations]) for run in group]),
-            "handed_over_true_reward": quartiles([incumbent_value(run["reward"][:evaluations],
-                                                                  run["true_reward"][:evaluations]) for run in group]),
-            "hypervolume": quartiles([hypervolume_curve(run["flops"][:evaluations], run["accuracy"][:evaluations],
-                                                        max_flops) for run in group]),
-            "seconds_per_search": statistics.fmean(run["seconds"] for run in group),
+        curves = {
+            "best_reward": [best_so_far(run["reward"][:evaluations]) for run in group],
+            "handed_over_true_reward": [incumbent_value(run["reward"][:evaluations], run["true_reward"][:evaluations])
+                                        for run in group],
+            "hypervolume": [hypervolume_curve(run["flops"][:evaluations], run["accuracy"][:evaluations], max_flops)
+                            for run in group],
         }
+        finals[strategy] = {metric: [curve[-1] for curve in per_seed] for metric, per_seed in curves.items()}
+        summary[strategy] = {"seeds": len(group), **{metric: quartiles(per_seed) for metric, per_seed in curves.items()},
+                             "seconds_per_search": statistics.fmean(run["seconds"] for run in group)}
     if "random" in summary:
-        for metric in ("best_reward", "handed_over_true_reward", "hypervolume"):
+        for metric in finals["random"]:
             level = summary["random"][metric]["median"][-1]
             for entry in summary.values():
                 entry.setdefault("evaluations_to_random_median_at_end", {})[metric] = evaluations_to_reach(
                     entry[metric]["median"], level)
-        finals = {strategy: final_values(group, evaluations, max_flops) for strategy, group in by_strategy.items()}
         for strategy, entry in summary.items():
             if strategy != "random" and entry["seeds"] > 1 and summary["random"]["seeds"] > 1:
                 entry["p_value_against_random_at_end"] = {
                     metric: float(mannwhitneyu(values, finals["random"][metric], alternative="greater").pvalue)
                     for metric, values in finals[strategy].items()}
     return summary
-
-
-def final_values(group: list[dict[str, Any]], evaluations: int, max_flops: float) -> dict[str, list[float]]:
-    """Per metric, each seed's value after the last evaluation."""
-    from nas.evaluation.pareto import hypervolume_curve
-
-    group = [run for run in group if len(run["reward"]) >= evaluations]
-    return {
-        "best_reward": [max(run["reward"][:evaluations]) for run in group],
-        "handed_over_true_reward": [incumbent_value(run["reward"][:evaluations],
-                                                    run["true_reward"][:evaluations])[-1] for run in group],
-        "hypervolume": [hypervolume_curve(run["flops"][:evaluations], run["accuracy"][:evaluations],
-                                          max_flops)[-1] for run in group],
-    }
 
 
 def plot(summary: dict[str, Any], task: str, path: Path) -> None:

@@ -105,10 +105,11 @@ def main() -> int:
     }
     print(f"{len(entries)} entries; proxy seed-to-seed tau {references['proxy seed 0 vs seed 1']['tau']:.3f} "
           f"({len(pairs)} pairs, noise sd {noise:.4f}); FLOPs alone {references['FLOPs alone']['tau']:.3f}")
+    features_by_set = {name: np.array([entry_features(entry, space, scores) for entry in entries])
+                       for name, scores in SCORE_SETS.items()}
     models = []
     for model in ENSEMBLE_MODELS:
-        for name, scores in SCORE_SETS.items():
-            features = np.array([entry_features(entry, space, scores) for entry in entries])
+        for name, features in features_by_set.items():
             taus = [out_of_fold_tau(features, targets, model, seed) for seed in range(args.repeats)]
             models.append({"model": model, "zero_cost": name, "tau_mean": statistics.fmean(taus),
                            "tau_sd": statistics.stdev(taus) if len(taus) > 1 else 0.0, "taus": taus})
@@ -117,9 +118,8 @@ def main() -> int:
     curves = []
     for model in ENSEMBLE_MODELS:
         for name in CURVE_SCORE_SETS:
-            features = np.array([entry_features(entry, space, SCORE_SETS[name]) for entry in entries])
-            curves.append({"model": model, "zero_cost": name, "tau_by_entries": learning_curve(features, targets,
-                                                                                                  model)})
+            curves.append({"model": model, "zero_cost": name,
+                           "tau_by_entries": learning_curve(features_by_set[name], targets, model)})
             print(f"{model:>13} + {name:>9}: tau after n entries "
                   + ", ".join(f"{n}: {t:.3f}" for n, t in curves[-1]["tau_by_entries"].items()), flush=True)
     best = max(models, key=lambda row: row["tau_mean"])
