@@ -1,21 +1,22 @@
 """Does a better search find a better network? Strategies on real proxy training, their winners retrained.
 
-Run: .venv/bin/python bench/search_confirm.py [--strategies random,reinforce,evolution,tpe] [--seeds 0,1,2,3,4]
+Run: .venv/bin/python bench/search_confirm.py [--strategies tpe,random] [--seeds 0,1,2,3,4]
                                              [--trials 60]
                                              [--workers 1] [--stop-after 3h] [--commit]
 
 Each search is a real `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` run (the task
-of bench/evaluation_table.py) with `--trials 60 --time-budget none --no-reference --threads 1` and the strategy
-and seed, into its own database, bench/search_confirm/<strategy>-seed<seed>.db (committed); `--workers N` runs N
-at once. At `--stop-after` the running searches are interrupted as a user would (Ctrl-C) and the next run
-resumes them with `nas.search --resume`, on this machine or another. Its winner is then trained
-with bench/proxy_fidelity.py's reference recipe (the final-training recipe, 5 epochs on 20,000 Fashion-MNIST
-images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0 and 1. Per strategy, mean and sd
-over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 -
-accuracy, reference point (1, 1)), the best reward, and the winner's reference test accuracy (the mean of its two
-seeds). FLOPs are multiply-accumulates of conv and linear layers at 32 px. Budget: about 45 minutes per search
-and 6 per winner on 2 cores, so the default (4 strategies x 5 seeds) is about 18 hours from scratch: results go to
-bench/search_confirm.json after every search and every winner, and a rerun continues from there.
+of bench/evaluation_table.py) with `--trials 60 --time-budget none --no-reference --threads 1` and the strategy and
+seed, into its own database, bench/search_confirm/<strategy>-seed<seed>.db (committed); `--workers N` runs N at
+once, and then N winners' trainings at once (each with cores / N threads). At `--stop-after` the running searches
+are interrupted as a user would (Ctrl-C) and the next run resumes them with `nas.search --resume`, on this machine
+or another. Its winner is then trained with bench/proxy_fidelity.py's reference recipe (the final-training recipe, 5
+epochs on 20,000 Fashion-MNIST images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0 and
+1. Per strategy, mean and sd over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4
+x target) and 1 - accuracy, reference point (1, 1)), the best reward, and the winner's reference test accuracy (the
+mean of its two seeds) and the search's reward of it, and the one-sided Mann-Whitney p-value that a strategy's
+values exceed random's. FLOPs are multiply-accumulates of conv and linear layers at 32 px. Budget: about 45 minutes
+per search and 6 per winner on 2 cores, so the default (2 strategies x 5 seeds) is about 9 hours from scratch:
+results go to bench/search_confirm.json after every search and every winner, and a rerun continues from there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import signal
 import statistics
@@ -30,10 +32,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from bench_json import default_path, write_json
+from scipy.stats import mannwhitneyu
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -41,10 +45,13 @@ sys.path.insert(0, str(REPO))
 
 from effnas.cli import parse_duration  # noqa: E402
 
-TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M"]
+TARGET_FLOPS = 8e6
+TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", f"{TARGET_FLOPS / 1e6:g}M"]
 # The searches' databases are committed: a search interrupted here is resumed on the next machine.
 FOLDER = HERE / "search_confirm"
 REFERENCE_SEEDS = (0, 1)
+# A reference worker's data set, loaded once per spawned process by _start_reference_worker.
+_reference_data: Any = None
 
 
 class RunningSearch:
@@ -143,22 +150,35 @@ def mean_sd(values: list[float]) -> dict[str, float]:
 
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from nas.evaluation.reward import reward
+
     summary: dict[str, Any] = {}
     for key, run in runs.items():
         strategy = key.split("/")[0]
         if len(run.get("reference", {})) < len(REFERENCE_SEEDS):
             continue
-        entry = summary.setdefault(strategy, {"hypervolume": [], "best_reward": [], "winner_test_accuracy": []})
+        entry = summary.setdefault(strategy, {"hypervolume": [], "best_reward": [], "winner_test_accuracy": [],
+                                              "winner_test_reward": []})
         entry["hypervolume"].append(run["hypervolume"])
         entry["best_reward"].append(run["best_reward"])
-        entry["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
-    return {strategy: {"seeds": len(entry["hypervolume"]), **{k: mean_sd(v) for k, v in entry.items()}}
-            for strategy, entry in summary.items()}
+        test_accuracy = statistics.fmean(run["reference"].values())
+        entry["winner_test_accuracy"].append(test_accuracy)
+        entry["winner_test_reward"].append(reward(test_accuracy, run["winner"]["flops"], TARGET_FLOPS))
+    result = {strategy: {"seeds": len(entry["hypervolume"]), **{k: mean_sd(v) for k, v in entry.items()}}
+              for strategy, entry in summary.items()}
+    for strategy, entry in summary.items():
+        if strategy != "random" and len(entry["hypervolume"]) > 1 and len(summary.get("random", {}).get(
+                "hypervolume", [])) > 1:
+            result[strategy]["p_value_against_random"] = {
+                metric: float(mannwhitneyu(values, summary["random"][metric], alternative="greater").pvalue)
+                for metric, values in entry.items()}
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", default="random,reinforce,evolution,tpe")
+    parser.add_argument("--strategies", default="tpe,random",
+                        help="the new default against random (tpe,random); reinforce and evolution may join")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--workers", type=int, default=1, help="searches at once, each its own process (1)")
@@ -181,15 +201,10 @@ def main() -> int:
         print(f"search_confirm: unknown strategy {unknown[0]!r}" if unknown else "search_confirm: --trials and "
               "--workers must be at least 1", file=sys.stderr)
         return 2
-    from proxy_fidelity import reference_data, reference_training
-
-    from nas.space.spec import spec_from_dict
-
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     runs = results.setdefault("runs", {})
     started = time.monotonic()
-    data = None
 
     def save(message: str) -> None:
         results["summary"] = summarise(runs)
@@ -213,20 +228,57 @@ def main() -> int:
 
     todo = [(strategy, seed) for seed in seeds for strategy in strategies if f"{strategy}/{seed}" not in runs]
     run_searches(todo, args.trials, args.workers, started + limit, searched)
-    for seed in seeds:
-        for strategy in strategies:
-            key = f"{strategy}/{seed}"
-            for reference_seed in REFERENCE_SEEDS:
-                if key not in runs or str(reference_seed) in runs[key]["reference"]:
-                    continue
-                if time.monotonic() - started >= limit:
-                    return 0
-                data = data or reference_data(threads=1)
-                measured = reference_training(spec_from_dict(runs[key]["winner"]["arch"]), data, reference_seed)
-                runs[key]["reference"][str(reference_seed)] = measured["test_accuracy"]
-                print(f"{key}: winner's test accuracy at seed {reference_seed}: {measured['test_accuracy']:.4f}",
-                      flush=True)
-                save(f"{key} winner at seed {reference_seed}")
+    references = [(f"{strategy}/{seed}", reference_seed) for seed in seeds for strategy in strategies
+                  for reference_seed in REFERENCE_SEEDS
+                  if f"{strategy}/{seed}" in runs and str(reference_seed) not in runs[f"{strategy}/{seed}"]["reference"]]
+
+    def trained(key: str, reference_seed: int, test_accuracy: float) -> None:
+        runs[key]["reference"][str(reference_seed)] = test_accuracy
+        print(f"{key}: winner's test accuracy at seed {reference_seed}: {test_accuracy:.4f}", flush=True)
+        save(f"{key} winner at seed {reference_seed}")
+
+    train_winners([(key, seed, runs[key]["winner"]["arch"]) for key, seed in references], args.workers,
+                  started + limit, trained)
+    if results.get("summary") != summarise(runs):  # summarised by an earlier version of this script
+        save("summary recomputed")
+    return 0
+
+
+def _start_reference_worker(threads: int) -> None:
+    global _reference_data
+    from proxy_fidelity import reference_data
+
+    _reference_data = reference_data(threads=threads)
+
+
+def _train_reference(arch: dict[str, Any], seed: int) -> float:
+    from proxy_fidelity import reference_training
+
+    from nas.space.spec import spec_from_dict
+
+    return reference_training(spec_from_dict(arch), _reference_data, seed)["test_accuracy"]
+
+
+def train_winners(todo: list[tuple[str, int, dict[str, Any]]], workers: int, deadline: float,
+                  trained: Callable[[str, int, float], None]) -> None:
+    """Each (key, seed, architecture) of `todo` trained with the reference recipe, `workers` at a time in spawned
+    processes sharing the cores; none is started after `deadline`, the ones running then finish."""
+    if not todo:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    waiting = list(todo)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_reference_worker, initargs=(threads,)) as pool:
+        running: dict[Future, tuple[str, int]] = {}
+        while waiting or running:
+            while waiting and len(running) < workers and time.monotonic() < deadline:
+                key, seed, arch = waiting.pop(0)
+                running[pool.submit(_train_reference, arch, seed)] = (key, seed)
+            if not running:
+                return
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                trained(*running.pop(future), future.result())
     return 0
 
 
