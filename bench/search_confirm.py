@@ -279,7 +279,6 @@ def train_winners(todo: list[tuple[str, int, dict[str, Any]]], workers: int, dea
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 trained(*running.pop(future), future.result())
-    return 0
 
 
 if __name__ == "__main__":
