@@ -13,10 +13,12 @@ or another. Its winner is then trained with bench/proxy_fidelity.py's reference 
 epochs on 20,000 Fashion-MNIST images at 32 px, 5,000 of them for validation; test accuracy on t10k) at seeds 0 and
 1. Per strategy, mean and sd over search seeds of: the hypervolume of the (FLOPs, proxy accuracy) front (FLOPs / (4
 x target) and 1 - accuracy, reference point (1, 1)), the best reward, and the winner's reference test accuracy (the
-mean of its two seeds) and the search's reward of it, and the one-sided Mann-Whitney p-value that a strategy's
-values exceed random's. FLOPs are multiply-accumulates of conv and linear layers at 32 px. Budget: about 45 minutes
-per search and 6 per winner on 2 cores, so the default (2 strategies x 5 seeds) is about 9 hours from scratch:
-results go to bench/search_confirm.json after every search and every winner, and a rerun continues from there.
+mean of its two seeds) and the search's reward of it, the number of trained candidates within the target FLOPs,
+and the one-sided Mann-Whitney p-value that a strategy's values exceed random's; per search also the best proxy
+accuracy within the target (none where no candidate came in under it). FLOPs are multiply-accumulates of conv and
+linear layers at 32 px. Budget: about 45 minutes per search and 6 per winner on 2 cores, so the default (2
+strategies x 5 seeds) is about 9 hours from scratch: results go to bench/search_confirm.json after every search and
+every winner, and a rerun continues from there.
 """
 
 from __future__ import annotations
@@ -134,12 +136,15 @@ def search_figures(strategy: str, seed: int) -> dict[str, Any]:
     points = [t for t in trials.list_trials(db, search_id) if t.role is TrialRole.CANDIDATE]
     full = [t for t in points if t.status is TrialStatus.COMPLETE and not t.partial]
     winner = trials.best_trial(db, search_id)
+    within_target = [t for t in full if t.flops <= row.target_flops]
     return {
         "search_id": search_id, "trials": len(points),
         "hypervolume": hypervolume([t.flops for t in full], [t.accuracy for t in full], 4 * row.target_flops),
         "best_reward": winner.reward, "winner": {"arch": winner.arch, "block_strings": winner.block_strings,
                                                  "flops": winner.flops, "params": winner.params,
                                                  "proxy_accuracy": winner.accuracy},
+        "trials_within_target": len(within_target),
+        "best_proxy_accuracy_within_target": max((t.accuracy for t in within_target), default=None),
         "training_seconds": sum((t.train_seconds or 0) + (t.eval_seconds or 0) for t in points),
     }
 
@@ -158,9 +163,10 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if len(run.get("reference", {})) < len(REFERENCE_SEEDS):
             continue
         entry = summary.setdefault(strategy, {"hypervolume": [], "best_reward": [], "winner_test_accuracy": [],
-                                              "winner_test_reward": []})
+                                              "winner_test_reward": [], "trials_within_target": []})
         entry["hypervolume"].append(run["hypervolume"])
         entry["best_reward"].append(run["best_reward"])
+        entry["trials_within_target"].append(run["trials_within_target"])
         test_accuracy = statistics.fmean(run["reference"].values())
         entry["winner_test_accuracy"].append(test_accuracy)
         entry["winner_test_reward"].append(reward(test_accuracy, run["winner"]["flops"], TARGET_FLOPS))
@@ -226,6 +232,10 @@ def main() -> int:
               flush=True)
         save(f"{key} searched")
 
+    for key, run in runs.items():  # figures added to search_figures since the search was stored
+        strategy, seed = key.split("/")
+        if "trials_within_target" not in run and (FOLDER / f"{search_name(strategy, int(seed))}.db").is_file():
+            runs[key] = {**search_figures(strategy, int(seed)), "reference": run["reference"]}
     todo = [(strategy, seed) for seed in seeds for strategy in strategies if f"{strategy}/{seed}" not in runs]
     run_searches(todo, args.trials, args.workers, started + limit, searched)
     references = [(f"{strategy}/{seed}", reference_seed) for seed in seeds for strategy in strategies
