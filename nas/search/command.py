@@ -39,7 +39,14 @@ from effnas.cli import (
     parse_flops,
 )
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
-from nas.search.config import DEFAULT_TIME_BUDGET, FIDELITIES, STRATEGIES, SearchConfig, check_strategy
+from nas.search.config import (
+    DEFAULT_TIME_BUDGET,
+    FIDELITIES,
+    PRESCREEN_STRATEGIES,
+    STRATEGIES,
+    SearchConfig,
+    check_strategy,
+)
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
 from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, ProxyConfig, TaskConfig, default
@@ -119,8 +126,9 @@ def build_parser() -> SearchParser:
                       "before the head at --resolution (32 px and below), else B0's 2 (auto)")
     how = parser.defining_group("how to search")
     how.add_argument("--strategy", choices=STRATEGIES,
-                     help="search strategy; predictor: trees trained on the trials so far pick, by mean + spread, "
-                     f"among mutations of the best trials (BANANAS-style) {_d(SearchConfig, 'strategy')}")
+                     help="search strategy; tpe: NNI's TPE (20 random start-up trials, then its density model); "
+                     "predictor: trees trained on the trials so far pick, by mean + spread, among mutations of the "
+                     f"best trials (BANANAS-style) {_d(SearchConfig, 'strategy')}")
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
                      f"({format_duration(DEFAULT_TIME_BUDGET)})")
@@ -243,6 +251,9 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         fidelity=_given(args, "fidelity", default(SearchConfig, "fidelity")),
         eta=_given(args, "eta", default(SearchConfig, "eta")),
     )
+    if args.strategy is None and config.prescreen > 1 and config.strategy not in PRESCREEN_STRATEGIES:
+        raise UsageError(f"--prescreen needs a strategy that proposes one candidate at a time, and the default "
+                         f"({config.strategy}) does not: add --strategy {', '.join(PRESCREEN_STRATEGIES)}")
     _check(config)
     return config
 

@@ -408,6 +408,7 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
         (["--target-flops", "400M", "--epochs", "two"], "invalid int"),
         (["--target-flops", "400M", "--prescreen", "0"], "--prescreen must be at least 1"),
         (["--target-flops", "400M", "--strategy", "tpe", "--prescreen", "4"], "--prescreen works with"),
+        (["--target-flops", "400M", "--prescreen", "4"], "add --strategy evolution, random, reinforce"),
         (["--target-flops", "400M", "--prescreen-score", "magic"], "invalid choice"),
         (["--target-flops", "400M", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
         (["--target-flops", "8M", "--stem-stride", "3"], "invalid choice"),
