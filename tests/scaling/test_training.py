@@ -71,7 +71,9 @@ def test_a_search_never_reads_the_test_split(tmp_path):
                  "--threads", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "s.db") as c:
-        assert [s for (s,) in c.execute("select status from trials")] == ["complete", "complete"]
+        statuses = [s for (s,) in c.execute("select status from trials")]
+    # A candidate over the FLOPs cap is rejected untrained; every other one trained on the folder's training files.
+    assert "complete" in statuses and set(statuses) <= {"complete", "rejected"}, statuses
 
 
 def train_command(db, arch, *extra):
