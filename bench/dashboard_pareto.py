@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench_json import default_path, write_json  # noqa: E402
 
-from db import TrialRole, open_database, searches, trials  # noqa: E402
+from db import open_database, searches, trials  # noqa: E402
+from effnas.records import TrialRole  # noqa: E402
 from nas.evaluation.pareto import pareto_front  # noqa: E402
 from nas.search.study import arch_key, new_trial  # noqa: E402
 from nas.space.flops import count_flops, count_params  # noqa: E402

@@ -78,7 +78,7 @@ def draws(space: Any, seed: int) -> Any:
 
 
 def score(space: Any, evaluator: Any, sample: dict[str, Any]) -> dict[str, Any]:
-    from db.states import TrialStatus
+    from effnas.records import TrialStatus
     from nas.evaluation.config import ZERO_COST_SCORES
     from nas.evaluation.zero_cost import zero_cost_score
 

@@ -34,7 +34,8 @@ DB = HERE / "out" / "fidelity_budget.db"
 
 
 def measure(mode: str, seed: int) -> dict[str, Any]:
-    from db import TrialRole, TrialStatus, open_database, searches, trials
+    from db import open_database, searches, trials
+    from effnas.records import TrialRole, TrialStatus
 
     name = f"{mode}-seed{seed}"
     DB.parent.mkdir(parents=True, exist_ok=True)

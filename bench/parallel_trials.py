@@ -20,8 +20,8 @@ from pathlib import Path
 
 from bench_json import default_path, write_json
 
-from db import FINISHED, TrialRole, open_database, trials
-from db.trials import TrialInfo
+from db import open_database, trials
+from effnas.records import FINISHED, TrialInfo, TrialRole
 
 
 def run_search(folder: Path, workers: int, count: int, extra: list[str]) -> tuple[float, list[TrialInfo]]:

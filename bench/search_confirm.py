@@ -126,7 +126,8 @@ def run_searches(todo: list[tuple[str, int]], trials: int, workers: int, deadlin
 
 
 def search_figures(strategy: str, seed: int) -> dict[str, Any]:
-    from db import TrialRole, TrialStatus, open_database, searches, trials
+    from db import open_database, searches, trials
+    from effnas.records import TrialRole, TrialStatus
     from nas.evaluation.pareto import hypervolume
 
     db_path = FOLDER / f"{search_name(strategy, seed)}.db"

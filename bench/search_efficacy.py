@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_json import default_path, machine_description, write_json  # noqa: E402
 
-from db import SearchStatus, TrialRole, TrialStatus, open_database  # noqa: E402
+from db import open_database  # noqa: E402
 from db.searches import list_searches  # noqa: E402
 from db.trials import trial_columns, trial_points  # noqa: E402
+from effnas.records import SearchStatus, TrialRole, TrialStatus  # noqa: E402
 from nas.evaluation.pareto import hypervolume_curve  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

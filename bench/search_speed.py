@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench_json import default_path, write_json
 
-from db import TrialRole, TrialStatus, open_database, trials
+from db import open_database, trials
+from effnas.records import TrialRole, TrialStatus
 
 
 def main() -> int:

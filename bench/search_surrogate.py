@@ -109,7 +109,8 @@ class Bench:
 
     def run(self, strategy: str, seed: int) -> dict[str, Any]:
         """One search on the surrogate; its evaluations as the search stored them."""
-        from db import TrialRole, TrialStatus, open_database, trials
+        from db import open_database, trials
+        from effnas.records import TrialRole, TrialStatus
         from nas.evaluation.reward import reward
         from nas.search.command import build_parser, config_from_args, run_study
         from nas.search.study import Study, create_search

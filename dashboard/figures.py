@@ -8,10 +8,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from db import IN_FLIGHT, TrialRole, TrialStatus
-from db.families import FamilyMember
-from db.training import TrainingRun
-from db.trials import TrialPoint
+from effnas.records import IN_FLIGHT, FamilyMember, TrainingRun, TrialPoint, TrialRole, TrialStatus
 from nas.evaluation.pareto import hypervolume_curve, pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.space.layout import network_layout

@@ -1,7 +1,8 @@
-"""Storage: every SQL statement of effnas lives in this package, which imports nothing else of effnas.
+"""Storage: every SQL statement of effnas lives in this package, which imports nothing of effnas but its records.
 
-`open_database` gives a `Database`; `db.searches`, `db.trials`, `db.families` and `db.training` read and write it through
-plain functions that take and return plain dataclasses. States and roles are the enums of `db.states`.
+`open_database` gives a `Database`; `db.searches`, `db.trials`, `db.families` and `db.training` read and write it
+through plain functions that take and return the records of `effnas.records` (dataclasses, and enums for states
+and roles), as Optuna's storages take and return `FrozenTrial`.
 """
 
 from db.session import (
@@ -16,20 +17,12 @@ from db.session import (
     resolve_url,
     sqlite_path,
 )
-from db.states import FINISHED, IN_FLIGHT, PointStatus, SearchStatus, TrainingStatus, TrialRole, TrialStatus
 
 __all__ = [
     "DB_HELP",
     "DEFAULT_DB_URL",
-    "FINISHED",
-    "IN_FLIGHT",
     "Database",
     "DatabaseError",
-    "PointStatus",
-    "SearchStatus",
-    "TrainingStatus",
-    "TrialRole",
-    "TrialStatus",
     "absolute_url",
     "db_argument",
     "describe_url",

@@ -6,99 +6,11 @@ never changed afterwards; members read back in phi order, grid points in the ord
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
 from sqlalchemy import func, select
 
 from db.models import FamilyMemberRecord, FamilyRecord, GridPointRecord, TrialRecord
 from db.session import Database
-from db.states import PointStatus
-
-
-@dataclass(frozen=True)
-class FamilyMember:
-    """One member of a family: how it is scaled from the baseline (multipliers, resolution, dropout), the network
-    that gives (`arch`, effnas's spec as JSON, and its block strings), what it costs (FLOPs at its resolution,
-    params, FLOPs over B0's) and, where it was measured, its proxy accuracy."""
-
-    name: str
-    phi: int
-    width: float
-    depth: float
-    resolution_mult: float
-    resolution: int
-    dropout: float
-    params: int
-    flops: int
-    flops_ratio: float
-    arch: dict[str, Any]
-    block_strings: str
-    accuracy: float | None = None
-    train_seconds: float | None = None
-
-    @property
-    def ideal_ratio(self) -> float:
-        """What the scaling rule promises: 2^phi times B0's FLOPs."""
-        return 2.0**self.phi
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One (alpha, beta, gamma) of the compound-scaling grid search, applied at phi = 1, and its proxy result."""
-
-    alpha: float
-    beta: float
-    gamma: float
-    flops_factor: float
-    status: PointStatus
-    flops: int | None
-    params: int | None
-    resolution: int | None
-    arch: dict[str, Any] | None
-    accuracy: float | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class Family:
-    """A baseline grown into members B0..B{phi_max} by a scaling rule, with the coefficients and grid search that
-    made them."""
-
-    name: str
-    baseline_kind: str
-    baseline_ref: str
-    baseline_trial_id: int | None
-    baseline_arch: dict[str, Any]
-    coefficient_source: str
-    alpha: float | None
-    beta: float | None
-    gamma: float | None
-    base_resolution: int
-    config: dict[str, Any]
-    members: list[FamilyMember]
-    grid_points: list[GridPoint] = field(default_factory=list)
-    # compound, or the one dimension (width, depth, resolution) that alpha, beta, gamma scale.
-    rule: str = "compound"
-    id: int | None = None
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class FamilyRow:
-    """A family as the dashboard lists it."""
-
-    id: int
-    name: str
-    rule: str
-    source: str
-    baseline_ref: str | None
-    baseline_trial_id: int | None
-    search_id: int | None
-    members: int
-    created_at: datetime | None
-
+from effnas.records import Family, FamilyMember, FamilyRow, GridPoint, PointStatus
 
 _MEMBER_FIELDS = tuple(FamilyMember.__dataclass_fields__)
 _POINT_FIELDS = tuple(GridPoint.__dataclass_fields__)

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from db.states import SearchStatus, TrainingStatus, TrialRole, TrialStatus
+from effnas.records import SearchStatus, TrainingStatus, TrialRole, TrialStatus
 
 
 def utcnow() -> datetime:

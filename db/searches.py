@@ -6,53 +6,13 @@ so `--resume` needs nothing else; a status change stamps `started_at`/`finished_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from db.models import FamilyRecord, SearchRecord, TrainingRunRecord, TrialRecord, utcnow
 from db.session import Database
-from db.states import SearchStatus, TrialRole
-
-
-@dataclass(frozen=True)
-class SearchInfo:
-    id: int
-    name: str
-    status: SearchStatus
-    strategy: str
-    dataset: str
-    target_flops: int
-    resolution: int
-    seed: int
-    max_trials: int | None
-    config: dict[str, Any]
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    worker: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class SearchRow:
-    """A search as the dashboard lists it: with its number of candidates and best reward so far."""
-
-    id: int
-    name: str
-    target_flops: int
-    strategy: str
-    dataset: str
-    status: SearchStatus
-    trials: int
-    max_trials: int | None
-    best_reward: float | None
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    worker: str | None
+from effnas.records import SearchInfo, SearchRow, SearchStatus, TrialRole
 
 
 def _info(record: SearchRecord) -> SearchInfo:

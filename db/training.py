@@ -7,65 +7,14 @@ file and its SHA-256) are written together when it ends; runs are never deleted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from datetime import datetime
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import select, update
 
 from db.models import TrainingRunRecord, utcnow
 from db.session import Database
-from db.states import TrainingStatus
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """One full training of one network: what was trained, on which data, with which recipe, where; then, as
-    it goes, its curve (one point per epoch) and, when it ends, its status and results. A new run is written
-    with the fields before `id`; the database fills in the rest."""
-
-    label: str
-    arch: dict[str, Any]
-    block_strings: str
-    dataset: str
-    data: dict[str, Any]
-    recipe: dict[str, Any]
-    recipe_key: str
-    device: str
-    resolution: int
-    flops: int
-    params: int
-    worker: str | None
-    family_id: int | None = None
-    member: str | None = None
-    trial_id: int | None = None
-    id: int | None = None
-    status: TrainingStatus = TrainingStatus.RUNNING
-    error: str | None = None
-    epochs_done: int = 0
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int | None = None
-    chosen_weights: str | None = None
-    val_accuracy: float | None = None
-    test_accuracy: float | None = None
-    seconds: float | None = None
-    checkpoint_path: str | None = None
-    weights_path: str | None = None
-    weights_sha256: str | None = None
-    created_at: datetime | None = None
-    finished_at: datetime | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The run as effnas prints and exports it (`scaling.train --format json`, `family.json`)."""
-        return {"run_id": self.id, "label": self.label, "member": self.member, "family_id": self.family_id,
-                "dataset": self.dataset, "status": self.status.value, "seed": self.recipe.get("seed"),
-                "test_accuracy": self.test_accuracy,
-                "val_accuracy": self.val_accuracy, "params": self.params, "flops": self.flops,
-                "resolution": self.resolution, "seconds": self.seconds, "epochs": self.epochs_done,
-                "chosen_weights": self.chosen_weights, "best_epoch": self.best_epoch,
-                "weights_path": self.weights_path, "weights_sha256": self.weights_sha256,
-                "block_strings": self.block_strings, "recipe": self.recipe}
-
+from effnas.records import TrainingRun, TrainingStatus
 
 _FIELDS = tuple(f.name for f in fields(TrainingRun))
 _NEW_FIELDS = _FIELDS[:_FIELDS.index("id")]

@@ -11,89 +11,16 @@ Guarantees:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from db.models import TrialRecord, utcnow
 from db.session import Database
-from db.states import FINISHED, IN_FLIGHT, TrialRole, TrialStatus
-
-
-@dataclass(frozen=True)
-class TrialInfo:
-    id: int
-    search_id: int
-    number: int
-    role: TrialRole
-    status: TrialStatus
-    arch: dict[str, Any]
-    block_strings: str
-    arch_key: str
-    sample: dict[str, Any] | None
-    accuracy: float | None
-    flops: int | None
-    params: int | None
-    reward: float | None
-    zero_cost_score: float | None
-    epochs: int | None
-    partial: bool
-    first_rung_reward: float | None
-    build_seconds: float | None
-    train_seconds: float | None
-    eval_seconds: float | None
-    error: str | None
-    worker: str | None
-    attempts: int
-    started_at: datetime | None
-    finished_at: datetime | None
-
+from effnas.records import FINISHED, IN_FLIGHT, FinishedTrial, NewTrial, TrialInfo, TrialPoint, TrialRole, TrialStatus
 
 _INFO_FIELDS = tuple(f.name for f in fields(TrialInfo))
-
-
-@dataclass(frozen=True)
-class NewTrial:
-    """What a search knows of a trial before it is evaluated."""
-
-    role: TrialRole
-    arch: dict[str, Any]
-    block_strings: str
-    arch_key: str
-    sample: dict[str, Any] | None
-    flops: int
-    params: int
-    # The training-free score the trial was chosen by, when the search prescreens candidates.
-    zero_cost_score: float | None = None
-
-
-@dataclass(frozen=True)
-class FinishedTrial:
-    """What a resumed search needs of a finished trial: which architecture, and the reward the strategy saw."""
-
-    role: TrialRole
-    arch_key: str
-    status: TrialStatus
-    reward: float | None
-
-
-@dataclass(frozen=True)
-class TrialPoint:
-    """The columns of a trial that the dashboard's charts draw."""
-
-    id: int
-    search_id: int
-    number: int
-    role: TrialRole
-    status: TrialStatus
-    flops: int | None
-    params: int | None
-    accuracy: float | None
-    reward: float | None
-    block_strings: str
-    partial: bool = False
 
 
 def _info(row: TrialRecord) -> TrialInfo:

@@ -7,8 +7,9 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from db import TrialStatus, open_database, searches, trials
+from db import open_database, searches, trials
 from effnas.cli import UsageError
+from effnas.records import TrialStatus
 from nas.search.config import SearchConfig
 from nas.space.spec import ArchSpec, SpecError, from_json, named_spec, spec_from_dict
 

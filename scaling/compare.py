@@ -19,10 +19,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from db import Database, DatabaseError, TrainingStatus, open_database, resolve_url
-from db.families import Family, get_family
-from db.training import TrainingRun, list_runs
+from db import Database, DatabaseError, open_database, resolve_url
+from db.families import get_family
+from db.training import list_runs
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from effnas.records import Family, TrainingRun, TrainingStatus
 from nas.evaluation.pareto import pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 

@@ -8,7 +8,7 @@ A member of a family is its baseline spec with other global multipliers, resolut
 reach the network through the builder's official `round_repeats` / `round_filters`. Those roundings move FLOPs
 by steps that are large for small networks, so a member's resolution is not simply rounded: of the resolutions
 near base x gamma^phi it takes the one whose FLOPs come closest to what the rule promises. The functions here
-return members as the database stores them (`db.families.FamilyMember`).
+return plain records (`effnas.records.FamilyMember`), which the database maps.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import itertools
 import math
 from dataclasses import replace
 
-from db.families import FamilyMember
+from effnas.records import FamilyMember
 from nas.space.flops import count_flops, count_params
 from nas.space.spec import OFFICIAL_COEFFICIENTS, ArchSpec, spec_to_dict
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from db import Database, DatabaseError, open_database, resolve_url
-from db.families import Family, get_family
-from db.training import TrainingRun
+from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from effnas.records import Family, TrainingRun
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
 from nas.training.weights import TrainedWeights, WeightsError, load_weights
 from scaling.family import family_json, trained_runs

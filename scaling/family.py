@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from db import Database, PointStatus, TrainingStatus
-from db.families import Family, FamilyMember, GridPoint
-from db.training import TrainingRun, list_runs
+from db import Database
+from db.training import list_runs
+from effnas.records import Family, FamilyMember, GridPoint, PointStatus, TrainingRun, TrainingStatus
 from nas.evaluation.proxy import train_and_evaluate
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict

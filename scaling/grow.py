@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from db import DatabaseError, db_argument, open_database, resolve_url
-from db.families import Family, FamilyMember, GridPoint, get_family, store_family
+from db.families import get_family, store_family
 from effnas.cli import (
     CommandParser,
     UsageError,
@@ -24,6 +24,7 @@ from effnas.cli import (
     parse_flops,
     parse_seeds,
 )
+from effnas.records import Family, FamilyMember, GridPoint
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default

@@ -8,8 +8,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from db import DatabaseError, TrainingStatus, open_database, resolve_url, training
+from db import DatabaseError, open_database, resolve_url, training
 from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from effnas.records import TrainingRun, TrainingStatus
 
 FORMATS = ("table", "json")
 
@@ -27,7 +28,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
-def find_run(db, args) -> training.TrainingRun:
+def find_run(db, args) -> TrainingRun:
     if args.run is not None:
         if args.family is not None or args.member is not None:
             raise UsageError("give either --run RUN_ID or --family ID --member NAME")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db import Database, DatabaseError, TrainingStatus, db_argument, open_database, resolve_url, training
+from db import Database, DatabaseError, db_argument, open_database, resolve_url, training
 from db.families import get_family
 from effnas.cli import (
     CommandParser,
@@ -37,6 +37,7 @@ from effnas.cli import (
     parse_flops,
     parse_seeds,
 )
+from effnas.records import TrainingRun, TrainingStatus
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, DataError, TaskConfig, TrainingRecipe
@@ -260,7 +261,7 @@ def _raise_interrupt(signum, frame):
 
 
 def train_run(db: Database, job: Job, run_dir: Path, display: QueueDisplay,
-              parallel: Distributed | None = None) -> training.TrainingRun:
+              parallel: Distributed | None = None) -> TrainingRun:
     """Train (or continue) a run to its last epoch, checkpointing each; return the stored run. In a data-parallel
     job every rank trains and evaluates; rank 0 alone writes the checkpoint, the curve, the weights and the row."""
     from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -308,7 +309,7 @@ def train_run(db: Database, job: Job, run_dir: Path, display: QueueDisplay,
     return training.get_run(db, run_id)
 
 
-def results_table(runs: list[training.TrainingRun]) -> str:
+def results_table(runs: list[TrainingRun]) -> str:
     lines = [f"{FLOPS_CONVENTION}, counted at each network's training resolution. Accuracy: trained, on the "
              "test split (chosen on the validation split).", "",
              f"{'run':>4}  {'network':28}{'seed':>5}{'res':>5}{'params':>9}{'FLOPs':>9}{'test acc':>10}{'val acc':>9}"
@@ -369,7 +370,7 @@ def _launch(args: argparse.Namespace, parser: CommandParser, argv: list[str]) ->
 
 
 def _prepare(args: argparse.Namespace, memory_cap: contextlib.ExitStack,
-             db_url: str) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+             db_url: str) -> tuple[Database, list[Job], list[TrainingRun]]:
     """The database, the runs to train or continue, and the runs of this queue already complete."""
     _check_numbers(args)
     max_flops = parse_flops(args.max_flops)
@@ -425,7 +426,7 @@ def _train(args: argparse.Namespace, parser: CommandParser, memory_cap: contextl
     return code
 
 
-def _run_queue(db: Database, jobs: list[Job], finished: list[training.TrainingRun], args: argparse.Namespace,
+def _run_queue(db: Database, jobs: list[Job], finished: list[TrainingRun], args: argparse.Namespace,
                parser: CommandParser, argv: list[str], parallel: Distributed | None) -> int:
     """Train the queue; a failed run is stored and the queue goes on (a data-parallel job stops instead, since
     every rank must stay in step)."""
@@ -484,7 +485,7 @@ def _again(args: argparse.Namespace, argv: list[str], job: Job) -> str:
 
 
 def _rank_jobs(args: argparse.Namespace, db_url: str,
-               shared: list[tuple[int, bool, str, int]]) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+               shared: list[tuple[int, bool, str, int]]) -> tuple[Database, list[Job], list[TrainingRun]]:
     """Another rank's copy of rank 0's queue: the same runs, read from the database, with the data loaded here."""
     db = open_database(db_url, create=False)
     cache: dict[tuple, TaskData] = {}
@@ -496,7 +497,7 @@ def _rank_jobs(args: argparse.Namespace, db_url: str,
     return db, jobs, []
 
 
-def _stored_data(run: training.TrainingRun, device: str, cache: dict[tuple, TaskData] | None = None) -> TaskData:
+def _stored_data(run: TrainingRun, device: str, cache: dict[tuple, TaskData] | None = None) -> TaskData:
     """The data a stored run trains on, as its row describes it."""
     from nas.training.data import load_task_data
 
@@ -550,7 +551,7 @@ def _trainable(targets: list[Target], args: argparse.Namespace, max_flops: int) 
 
 
 def _queue(args: argparse.Namespace, db_url: str,
-           max_flops: int) -> tuple[Database, list[Job], list[training.TrainingRun]]:
+           max_flops: int) -> tuple[Database, list[Job], list[TrainingRun]]:
     """Every target with every seed. Targets are checked and the data loaded before the database is opened for
     writing; a run this command stored before is continued (or, complete, reported) instead of stored again."""
     from nas.training.data import load_task_data
@@ -588,7 +589,7 @@ def _data_config(task: TaskConfig, args: argparse.Namespace, resolution: int) ->
 
 
 def _stored_run(db: Database, args: argparse.Namespace, target: Target, data: TaskData, recipe: TrainingRecipe,
-                task: TaskConfig) -> training.TrainingRun | None:
+                task: TaskConfig) -> TrainingRun | None:
     """The run of this network, data and recipe (seed included) that an earlier command stored, if any; the
     complete one where there are several."""
     from nas.training.engine import trained_spec
@@ -608,7 +609,7 @@ def _this_host_pid(worker: str | None) -> int | None:
     return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
-def _continue_job(db: Database, run: training.TrainingRun, spec: ArchSpec, data: TaskData, recipe: TrainingRecipe,
+def _continue_job(db: Database, run: TrainingRun, spec: ArchSpec, data: TaskData, recipe: TrainingRecipe,
                   out_dir: Path) -> Job:
     """Take over a stopped run: interrupted, failed, or left running by a process that no longer exists."""
     pid = _this_host_pid(run.worker)
@@ -641,7 +642,7 @@ def _store_job(db: Database, args: argparse.Namespace, target: Target, data: Tas
 
     spec = trained_spec(target.spec, data, recipe)
     device = data.device.type
-    run_id = training.create_run(db, training.TrainingRun(
+    run_id = training.create_run(db, TrainingRun(
         label=target.label, arch=spec_to_dict(spec), block_strings=" ".join(spec.block_strings()),
         dataset=task.dataset, data=_data_config(task, args, spec.resolution), recipe=recipe.to_dict(),
         recipe_key=recipe.key(), device=device, resolution=spec.resolution, flops=count_flops(spec),
@@ -664,7 +665,7 @@ def _resume_job(db: Database, args: argparse.Namespace) -> list[Job]:
     return [_continue_job(db, run, spec_from_dict(run.arch), data, TrainingRecipe(**run.recipe), Path(args.out_dir))]
 
 
-def _run_job(db: Database, job: Job, display: QueueDisplay, parallel: Distributed | None) -> training.TrainingRun:
+def _run_job(db: Database, job: Job, display: QueueDisplay, parallel: Distributed | None) -> TrainingRun:
     run_dir = (job.out_dir / f"run-{job.run_id}").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     return train_run(db, job, run_dir, display, parallel)

@@ -7,9 +7,9 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.views.common import pick_search
-from db import Database, TrialRole, TrialStatus
-from db.searches import SearchRow
+from db import Database
 from db.trials import get_trial, trial_points
+from effnas.records import SearchRow, TrialRole, TrialStatus
 from nas.space.flops import format_flops, format_params
 from nas.space.spec import spec_from_dict
 

@@ -7,8 +7,7 @@ import socket
 
 import streamlit as st
 
-from db import SearchStatus
-from db.searches import SearchRow
+from effnas.records import SearchRow, SearchStatus
 
 
 def shown_status(search: SearchRow) -> str:

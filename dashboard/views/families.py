@@ -13,10 +13,9 @@ import streamlit as st
 
 from dashboard import figures
 from db import Database
-from db.families import Family, get_family, list_families
-from db.searches import SearchRow
-from db.training import TrainingRun
+from db.families import get_family, list_families
 from db.trials import trial_points
+from effnas.records import Family, SearchRow, TrainingRun
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from scaling.compare import compare_families
 from scaling.export import FORMATS, export_family, load_family

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import figures
-from db import Database, TrialRole, TrialStatus
-from db.searches import SearchRow
+from db import Database
 from db.trials import trial_points
+from effnas.records import SearchRow, TrialRole, TrialStatus
 from nas.space.flops import FLOPS_CONVENTION
 
 

@@ -8,9 +8,10 @@ import streamlit as st
 
 from dashboard import figures
 from dashboard.views.common import pick_search
-from db import Database, TrialRole, TrialStatus
-from db.searches import SearchRow, get_search
+from db import Database
+from db.searches import get_search
 from db.trials import trial_points
+from effnas.records import SearchRow, TrialRole, TrialStatus
 from nas.evaluation.config import RewardConfig
 from nas.space.flops import FLOPS_CONVENTION
 from nas.training.config import default

@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard.views.common import shown_status
 from db import Database
-from db.searches import SearchRow
+from effnas.records import SearchRow
 from nas.space.flops import FLOPS_CONVENTION, format_flops
 
 

@@ -7,8 +7,8 @@ import streamlit as st
 
 from dashboard import figures
 from db import Database
-from db.searches import SearchRow
 from db.training import list_runs
+from effnas.records import SearchRow
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 
 

@@ -7,8 +7,8 @@ import streamlit as st
 
 from dashboard.views.common import pick_search
 from db import Database
-from db.searches import SearchRow
 from db.trials import trial_columns
+from effnas.records import SearchRow
 from nas.space.flops import FLOPS_CONVENTION
 
 COLUMNS = (

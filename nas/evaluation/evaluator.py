@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from db.states import TrialStatus
+from effnas.records import TrialStatus
 from nas.evaluation.config import RewardConfig
 from nas.evaluation.proxy import ProxyResult, train_and_evaluate
 from nas.evaluation.reward import reward

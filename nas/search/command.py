@@ -16,18 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db import (
-    DatabaseError,
-    TrialRole,
-    TrialStatus,
-    absolute_url,
-    db_argument,
-    describe_url,
-    open_database,
-    resolve_url,
-    searches,
-    trials,
-)
+from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches, trials
 from effnas.cli import (
     CommandParser,
     UsageError,
@@ -38,6 +27,7 @@ from effnas.cli import (
     parse_duration,
     parse_flops,
 )
+from effnas.records import TrialRole, TrialStatus
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import (
     DEFAULT_TIME_BUDGET,

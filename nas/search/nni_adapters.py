@@ -45,7 +45,7 @@ with warnings.catch_warnings():
 
 from torch import nn
 
-from db import TrialRole
+from effnas.records import TrialRole
 from nas.search.config import check_strategy
 from nas.search.controller import PolicyController
 from nas.search.predictor import PredictorGuidedProposer
@@ -516,9 +516,7 @@ def _trial_code_directory(working_directory: Path) -> Iterator[None]:
     NNI uploads the search's working directory to every remote machine as the trials' code (a NAS experiment
     cannot name another folder), so this keeps the upload to effnas's own code, never the user's data or a
     virtual environment, and the trials run exactly the search's version of it."""
-    import effnas
-
-    source = Path(effnas.__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]  # the folder that holds the packages, installed or checked out
     working_directory.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="trial-code-", dir=working_directory))
     for package in TRIAL_PACKAGES:

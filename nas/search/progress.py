@@ -6,8 +6,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from db import TrialRole, TrialStatus
 from effnas.cli import format_duration
+from effnas.records import TrialRole, TrialStatus
 from nas.search.config import SearchConfig
 from nas.search.study import SearchEvents, TrialEnd
 from nas.space.flops import format_flops

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from db import Database, SearchStatus, TrialRole, TrialStatus, searches, trials
+from db import Database, searches, trials
+from effnas.records import NewTrial, SearchStatus, TrialInfo, TrialRole, TrialStatus
 from nas.evaluation.evaluator import Evaluator, Outcome, error_line
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
@@ -60,10 +61,10 @@ def arch_key(spec: ArchSpec) -> str:
 
 
 def new_trial(spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None, flops: int,
-              params: int, zero_cost_score: float | None = None) -> trials.NewTrial:
-    return trials.NewTrial(role=role, arch=spec_to_dict(spec), block_strings=" ".join(spec.canonical().block_strings()),
-                           arch_key=arch_key(spec), sample=sample, flops=flops, params=params,
-                           zero_cost_score=zero_cost_score)
+              params: int, zero_cost_score: float | None = None) -> NewTrial:
+    return NewTrial(role=role, arch=spec_to_dict(spec), block_strings=" ".join(spec.canonical().block_strings()),
+                     arch_key=arch_key(spec), sample=sample, flops=flops, params=params,
+                     zero_cost_score=zero_cost_score)
 
 
 def create_search(db: Database, config: SearchConfig, name: str | None) -> int:
@@ -80,7 +81,7 @@ def search_space(config: SearchConfig, num_classes: int, in_channels: int) -> Se
                        fixed=dict(config.fixed), stem_stride=config.stem_stride)
 
 
-def _trial_end(trial: trials.TrialInfo) -> TrialEnd:
+def _trial_end(trial: TrialInfo) -> TrialEnd:
     return TrialEnd(trial.number, trial.role, trial.status, trial.flops or 0, trial.accuracy, trial.reward,
                     trial.error, trial.partial, trial.epochs)
 
@@ -162,7 +163,7 @@ class Study:
         flops, params = self.evaluator.cost(spec)
         return architecture_features(spec, flops, params)
 
-    def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> trials.NewTrial:
+    def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> NewTrial:
         flops, params = self.evaluator.cost(spec)
         return new_trial(spec, role, sample, flops, params, self._screen_scores.get(arch_key(spec)))
 
@@ -210,7 +211,7 @@ class Study:
                              outcome.error, outcome.partial, outcome.epochs))
         return outcome
 
-    def _promotion(self, trial: trials.TrialInfo, role: TrialRole) -> Callable[[float], bool] | None:
+    def _promotion(self, trial: TrialInfo, role: TrialRole) -> Callable[[float], bool] | None:
         """With successive halving, a candidate's decision after the first rung: its first-rung reward is stored
         (other trial processes of the search rank against it), then ranked against the search's completed
         candidates'. The reference always trains the full proxy."""

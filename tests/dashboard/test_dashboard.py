@@ -171,8 +171,7 @@ def test_a_halving_search_shows_each_trials_fidelity_and_keeps_stopped_trials_of
 
 def test_progress_counts_trials_handed_to_trial_processes_but_plots_only_finished_ones():
     from dashboard.figures import progress_data
-    from db import TrialRole, TrialStatus
-    from db.trials import TrialPoint
+    from effnas.records import TrialPoint, TrialRole, TrialStatus
 
     def point(number, status, reward=None):
         return TrialPoint(number, 1, number, TrialRole.CANDIDATE, TrialStatus(status), 1, 1, reward, reward, "")

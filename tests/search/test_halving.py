@@ -9,8 +9,9 @@ import sys
 import pytest
 from test_search import TINY, run_search, trials
 
-from db import TrialStatus, open_database
+from db import open_database
 from db import trials as trial_store
+from effnas.records import TrialStatus
 from nas.evaluation.evaluator import Evaluator
 from nas.search.command import build_parser, config_from_args
 from nas.search.study import promoted, search_space

@@ -288,7 +288,8 @@ def test_a_trial_process_that_cannot_load_the_data_stores_why_with_its_trial(tmp
 
     from test_search import make_cifar
 
-    from db import TrialRole, open_database
+    from db import open_database
+    from effnas.records import TrialRole
     from nas.evaluation.config import RewardConfig
     from nas.evaluation.evaluator import Evaluator
     from nas.search.config import SearchConfig

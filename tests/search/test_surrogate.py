@@ -13,7 +13,8 @@ import pytest
 from scipy.stats import kendalltau
 from test_search import TINY
 
-from db import SearchStatus, TrialRole, TrialStatus, open_database, searches, trials
+from db import open_database, searches, trials
+from effnas.records import SearchStatus, TrialRole, TrialStatus
 from nas.search.command import build_parser, config_from_args, run_study
 from nas.search.predictor import ENSEMBLE_MODELS
 from nas.search.study import Study, create_search, search_space
