@@ -42,15 +42,13 @@ test: setup browser lint
 test-fast: setup lint
 	$(PY) -m pytest -m "not slow and not browser and not postgres"
 
-bench: setup
-	$(PY) bench/flops_counters.py
-	$(PY) bench/search_speed.py
-	$(PY) bench/parallel_trials.py
-	$(PY) bench/export_memory.py
-	$(PY) bench/dashboard_pareto.py
+# Every bench whose budget on 2 cores fits BUDGET (`make bench BUDGET=2h`); `python -m bench` lists them all.
+BUDGET ?= 15m
+bench: setup fashion-mnist
+	$(PY) -m bench run --budget $(BUDGET)
 
 bench-training: setup fashion-mnist
-	$(PY) bench/final_training.py
+	$(PY) -m bench run final_training
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench_json import default_path, machine_description
+from bench_json import current_commit, default_path, machine_description, relative
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -232,9 +232,11 @@ def main() -> int:
 
     def save() -> None:
         machines = table.get("machines", [])
-        table.update(command=" ".join(["bench/evaluation_table.py", *sys.argv[1:]]),
-                     date=time.strftime("%Y-%m-%d", time.gmtime()),
-                     machines=machines + [machine] * (machine not in machines))
+        machines = machines + [machine] * (machine not in machines)
+        table.update(command=" ".join(["bench/evaluation_table.py", *(relative(a) if a.startswith("/") else a
+                                                                      for a in sys.argv[1:])]),
+                     date=time.strftime("%Y-%m-%d", time.gmtime()), machine=" and ".join(machines),
+                     commit=current_commit(), machines=machines)
         table["setup"] = {"search": search, "proxy": config.proxy.__dict__,
                           "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
                           "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}

@@ -20,10 +20,10 @@ import json, resource, sys, time
 from pathlib import Path
 from nas.space.spec import named_spec
 from nas.space.flops import count_params
-from scaling.export import _export_member
+from scaling.export import export_member
 spec = named_spec(sys.argv[1])
 start = time.perf_counter()
-_export_member(spec, sys.argv[1], Path(sys.argv[2]), ("onnx", "torchscript"))
+export_member(spec, sys.argv[1], Path(sys.argv[2]), ("onnx", "torchscript"))
 peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": time.perf_counter() - start, "peak_mib": peak_kib / 1024, "params": count_params(spec)}))
 """

@@ -20,7 +20,7 @@ noise-free reward of the search's best trial so far (what the network it would h
 hypervolume of the (FLOPs, accuracy) front. The summary gives, per strategy, the median and interquartile range
 over seeds after each evaluation, the evaluations its median needs to reach random's median best at the last
 evaluation, and the one-sided Mann-Whitney p-value of its final values against random's over seeds. Results:
-bench/search_surrogate.json and .png; a rerun restores finished (strategy, seed) runs from the JSON, so the bench
+bench/search_surrogate.json.gz (gzipped: every run's curves) and .png; a rerun restores finished (strategy, seed) runs from the JSON, so the bench
 spans sessions.
 """
 
@@ -39,7 +39,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from bench_json import default_path, write_json
+from bench_json import default_path, read_json, write_json
 from scipy.stats import mannwhitneyu
 
 HERE = Path(__file__).resolve().parent
@@ -67,7 +67,7 @@ def surrogate_model(fit_path: Path, scores: str) -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         from nas.search.command import build_parser, config_from_args
-        from nas.search.nni_adapters import route_nni_logs
+        from nas.search.strategies import route_nni_logs
         from nas.search.study import search_space
         from nas.search.surrogate import Surrogate, load_table, seed_noise, table_search_args
         from nas.training.data import load_task_data
@@ -95,7 +95,7 @@ class Bench:
 
         self.zero_cost = {arch_key(space.decode(entry.sample)): entry.zero_cost for entry in entries}
         self.out = Path(args.out)
-        self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
+        self.results: dict[str, Any] = read_json(self.out) if self.out.is_file() else {}
         self.results.setdefault("runs", {})
 
     def score(self, spec: Any, name: str) -> float:
@@ -161,9 +161,9 @@ class Bench:
         }
         self.results["summary"] = summarise(self.results["runs"], self.args.evaluations, self.max_flops)
         write_json(self.out, {k: v for k, v in self.results.items() if k not in ("command", "date", "machine")})
-        plot(self.results["summary"], self.results["setup"]["search"], self.out.with_suffix(".png"))
+        plot(self.results["summary"], self.results["setup"]["search"], Path(str(self.out).removesuffix(".gz")).with_suffix(".png"))
         if self.args.commit:
-            files = [str(self.out), str(self.out.with_suffix(".png"))]
+            files = [str(self.out), str(Path(str(self.out).removesuffix(".gz")).with_suffix(".png"))]
             subprocess.run(["git", "add", "--", *files], cwd=REPO, check=False)
             subprocess.run(["git", "commit", "-q", "-m", f"bench/search_surrogate: {message}", "--", *files],
                            cwd=REPO, check=False)
@@ -286,7 +286,7 @@ def main() -> int:
     parser.add_argument("--table", default=str(HERE / "evaluation_table.json"), help="the surrogate's table")
     parser.add_argument("--stop-after", help="start no new search after this long, e.g. 2h")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON and PNG every 10 searches")
-    parser.add_argument("--out", default=str(default_path(__file__)))
+    parser.add_argument("--out", default=str(default_path(__file__, ".json.gz")))
     args = parser.parse_args()
     from surrogate_fit import SCORE_SETS
 

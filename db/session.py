@@ -11,11 +11,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 DEFAULT_DB_FILE = "effnas.db"
 DEFAULT_DB_URL = f"sqlite:///{DEFAULT_DB_FILE}"
@@ -37,8 +41,8 @@ def resolve_url(value: str | None = None) -> str:
     return chosen
 
 
-def _with_driver(url: str) -> str:
-    # A bare postgresql:// would ask for psycopg2; effnas ships psycopg 3.
+def driver_url(url: str) -> str:
+    """`url` with the driver effnas ships named: a bare postgresql:// would ask for psycopg2, not psycopg 3."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
@@ -52,23 +56,6 @@ def connection_modules(url: str) -> list[str]:
     """What a Python needs to import to open the database at `url`."""
     driver = _DRIVER_MODULES.get(url.split(":", 1)[0].split("+", 1)[0])
     return ["sqlalchemy", *([driver] if driver else [])]
-
-
-def connection_check_source(url: str) -> str:
-    """Python source that opens the database at `url` with SQLAlchemy and leaves in `database_error` the first
-    line of what went wrong, or None: run on a machine that has effnas's dependencies but not effnas (the check
-    of remote trial machines)."""
-    return (
-        "database_error = None\n"
-        "try:\n"
-        "    import sqlalchemy\n"
-        f"    engine = sqlalchemy.create_engine({_with_driver(url)!r})\n"
-        "    engine.connect().close()\n"
-        "    engine.dispose()\n"
-        "except Exception as exc:\n"
-        "    lines = str(exc).strip().splitlines()\n"
-        "    database_error = lines[0] if lines else type(exc).__name__\n"
-    )
 
 
 def db_argument(url: str) -> str:
@@ -135,7 +122,7 @@ def _first_line(exc: BaseException) -> str:
 def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
     """An engine for `url`, checked by connecting once. `must_exist` refuses to create a new SQLite file."""
     shown = describe_url(url)
-    url = _with_driver(url)
+    url = driver_url(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -172,7 +159,8 @@ def create_db_engine(url: str, *, must_exist: bool = False) -> Engine:
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _alembic_config(connection):
+def alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration for effnas's migrations, run on `connection`."""
     from alembic.config import Config
 
     config = Config()
@@ -270,7 +258,7 @@ def init_schema(engine: Engine) -> None:
         with _schema_lock(engine) as connection:
             state = _state(connection)
             if state in ("empty", "old"):
-                command.upgrade(_alembic_config(connection), "head")
+                command.upgrade(alembic_config(connection), "head")
             elif state != "current":
                 raise DatabaseError(_schema_problem(state, str(engine.url)))
     except SQLAlchemyError as exc:

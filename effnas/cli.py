@@ -1,15 +1,18 @@
-"""One convention for every effnas command: `main(argv) -> int`, a usage error is one line and exit code 2, the
-same `--db` option everywhere, and FLOPs and durations read and written the same way."""
+"""One convention for every effnas command: `main(argv) -> int` made by `@command`, a usage error is one line and
+exit code 2, the same `--db` option everywhere, and FLOPs and durations read and written the same way."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import re
 import sys
+import warnings
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from db.session import DB_HELP
+from db.session import DB_HELP, DatabaseError
 
 USAGE_ERROR = 2
 
@@ -21,10 +24,59 @@ class UsageError(Exception):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem (and exit code 2), not a usage dump."""
+    """argparse, but a usage error is one line naming the problem (and exit code 2), not a usage dump; it keeps the
+    command line it parsed (`argv`) for a command that starts itself again in other processes."""
+
+    argv: list[str] = []
 
     def error(self, message: str) -> NoReturn:
         fail(message, prog=self.prog)
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # noqa: ANN201
+        self.argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(self.argv, namespace)
+
+
+# Third-party warnings that tell a user of effnas nothing they can act on, each named by message, category and the
+# module that warns. Anything not listed stays visible: a frozen NNI against a moving PyTorch announces its next
+# break in exactly such warnings.
+KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
+    # NNI 3.0 walks torch.nn at import and wraps every nn.Module class; it warns about each newer torch.nn name that
+    # is not one (Buffer, LinearCrossEntropyOptions in torch 2.13), which it then leaves unwrapped, as it should.
+    (r".* is found to be not a nn\.Module", RuntimeWarning, r"nni\.nas\.nn\.pytorch\.layers"),
+)
+
+
+def filter_known_warnings() -> None:
+    """Keep the warnings of KNOWN_WARNINGS out of the terminal; every other warning is shown as Python would."""
+    for message, category, module in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+Main = Callable[[list[str] | None], int]
+
+
+def command(build_parser: Callable[[], CommandParser]) -> Callable[[Callable[..., int]], Main]:
+    """The skeleton every command's `main(argv) -> int` shares: build the parser and parse `argv`, keep the known
+    third-party warnings out (all of them show with `--verbose`), run the command as `run(args, parser)`, and turn
+    bad input (`UsageError`, or a `DatabaseError` naming a database that cannot be used) into one line and exit
+    code 2 instead of a traceback."""
+
+    def decorate(run: Callable[[argparse.Namespace, CommandParser], int]) -> Main:
+        @functools.wraps(run)
+        def main(argv: list[str] | None = None) -> int:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "verbose", False):
+                filter_known_warnings()
+            try:
+                return run(args, parser)
+            except (UsageError, DatabaseError) as exc:
+                fail(str(exc), prog=parser.prog)
+
+        return main
+
+    return decorate
 
 
 def add_db_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -10,8 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from db import Database, DatabaseError, open_database, resolve_url, searches, trials
-from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from db import Database, open_database, resolve_url, searches, trials
+from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from nas.space.flops import FLOPS_CONVENTION
 
 FORMATS = ("csv", "json")
@@ -59,22 +60,23 @@ def to_csv(export: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> CommandParser:
     parser = CommandParser(prog="python -m nas.export", description="Export every trial of a search.")
-    parser.add_argument("--search", type=int, required=True, metavar="ID")
+    parser.add_argument("--search", type=int, required=True, metavar="ID", help="the search's id")
     parser.add_argument("--format", choices=FORMATS, default="json", help="output format (json)")
     parser.add_argument("--out", default=None, metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     add_db_option(parser)
-    args = parser.parse_args(argv)
-    try:
-        if args.out and Path(args.out).exists() and not args.force:
-            raise UsageError(f"{args.out} already exists; use --force to overwrite")
-        if args.out and not Path(args.out).resolve().parent.is_dir():
-            raise UsageError(f"folder of --out {args.out} does not exist")
-        export = search_export(open_database(resolve_url(args.db), create=False), args.search)
-    except (UsageError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+    return parser
+
+
+@command(build_parser)
+def main(args: argparse.Namespace, parser: CommandParser) -> int:
+    if args.out and Path(args.out).exists() and not args.force:
+        raise UsageError(f"{args.out} already exists; use --force to overwrite")
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise UsageError(f"folder of --out {args.out} does not exist")
+    export = search_export(open_database(resolve_url(args.db), create=False), args.search)
     text = to_csv(export) if args.format == "csv" else json.dumps(export, indent=2) + "\n"
     if args.out:
         try:

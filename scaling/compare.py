@@ -14,15 +14,14 @@ import hashlib
 import json
 import statistics
 import sys
-import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from db import Database, DatabaseError, open_database, resolve_url
+from db import Database, open_database, resolve_url
 from db.families import get_family
 from db.training import list_runs
-from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from effnas.cli import CommandParser, UsageError, add_db_option, command
 from effnas.records import Family, TrainingRun, TrainingStatus
 from nas.evaluation.pareto import pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
@@ -173,19 +172,14 @@ def _family_ids(text: str | None) -> list[int] | None:
     return [int(part) for part in parts]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
-    try:
-        family_ids = _family_ids(args.families)
-        db = open_database(resolve_url(args.db), create=False)
-        missing = [i for i in family_ids or [] if get_family(db, i) is None]
-        if missing:
-            raise UsageError(f"no family with id {', '.join(map(str, missing))}")
-        comparisons = compare_families(db, family_ids, args.dataset)
-    except (UsageError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+@command(build_parser)
+def main(args: argparse.Namespace, parser: CommandParser) -> int:
+    family_ids = _family_ids(args.families)
+    db = open_database(resolve_url(args.db), create=False)
+    missing = [i for i in family_ids or [] if get_family(db, i) is None]
+    if missing:
+        raise UsageError(f"no family with id {', '.join(map(str, missing))}")
+    comparisons = compare_families(db, family_ids, args.dataset)
     if args.format == "json":
         print(json.dumps([c.to_json() for c in comparisons], indent=2))
     elif not comparisons:

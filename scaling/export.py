@@ -20,14 +20,13 @@ import gc
 import json
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from db import Database, DatabaseError, open_database, resolve_url
+from db import Database, open_database, resolve_url
 from db.families import get_family
-from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, TrainingRun
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
 from nas.training.weights import TrainedWeights, WeightsError, load_weights
@@ -93,7 +92,7 @@ def check_output_dir(out: Path, files: list[str], force: bool) -> None:
         raise UsageError(f"output directory {out} is not writable")
 
 
-def _export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...],
+def export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...],
                    trained: TrainedWeights | None = None) -> None:
     import torch
 
@@ -141,7 +140,7 @@ def export_family(
         trained = load_weights(run.weights_path, run.weights_sha256) if run else None
         chosen = member_formats(trained is not None, formats)
         spec = trained.spec if trained is not None else spec_from_dict(member.arch)
-        _export_member(spec, name, out, chosen, trained)
+        export_member(spec, name, out, chosen, trained)
         files = {fmt: member_file(name, fmt) for fmt in chosen}
         written += [out / path for path in files.values()]
         manifest["members"].append({
@@ -178,17 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
+@command(build_parser)
+def main(args: argparse.Namespace, parser: CommandParser) -> int:
     out = Path(args.out)
-    try:
-        formats = parse_formats(args.files)
-        family, runs = load_family(open_database(resolve_url(args.db), create=False), args.family)
-        check_output_dir(out, planned_files(family, runs, formats), args.force)
-    except (UsageError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+    formats = parse_formats(args.files)
+    family, runs = load_family(open_database(resolve_url(args.db), create=False), args.family)
+    check_output_dir(out, planned_files(family, runs, formats), args.force)
     total = len(family.members)
     done = []
 

@@ -8,16 +8,16 @@ import json
 import os
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from db import DatabaseError, db_argument, open_database, resolve_url
+from db import db_argument, open_database, resolve_url
 from db.families import get_family, store_family
 from effnas.cli import (
     CommandParser,
     UsageError,
     add_db_option,
+    command,
     fail,
     finite_float,
     format_duration,
@@ -251,22 +251,17 @@ def grid_table(family: Family) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
+@command(build_parser)
+def main(args: argparse.Namespace, parser: CommandParser) -> int:
     db_url = resolve_url(args.db)
-    try:
-        _validate(args)
-        max_flops = parse_flops(args.evaluate_max_flops)
-        baseline, search = resolve_baseline(args, db_url)
-        if args.resolution is not None:
-            baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
-        evaluator = _proxy(args, search) if args.evaluate else None
-        scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
-        db = open_database(db_url)
-    except (UsageError, DataError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+    _validate(args)
+    max_flops = parse_flops(args.evaluate_max_flops)
+    baseline, search = resolve_baseline(args, db_url)
+    if args.resolution is not None:
+        baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
+    evaluator = _proxy(args, search) if args.evaluate else None
+    scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
+    db = open_database(db_url)
     quiet = args.format == "json"
     started = time.monotonic()
 

@@ -3,13 +3,13 @@ trained network, as the exported models would: pixels in [0, 1] at the training 
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
-from db import DatabaseError, open_database, resolve_url, training
-from effnas.cli import CommandParser, UsageError, add_db_option, fail
+from db import open_database, resolve_url, training
+from effnas.cli import CommandParser, UsageError, add_db_option, command
 from effnas.records import TrainingRun, TrainingStatus
 
 FORMATS = ("table", "json")
@@ -64,29 +64,24 @@ def read_image(path: Path, channels: int, resolution: int):
     return torch.from_numpy(array.reshape(resolution, resolution, channels).transpose(2, 0, 1).copy())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    warnings.simplefilter("ignore")
+@command(build_parser)
+def main(args: argparse.Namespace, parser: CommandParser) -> int:
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    missing = [image for image in args.images if not Path(image).is_file()]
+    if missing:
+        raise UsageError(f"no such image file: {missing[0]}")
+    run = find_run(open_database(resolve_url(args.db), create=False), args)
+    import torch
+
+    from nas.training.weights import WeightsError, load_weights
+
     try:
-        if args.top < 1:
-            raise UsageError(f"--top must be at least 1, got {args.top}")
-        missing = [image for image in args.images if not Path(image).is_file()]
-        if missing:
-            raise UsageError(f"no such image file: {missing[0]}")
-        run = find_run(open_database(resolve_url(args.db), create=False), args)
-        import torch
-
-        from nas.training.weights import WeightsError, load_weights
-
-        try:
-            weights = load_weights(run.weights_path, run.weights_sha256)
-        except WeightsError as exc:
-            raise UsageError(str(exc)) from None
-        spec = weights.spec
-        batch = torch.stack([read_image(Path(image), spec.in_channels, spec.resolution) for image in args.images])
-    except (UsageError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+        weights = load_weights(run.weights_path, run.weights_sha256)
+    except WeightsError as exc:
+        raise UsageError(str(exc)) from None
+    spec = weights.spec
+    batch = torch.stack([read_image(Path(image), spec.in_channels, spec.resolution) for image in args.images])
     with torch.no_grad():
         probabilities = weights.model()(batch).softmax(1)
     classes = weights.classes or [str(i) for i in range(probabilities.shape[1])]

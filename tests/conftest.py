@@ -2,13 +2,11 @@ import contextlib
 import os
 import random
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
 os.environ.setdefault("NNI_FRAMEWORK", "none")
-warnings.filterwarnings("ignore", category=RuntimeWarning)
 
 PG_ENV = "EFFNAS_TEST_PG"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -29,9 +27,9 @@ def postgres_database() -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from db.session import _with_driver
+    from db.session import driver_url
 
-    base = make_url(_with_driver(server))
+    base = make_url(driver_url(server))
     name = f"effnas_test_{uuid.uuid4().hex[:12]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

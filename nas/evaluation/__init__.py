@@ -1,2 +1,3 @@
-"""From spec to outcome, with no database: task data (`data`), proxy training (`proxy`), the reward (`reward`),
-the configurations that hold every default (`config`), the evaluator (`evaluator`) and Pareto fronts (`pareto`)."""
+"""From spec to outcome, with no database: the reward's configuration (`config`), proxy training on the one
+engine (`proxy`), the reward (`reward`), the evaluator (`evaluator`), Pareto fronts and hypervolume (`pareto`) and
+training-free scores (`zero_cost`). Task data lives in `nas.training.data`."""

@@ -11,23 +11,22 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches, trials
+from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches
 from effnas.cli import (
     CommandParser,
     UsageError,
     add_db_option,
+    command,
     fail,
     finite_float,
     format_duration,
     parse_duration,
     parse_flops,
 )
-from effnas.records import TrialRole, TrialStatus
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import (
     DEFAULT_TIME_BUDGET,
@@ -37,14 +36,14 @@ from nas.search.config import (
     SearchConfig,
     check_strategy,
 )
-from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+from nas.space.flops import FLOPS_CONVENTION
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
-from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, DataError, ProxyConfig, TaskConfig, default
+from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, ProxyConfig, TaskConfig, default
 
 if TYPE_CHECKING:
     from db import Database
-    from nas.search.nni_adapters import TrialProcessOptions
     from nas.search.study import Study
+    from nas.search.trial_processes import TrialProcessOptions
     from nas.training.data import TaskData
 
 LOG_DIR = Path(".effnas") / "logs"
@@ -54,18 +53,6 @@ RESUME_OVERRIDES = ("trials", "time_budget")
 
 def _d(config: type, name: str) -> str:
     return f"({default(config, name)})"
-
-
-def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
-    """A note when other work already occupies the cores this search's training threads need, else None.
-
-    Multi-threaded CPU training runs in lockstep: when a thread loses its core to another process, the others wait
-    for it. Measured on 2 cores beside two 1-thread trainings: EfficientNet-B0 and 2 trials took 3.0 min with
-    --threads 1; with 2 threads, B0 alone had not finished after 5 min."""
-    if threads <= 1 or load < 1.0 or load + threads <= cores:
-        return None
-    return (f"note: this machine is busy (load {load:.1f} on {cores} cores): training with {threads} threads slows "
-            f"down several-fold when other work shares the cores; --threads 1 is faster while it lasts")
 
 
 class SearchParser(CommandParser):
@@ -101,7 +88,19 @@ def build_parser() -> SearchParser:
         description="Multi-objective architecture search (MnasNet space, EfficientNet-B0 stages) under a FLOPs "
         f"budget. {FLOPS_CONVENTION}.",
     )
-    what = parser.defining_group("what to search for")
+    _add_target_options(parser.defining_group("what to search for"))
+    _add_strategy_options(parser.defining_group("how to search"))
+    _add_proxy_options(parser.defining_group("proxy task"))
+    _add_parallel_options(parser.add_argument_group("parallel trials (NNI's training-service engine)"))
+    run = parser.add_argument_group("bookkeeping")
+    add_db_option(run)
+    parser.defining.append(run.add_argument("--name", default=None, help="a name for this search"))
+    run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
+    run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
+    return parser
+
+
+def _add_target_options(what: _DefiningGroup) -> None:
     what.add_argument("--target-flops", help="FLOPs target T, e.g. 400M, 0.4G, 4e8 (multiply-accumulates)")
     what.add_argument("--resolution", type=int, help=f"input resolution the FLOPs are counted at {_d(RewardConfig, 'resolution')}")
     what.add_argument("--constraint", choices=CONSTRAINTS,
@@ -114,7 +113,9 @@ def build_parser() -> SearchParser:
     what.add_argument("--stem-stride", choices=("auto", "1", "2"),
                       help="stride of the stem conv; auto: 1 where B0's five stride-2 steps would leave under 2x2 "
                       "before the head at --resolution (32 px and below), else B0's 2 (auto)")
-    how = parser.defining_group("how to search")
+
+
+def _add_strategy_options(how: _DefiningGroup) -> None:
     how.add_argument("--strategy", choices=STRATEGIES,
                      help="search strategy; tpe: NNI's TPE (20 random start-up trials, then its density model); "
                      "predictor: trees trained on the trials so far pick, by mean + spread, among mutations of the "
@@ -135,7 +136,9 @@ def build_parser() -> SearchParser:
     how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
-    proxy = parser.defining_group("proxy task")
+
+
+def _add_proxy_options(proxy: _DefiningGroup) -> None:
     proxy.add_argument("--dataset", choices=DATASETS,
                        help=f"data set {_d(TaskConfig, 'dataset')}; mnist is embedded, fashion-mnist is read from "
                        "Debian's dataset-fashion-mnist package unless --data-dir is given; only training files are read")
@@ -156,7 +159,9 @@ def build_parser() -> SearchParser:
     proxy.add_argument("--threads", type=int,
                        help="CPU threads per training process (default: cores / workers); stored, since results "
                        "depend on it")
-    parallel = parser.add_argument_group("parallel trials (NNI's training-service engine)")
+
+
+def _add_parallel_options(parallel: argparse._ArgumentGroup) -> None:
     parallel.add_argument("--workers", type=int, default=None,
                           help="train this many candidates at once, each in its own process started by NNI's manager "
                           "(default 1: one at a time, in this process)")
@@ -164,13 +169,11 @@ def build_parser() -> SearchParser:
                           help="YAML or JSON with NNI's trainingService (local with gpuIndices, remote over SSH, ...), "
                           "trialConcurrency and trialGpuNumber; see the README")
     parallel.add_argument("--nni-port", type=int, default=None,
-                          help="port of NNI's manager (default: a free one; on 127.0.0.1 for local trials)")
-    run = parser.add_argument_group("bookkeeping")
-    add_db_option(run)
-    parser.defining.append(run.add_argument("--name", default=None, help="a name for this search"))
-    run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
-    run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
-    return parser
+                          help="port of NNI's manager (default: a free one)")
+    parallel.add_argument("--nni-address", default=None, metavar="IP",
+                          help="the address NNI's manager listens on, which the trial machines reach (default: "
+                          "127.0.0.1 for local trials; for remote ones nniManagerIp, else this machine's address on "
+                          "the route to the first machine); NNI's manager has no authentication")
 
 
 def _subset(text: str) -> int | str:
@@ -280,116 +283,20 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(str(exc)) from None
 
 
+def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
+    """How to run trial processes, or None to train in this process; UsageError names the first problem."""
+    if args.workers is None and args.nni_config is None:
+        if args.nni_address is not None:
+            raise UsageError("--nni-address goes with --workers or --nni-config")
+        return None
+    from nas.search.trial_processes import trial_process_options
+
+    return trial_process_options(args.workers, args.nni_config, args.nni_port, args.nni_address, db_url)
+
+
 def defining_options(parser: SearchParser, args: argparse.Namespace) -> list[str]:
     """The options given that define a search (and so conflict with --resume)."""
     return [action.option_strings[0] for action in parser.defining if getattr(args, action.dest) is not None]
-
-
-def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
-    """How to run trial processes, or None to train in this process; UsageError names the first problem."""
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    if args.nni_port is not None and not 1024 <= args.nni_port <= 65534:
-        raise UsageError(f"--nni-port must be between 1024 and 65534, got {args.nni_port}")
-    nni_config = _read_nni_config(args.nni_config) if args.nni_config else {}
-    concurrency = nni_config.pop("trialConcurrency", None)
-    if concurrency is not None and args.workers is not None and concurrency != args.workers:
-        raise UsageError(f"--workers {args.workers} and trialConcurrency {concurrency} in {args.nni_config} disagree")
-    workers = args.workers or concurrency or 1
-    if workers == 1 and not nni_config:
-        return None
-    from db import sqlite_path
-    from nas.search.nni_adapters import NniConfigError, TrialProcessOptions, experiment_config
-
-    options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=args.nni_port)
-    try:
-        experiment_config(options)
-    except NniConfigError as exc:
-        raise UsageError(f"{args.nni_config}: {exc}" if args.nni_config else str(exc)) from None
-    if options.platform != "local" and sqlite_path(db_url) is not None:
-        raise UsageError(
-            f"trials on the {options.platform} training service cannot write to a SQLite file on this machine; "
-            "pass --db with a database server URL they can reach (postgresql://...)"
-        )
-    return options
-
-
-def _read_nni_config(path: str) -> dict[str, Any]:
-    import yaml
-
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"cannot read --nni-config {path}: {exc.strerror}") from None
-    try:
-        config = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(config, dict):
-        raise UsageError(f"{path} must hold a mapping of NNI settings (trainingService, trialConcurrency, ...)")
-    if "trialConcurrency" in config and (not isinstance(config["trialConcurrency"], int)
-                                         or config["trialConcurrency"] < 1):
-        raise UsageError(f"{path}: trialConcurrency must be a whole number of at least 1")
-    return config
-
-
-def _summary(db: Database, search_id: int, config: SearchConfig, data: TaskData, seconds: float) -> str:
-    search = searches.get_search(db, search_id)
-    counts = trials.candidate_status_counts(db, search_id)
-    winner = trials.best_trial(db, search_id)
-    reference = trials.reference_trial(db, search_id)
-    total = sum(counts.values())
-    resolution = config.reward.resolution
-    lines = [
-        f"Search {search_id} ({search.name}) {search.status}: {total} trials "
-        f"({counts.get(TrialStatus.COMPLETE, 0)} complete, {counts.get(TrialStatus.FAILED, 0)} failed, "
-        f"{counts.get(TrialStatus.REJECTED, 0)} rejected) in {format_duration(seconds)}.",
-        f"{FLOPS_CONVENTION}, counted at {resolution}x{resolution} with {data.in_channels} input "
-        f"channel(s) and {data.num_classes} classes. Target {format_flops(config.reward.target_flops)}, "
-        f"{config.reward.constraint} constraint. Accuracy: proxy validation accuracy on {data.name} "
-        f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
-        "",
-    ]
-    if config.fidelity == "halving":
-        rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
-        complete = [row for row in rows
-                    if row["role"] == TrialRole.CANDIDATE.value and row["status"] == TrialStatus.COMPLETE.value]
-        stopped = sum(row["partial"] for row in complete)
-        lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
-                        f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
-                        "cannot be the winner."]
-    columns = []
-    if winner is not None:
-        columns.append((f"winner (trial {winner.number})", winner))
-    if reference is not None and reference.status is TrialStatus.COMPLETE:
-        stem = "" if config.stem_stride == 2 else f", stem stride {config.stem_stride}"
-        columns.append((f"EfficientNet-B0{stem} (same evaluator)", reference))
-    if not columns:
-        lines.append("No trial completed.")
-        return "\n".join(lines)
-    blocks = [column[1].block_strings.split() for column in columns]
-    width = max(len(title) for title, _ in columns)
-    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
-    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
-    for index in range(max(len(stages) for stages in blocks)):
-        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
-        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
-    rows: list[tuple[str, Any]] = [
-        ("FLOPs", lambda t: format_flops(t.flops)),
-        ("params", lambda t: format_params(t.params)),
-        ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
-        ("reward", lambda t: f"{t.reward:.4f}"),
-    ]
-    for label, show in rows:
-        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
-    db_arg = db_argument(db.url)
-    lines += [
-        "",
-        f"Search id: {search_id}",
-        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
-        f"Dashboard: python -m dashboard{db_arg}",
-    ]
-    return "\n".join(lines)
 
 
 def _raise_interrupt(signum, frame):
@@ -458,38 +365,13 @@ def _check_trial_machines(config: SearchConfig, trial_options: TrialProcessOptio
           f"{', '.join(machine_name(machine) for machine in machines)}", file=sys.stderr)
 
 
-def _print_banner(args: argparse.Namespace, search_id: int, config: SearchConfig, data: TaskData,
-                  trial_options: TrialProcessOptions | None, db_url: str, log_file: Path) -> None:
-    """What is about to run, and notes on threads and a busy machine."""
-    where = "in this process" if trial_options is None else (
-        f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
-    )
-    print(
-        f"Search {search_id}: {config.strategy}, {config.trials} trials"
-        f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
-        f"{f', successive halving (1 epoch, then the best 1/{config.eta} to {config.proxy.epochs})' if config.fidelity == 'halving' else ''}"
-        f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
-        f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
-        f"({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({_stem_reason(args, config)}). "
-        f"Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. NNI log: {log_file}",
-        file=sys.stderr,
-    )
-    cores = os.cpu_count() or 1
-    local_trials = trial_options is not None and trial_options.platform == "local"
-    if local_trials and config.task.threads * trial_options.workers > cores:
-        print(f"note: each trial trains with {config.task.threads} threads (stored with the search, since results "
-              f"depend on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
-    busy = busy_machine_note(config.task.threads, cores, os.getloadavg()[0])
-    if busy and data.device.type == "cpu":
-        print(busy, file=sys.stderr)
-
-
 def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db_url: str | None = None,
               on_start: Callable[[str, int, Path], None] | None = None) -> None:
     """Run the search's strategy on `study` until its budget ends: in this process, or with `trial_options` on
     NNI's trial processes, which store their trials in the database at `db_url`. The study is started here;
     ending it (finished, interrupted, failed) is the caller's."""
-    from nas.search.nni_adapters import make_strategy, run_strategy, run_strategy_on_trial_processes
+    from nas.search.strategies import make_strategy, run_strategy
+    from nas.search.trial_processes import run_strategy_on_trial_processes
 
     config = study.config
     study.start()
@@ -511,25 +393,19 @@ def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.verbose:
-        warnings.simplefilter("ignore")
+@command(build_parser)
+def main(args: argparse.Namespace, parser: SearchParser) -> int:
     db_url = resolve_url(args.db)
+    trial_options = trial_options_from_args(args, db_url)
     try:
-        trial_options = trial_options_from_args(args, db_url)
         # NNI is imported (and its version checked) before a search is stored.
-        from nas.search.nni_adapters import route_nni_logs
-
-        db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
-    except (UsageError, DataError, DatabaseError) as exc:
-        fail(str(exc), prog=parser.prog)
+        from nas.search.strategies import route_nni_logs
     except ImportError as exc:
         fail(str(exc), code=1, prog=parser.prog)
+    db, search_id, config, data = _open_search(args, parser, db_url, trial_options)
 
     from nas.evaluation.evaluator import Evaluator
-    from nas.search.progress import ProgressDisplay
+    from nas.search.progress import ProgressDisplay, print_banner, search_summary
     from nas.search.study import Study
 
     log_file = LOG_DIR / f"search-{search_id}.log"
@@ -539,14 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
-    _print_banner(args, search_id, config, data, trial_options, db_url, log_file)
+    print_banner(search_id, config, data, trial_options, db_url, log_file, _stem_reason(args, config))
     started = time.monotonic()
     study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
     display = ProgressDisplay(config, study.elapsed)
     study.events = display
 
     def announce(experiment_id: str, port: int, log_folder: Path) -> None:
-        address = "127.0.0.1" if trial_options.platform == "local" else "all interfaces"
+        address = trial_options.manager_address or "all interfaces"
         display.note(f"NNI manager: experiment {experiment_id}, port {port} on {address}; trial logs under "
                      f"{log_folder.parent}")
 
@@ -569,5 +445,5 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(ended), code=1, prog=parser.prog)
     if ended is not None:
         raise ended
-    print(_summary(db, search_id, config, data, time.monotonic() - started))
+    print(search_summary(db, search_id, config, data, time.monotonic() - started))
     return 0

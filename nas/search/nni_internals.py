@@ -1,11 +1,14 @@
 """The one door to NNI's private internals: every NNI name that starts with `_` is used here and nowhere else.
 
-NNI 3.0 (September 2023, the last release) offers no public way to hand an evaluator the sample instead of a
-built network, to write a strategy as one loop, to be told when a training-service worker comes free or a
-trial ends, to learn the parameter id of a submitted model, or to choose the Python of the trial command.
-These classes and functions do each through NNI's private methods and attributes, behind public names that
-`nas.search.nni_adapters` uses. They were written against NNI `NNI_VERSION`; importing this module with any
-other version installed raises `NniVersionError`, one line naming both, instead of misbehaving silently.
+NNI 3.0 (September 2023, the last release; its repository was archived in September 2024, so nobody upstream will
+change what is patched here) offers no public way to hand an evaluator the sample instead of a built network, to be
+told when a training-service worker comes free or a trial ends, to learn the parameter id of a submitted model, or
+to choose the Python of the trial command. These classes and functions do each through NNI's private methods and
+attributes, behind public names that `nas.search.strategies` and `nas.search.trial_processes` use; each names the
+NNI behaviour it works around and the test that fails without it. (A strategy overrides `Strategy._run`, which
+NNI's documentation names as the method a strategy implements; that is the one underscore name used elsewhere.)
+They were written against NNI `NNI_VERSION`; importing this module with any other version installed raises
+`NniVersionError`, one line naming both, instead of misbehaving silently.
 """
 
 from __future__ import annotations
@@ -14,17 +17,18 @@ import os
 import warnings
 from typing import Any
 
+from effnas.cli import filter_known_warnings
+
 os.environ.setdefault("NNI_FRAMEWORK", "none")  # keeps nni.nas.evaluator from importing PyTorch Lightning
 
 with warnings.catch_warnings():
-    # NNI 3.0 warns that newer torch classes "are not nn.Module": harmless, see ../shared/notes/nni-3.0.md.
-    warnings.simplefilter("ignore")
+    # Only the named warnings of effnas.cli.KNOWN_WARNINGS: NNI's note on each newer torch.nn name it leaves unwrapped.
+    filter_known_warnings()
     import nni
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.execution import TrainingServiceExecutionEngine
     from nni.nas.experiment import NasExperimentConfig
     from nni.nas.space import ExecutableModelSpace, ModelStatus
-    from nni.nas.strategy import Strategy
 
 NNI_VERSION = "3.0"
 
@@ -45,26 +49,25 @@ check_nni_version(nni.__version__)
 
 class SampleEvaluator(FunctionalEvaluator):
     """Hands the sample, not a built network, to the evaluation function: it decides whether to build at all
-    (a duplicate or an over-budget candidate is never built)."""
+    (a duplicate or an over-budget candidate is never built).
+
+    NNI's `FunctionalEvaluator._execute` calls the function with the network built from the sample
+    (`model.executable_model()`). Test: test_nni_internals.py::test_the_evaluator_gets_the_sample_and_builds_nothing.
+    """
 
     def _execute(self, model: Any) -> Any:
         return self.function(dict(model.sample), **self.arguments)
 
 
-class LoopStrategy(Strategy):
-    """A strategy written as one loop, `explore()`, over the engine it was given (`self.engine`)."""
-
-    def explore(self) -> None:
-        raise NotImplementedError
-
-    def _run(self) -> None:
-        self.explore()
-
-
 class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
     """NNI's training-service engine, telling its subclass when a worker is requested (`worker_requested`) and
-    when a trial ends (`trial_ended`, with NNI's command), both on NNI's listener thread. Metrics that trial
-    processes report to NNI are ignored: effnas's trial processes store their results in the database."""
+    when a trial ends (`trial_ended`, with NNI's command), both on NNI's listener thread.
+
+    NNI's engine keeps its own bookkeeping of trial ends, which assumes every trial reports a final metric to NNI,
+    and has no hook for a free worker (its strategies poll `idle_worker_available` once a second); effnas's trial
+    processes store their results in the database instead. Tests: test_parallel.py's
+    test_two_workers_train_in_separate_processes_with_the_results_of_one and
+    test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on."""
 
     def worker_requested(self) -> None:
         """A worker may have come free."""
@@ -73,20 +76,18 @@ class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
         """A trial process ended; `command.parameter_ids` and `command.trial_job_id` name it."""
 
     def submit_one(self, model: ExecutableModelSpace) -> int:
-        """Hand one model to a trial process; NNI's parameter id for it."""
+        """Hand one model to a trial process; NNI's parameter id for it (NNI's `submit_models` returns nothing and
+        keeps the id in `_current_parameter_id`)."""
         super().submit_models(model)
         return self._current_parameter_id
 
     def trial_status(self, command: Any) -> ModelStatus:
-        """The model status NNI gives an ended trial."""
+        """The model status NNI gives an ended trial (NNI's mapping from its trial events, kept private)."""
         return self._interpret_trial_job_status(command.event)
 
     def _request_trial_jobs_callback(self, command: Any) -> None:
         super()._request_trial_jobs_callback(command)
         self.worker_requested()
-
-    def _report_metric_data_callback(self, command: Any) -> None:
-        return None
 
     def _trial_end_callback(self, command: Any) -> None:
         self.trial_ended(command)
@@ -94,7 +95,9 @@ class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
 
 def set_trial_python(config: NasExperimentConfig, python: str, environment: str = "") -> None:
     """The Python executable of the trial command NNI runs in each trial process, and the `NAME=value` shell
-    assignments that precede it."""
+    assignments that precede it.
+
+    NNI's trial command always starts `sys.executable` of the search process; its only setting for the command is
+    the private `_trial_command_params`. Test: test_nni_internals.py::test_the_trial_command_starts_the_python_given.
+    """
     config._trial_command_params = {"python": python, "envs": environment}
-
-

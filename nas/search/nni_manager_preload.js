@@ -1,22 +1,27 @@
-// Preloaded into NNI's Node.js manager (NODE_OPTIONS=--require) by nas.search.nni_adapters (_manager_preload).
+// Preloaded into NNI's Node.js manager (NODE_OPTIONS=--require) by nas.search.trial_processes (_manager_preload).
+// Each patch names the NNI 3.0 behaviour it works around and the test that fails without it.
 "use strict";
 
-// NNI 3.0 listens on all interfaces and has no setting for the address. When the trials run on this machine
-// (EFFNAS_MANAGER_LOOPBACK=1), a listen() given only a port is bound to 127.0.0.1; trials reach it through
-// localhost.
-if (process.env.EFFNAS_MANAGER_LOOPBACK === "1") {
+// NNI 3.0 listens on all interfaces, with no authentication, and has no setting for the address
+// (nni_manager/main.ts calls listen(port)). Given EFFNAS_MANAGER_ADDRESS, a listen() given only a port is bound to
+// that address: 127.0.0.1 for local trials, the address the remote machines reach for remote ones.
+// Tests: test_parallel.py::test_two_workers_train_in_separate_processes_with_the_results_of_one (local),
+// test_remote.py::test_remote_trials_land_once_with_the_architectures_of_an_in_process_search (remote).
+const address = process.env.EFFNAS_MANAGER_ADDRESS;
+if (address) {
   const net = require("net");
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function (...args) {
     if (typeof args[0] === "number" && (args.length === 1 || typeof args[1] === "function")) {
-      args.splice(1, 0, "127.0.0.1");
+      args.splice(1, 0, address);
     }
     return listen.apply(this, args);
   };
 }
 
-// The manager runs in a process group of its own and outlives a search process that was killed (SIGKILL, out of
-// memory): it ends when its parent, the search, is gone.
+// NNI 3.0 starts the manager in a process group of its own, so it outlives a search process that was killed
+// (SIGKILL, out of memory), with its trials. Here it ends when its parent, the search, is gone.
+// Test: test_parallel.py::test_sigkill_of_the_search_takes_manager_and_trials_along_and_resume_finishes.
 const parent = process.ppid;
 setInterval(() => {
   if (process.ppid !== parent) {
@@ -33,6 +38,9 @@ setInterval(() => {
 //   the machine) throws in the manager and ends it, with every trial. Here the error is logged, and the next
 //   command reconnects: NNI then finds whether the machine's trial keeper lives, and if not, ends its trials
 //   (the search stores them failed) and starts a new keeper.
+// Tests: test_remote.py::test_remote_trials_land_once_with_the_architectures_of_an_in_process_search (the loopback
+// machine's Python has no NNI to upgrade from an index) and
+// test_remote.py::test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them.
 function patchSsh(Ssh) {
   const run = Ssh.prototype.run;
   Ssh.prototype.run = function (command) {
@@ -63,6 +71,7 @@ function patchSsh(Ssh) {
 // Trials that NNI ends because their remote machine was lost (its trial keeper is gone: the connection, the
 // machine). NNI reports them USER_CANCELED, as if the search had cancelled them; they end SYS_CANCELED here, so
 // that the search can store them as stopped by the system, and train them again on --resume.
+// Test: test_remote.py::test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them.
 const lostTrials = new Set();
 
 function patchRemote(RemoteTrainingServiceV3) {
@@ -81,6 +90,8 @@ function patchRemote(RemoteTrainingServiceV3) {
 // submitted trials and hand the oldest to whichever trial process asks first. A trial process that dies before it
 // asks (a lost machine, a kill while Python starts) leaves its parameter to the next process, which trains the
 // wrong candidate while NNI reports the right one's end. Here each parameter goes to the trial created for it.
+// Tests: test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on and
+// test_remote.py::test_a_trial_killed_on_the_remote_machine_is_recorded_failed_and_the_search_goes_on.
 function patchCompat(V3asV1) {
   const submit = V3asV1.prototype.submitTrialJob;
   V3asV1.prototype.submitTrialJob = async function (form) {
@@ -106,6 +117,8 @@ function patchCompat(V3asV1) {
   };
 }
 
+// NNI's manager requires these classes from files of its own bundle, which export nothing a preload can reach
+// before the manager starts: each is patched once, as Node.js first loads it.
 const Module = require("module");
 const load = Module._load;
 Module._load = function (request, parent, isMain) {

@@ -1,16 +1,24 @@
-"""What a search shows while it runs: a bar on a terminal (trial k of N, best reward, time left), one line per
-trial otherwise."""
+"""What a search shows: the banner of what is about to run, then while it runs a bar on a terminal (trial k of N,
+best reward, time left) or one line per trial, and at the end the summary of the winner against EfficientNet-B0."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from db import Database, db_argument, describe_url, searches, trials
 from effnas.cli import format_duration
 from effnas.records import TrialRole, TrialStatus
 from nas.search.config import SearchConfig
 from nas.search.study import SearchEvents, TrialEnd
-from nas.space.flops import format_flops
+from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
+
+if TYPE_CHECKING:
+    from nas.search.trial_processes import TrialProcessOptions
+    from nas.training.data import TaskData
 
 
 def trial_label(number: int, role: TrialRole) -> str:
@@ -102,3 +110,100 @@ class ProgressDisplay(SearchEvents):
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
+    """A note when other work already occupies the cores this search's training threads need, else None.
+
+    Multi-threaded CPU training runs in lockstep: when a thread loses its core to another process, the others wait
+    for it. Measured on 2 cores beside two 1-thread trainings: EfficientNet-B0 and 2 trials took 3.0 min with
+    --threads 1; with 2 threads, B0 alone had not finished after 5 min."""
+    if threads <= 1 or load < 1.0 or load + threads <= cores:
+        return None
+    return (f"note: this machine is busy (load {load:.1f} on {cores} cores): training with {threads} threads slows "
+            f"down several-fold when other work shares the cores; --threads 1 is faster while it lasts")
+
+
+def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_options: TrialProcessOptions | None,
+                 db_url: str, log_file: Path, stem_reason: str) -> None:
+    """What is about to run, and notes on threads and a busy machine."""
+    where = "in this process" if trial_options is None else (
+        f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
+    )
+    print(
+        f"Search {search_id}: {config.strategy}, {config.trials} trials"
+        f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
+        f"{f', successive halving (1 epoch, then the best 1/{config.eta} to {config.proxy.epochs})' if config.fidelity == 'halving' else ''}"
+        f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
+        f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
+        f"({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({stem_reason}). "
+        f"Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. NNI log: {log_file}",
+        file=sys.stderr,
+    )
+    cores = os.cpu_count() or 1
+    local_trials = trial_options is not None and trial_options.platform == "local"
+    if local_trials and config.task.threads * trial_options.workers > cores:
+        print(f"note: each trial trains with {config.task.threads} threads (stored with the search, since results "
+              f"depend on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
+    busy = busy_machine_note(config.task.threads, cores, os.getloadavg()[0])
+    if busy and data.device.type == "cpu":
+        print(busy, file=sys.stderr)
+
+
+def search_summary(db: Database, search_id: int, config: SearchConfig, data: TaskData, seconds: float) -> str:
+    search = searches.get_search(db, search_id)
+    counts = trials.candidate_status_counts(db, search_id)
+    winner = trials.best_trial(db, search_id)
+    reference = trials.reference_trial(db, search_id)
+    total = sum(counts.values())
+    resolution = config.reward.resolution
+    lines = [
+        f"Search {search_id} ({search.name}) {search.status}: {total} trials "
+        f"({counts.get(TrialStatus.COMPLETE, 0)} complete, {counts.get(TrialStatus.FAILED, 0)} failed, "
+        f"{counts.get(TrialStatus.REJECTED, 0)} rejected) in {format_duration(seconds)}.",
+        f"{FLOPS_CONVENTION}, counted at {resolution}x{resolution} with {data.in_channels} input "
+        f"channel(s) and {data.num_classes} classes. Target {format_flops(config.reward.target_flops)}, "
+        f"{config.reward.constraint} constraint. Accuracy: proxy validation accuracy on {data.name} "
+        f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
+        "",
+    ]
+    if config.fidelity == "halving":
+        rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
+        complete = [row for row in rows
+                    if row["role"] == TrialRole.CANDIDATE.value and row["status"] == TrialStatus.COMPLETE.value]
+        stopped = sum(row["partial"] for row in complete)
+        lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
+                        f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
+                        "cannot be the winner."]
+    columns = []
+    if winner is not None:
+        columns.append((f"winner (trial {winner.number})", winner))
+    if reference is not None and reference.status is TrialStatus.COMPLETE:
+        stem = "" if config.stem_stride == 2 else f", stem stride {config.stem_stride}"
+        columns.append((f"EfficientNet-B0{stem} (same evaluator)", reference))
+    if not columns:
+        lines.append("No trial completed.")
+        return "\n".join(lines)
+    blocks = [column[1].block_strings.split() for column in columns]
+    width = max(len(title) for title, _ in columns)
+    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
+    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
+    for index in range(max(len(stages) for stages in blocks)):
+        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
+        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
+    rows: list[tuple[str, Any]] = [
+        ("FLOPs", lambda t: format_flops(t.flops)),
+        ("params", lambda t: format_params(t.params)),
+        ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
+        ("reward", lambda t: f"{t.reward:.4f}"),
+    ]
+    for label, show in rows:
+        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
+    db_arg = db_argument(db.url)
+    lines += [
+        "",
+        f"Search id: {search_id}",
+        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
+        f"Dashboard: python -m dashboard{db_arg}",
+    ]
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from db.session import connection_check_source, connection_modules, describe_url
+from db.session import connection_modules, describe_url, driver_url
 
 CHECK_SCRIPT = Path(__file__).with_name("remote_check.js")
 # A machine that takes longer than this to connect and import torch is reported as not answering.
@@ -48,6 +48,22 @@ print(json.dumps(found))
 """
 
 
+def database_check_source(url: str) -> str:
+    """Python source that opens the database at `url` with SQLAlchemy and leaves in `database_error` the first
+    line of what went wrong, or None: run on a machine that has effnas's dependencies but not effnas."""
+    return (
+        "database_error = None\n"
+        "try:\n"
+        "    import sqlalchemy\n"
+        f"    engine = sqlalchemy.create_engine({driver_url(url)!r})\n"
+        "    engine.connect().close()\n"
+        "    engine.dispose()\n"
+        "except Exception as exc:\n"
+        "    lines = str(exc).strip().splitlines()\n"
+        "    database_error = lines[0] if lines else type(exc).__name__\n"
+    )
+
+
 class RemoteMachineError(RuntimeError):
     """A remote machine cannot run trials; the message is one line naming the machine and the problem."""
 
@@ -67,7 +83,7 @@ class RemoteTask:
 
     def probe(self) -> str:
         """The Python script run on the machine: it prints one JSON object of what it found."""
-        return (f"MODULES = {self.modules()!r}\nDATABASE_CHECK = {connection_check_source(self.db_url)!r}\n"
+        return (f"MODULES = {self.modules()!r}\nDATABASE_CHECK = {database_check_source(self.db_url)!r}\n"
                 f"DATA_DIR = {self.data_dir!r}\n{_REMOTE_PROBE}")
 
 

@@ -1,13 +1,13 @@
-"""The entry point of a trial process that NNI's manager starts: train one queued trial and report its value.
+"""The entry point of a trial process that NNI's manager starts: train one queued trial.
 
-NNI imports `train_in_trial_process` by name in the trial process, so it stays a module-level function.
+NNI imports `train_in_trial_process` by name in the trial process, so it stays a module-level function. The trial
+stores its result in the database, where the search reads it when NNI says the trial ended; nothing is reported
+to NNI.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-import nni
 
 from nas.search.study import train_queued_trial
 
@@ -21,4 +21,4 @@ def entry_arguments(db_url: str, search_id: int) -> dict[str, Any]:
 
 def train_in_trial_process(sample: dict[str, Any], db_url_hex: str, search_id: int, role: str) -> None:
     db_url = bytes.fromhex(db_url_hex).decode()
-    nni.report_final_result(float(train_queued_trial(db_url, search_id, sample, role)))
+    train_queued_trial(db_url, search_id, sample, role)

@@ -11,6 +11,8 @@ import json
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from effnas.cli import UsageError
+
 PROXY_OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("mnist", "fashion-mnist", "idx", "cifar10", "imagefolder")
@@ -18,7 +20,7 @@ DATASETS = ("mnist", "fashion-mnist", "idx", "cifar10", "imagefolder")
 FLIP_DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
 
 
-class DataError(Exception):
+class DataError(UsageError):
     """A data set that cannot be read; the message is one line meant for the user."""
 
 

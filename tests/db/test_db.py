@@ -116,11 +116,11 @@ def test_an_older_schema_is_upgraded_by_writers_and_readers_say_what_to_run(db_u
     from alembic import command
     from sqlalchemy import text
 
-    from db.session import _alembic_config, create_db_engine, current_revision, head_revision
+    from db.session import alembic_config, create_db_engine, current_revision, head_revision
 
     engine = create_db_engine(db_url)
     with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "0001")
+        command.upgrade(alembic_config(connection), "0001")
         connection.execute(text(
             "insert into searches (name, status, strategy, dataset, target_flops, resolution, seed, config, "
             "created_at, updated_at) values ('old', 'finished', 'random', 'mnist', 400000000, 224, 0, '{}', "
@@ -155,12 +155,12 @@ def test_db_upgrade_command(tmp_path):
 
     from alembic import command
 
-    from db.session import _alembic_config, create_db_engine
+    from db.session import alembic_config, create_db_engine
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     engine = create_db_engine(url)
     with engine.begin() as connection:
-        command.upgrade(_alembic_config(connection), "0001")
+        command.upgrade(alembic_config(connection), "0001")
     result = subprocess.run([sys.executable, "-m", "db", "upgrade", "--db", url], capture_output=True, text=True)
     assert result.returncode == 0 and "(was 0001)" in result.stdout, result.stderr
     missing = subprocess.run([sys.executable, "-m", "db", "upgrade", "--db", str(tmp_path / "none.db")],

@@ -154,13 +154,13 @@ def test_export_round_trip_json_onnx_torchscript(tmp_path):
 def test_onnx_matches_pytorch_on_the_same_weights(tmp_path):
     import onnxruntime as ort
 
-    from scaling.export import _export_member
+    from scaling.export import export_member
 
     spec = TINY_ARCH
     torch.manual_seed(0)
     model = build_model(spec).eval()
     torch.manual_seed(0)
-    _export_member(spec, "B0", tmp_path, ("onnx",))
+    export_member(spec, "B0", tmp_path, ("onnx",))
     x = torch.randn(3, spec.in_channels, spec.resolution, spec.resolution)
     with torch.no_grad():
         expected = model(x).numpy()

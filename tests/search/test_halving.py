@@ -54,10 +54,12 @@ def test_a_promoted_candidate_continues_from_where_it_stopped_and_ends_as_withou
     assert halved.accuracy == full.accuracy and halved.reward == full.reward
     assert (halved.epochs, halved.partial) == (3, False) and (full.epochs, full.partial) == (3, False)
     assert halved.first_rung_reward == asked[0] and full.first_rung_reward is None
-    stopped = evaluator.evaluate(spec, promote=lambda reward: False)
+    stopped_epochs = []
+    stopped = evaluator.evaluate(spec, on_epoch=lambda epoch, total: stopped_epochs.append(epoch),
+                                 promote=lambda reward: False)
     assert (stopped.status, stopped.epochs, stopped.partial) == (TrialStatus.COMPLETE, 1, True)
     assert stopped.reward == stopped.first_rung_reward == asked[0]
-    assert stopped.train_seconds < full.train_seconds
+    assert stopped_epochs == [1]  # a candidate that is not promoted trains no further epoch
 
 
 def test_a_halving_search_stores_each_trials_fidelity_and_a_partial_candidate_never_wins(tmp_path):

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from db.session import _with_driver
+from db.session import driver_url
 
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
 # Long enough per trial that a test can act while trial processes train.
@@ -30,7 +30,7 @@ def run(command: list[str], cwd: Path, timeout: int = 300) -> subprocess.Complet
 
 
 def rows(url: str, search_id: int = 1) -> list[dict]:
-    engine = create_engine(_with_driver(url))
+    engine = create_engine(driver_url(url))
     try:
         with engine.connect() as connection:
             return [dict(r._mapping) for r in connection.execute(text(
@@ -40,7 +40,7 @@ def rows(url: str, search_id: int = 1) -> list[dict]:
 
 
 def search_worker(url: str) -> str:
-    engine = create_engine(_with_driver(url))
+    engine = create_engine(driver_url(url))
     try:
         with engine.connect() as connection:
             return connection.execute(text("select worker from searches where id = 1")).scalar_one()
@@ -238,6 +238,25 @@ def test_bad_parallel_options_give_one_line_exit_2_and_no_database(tmp_path, con
     assert list(work.iterdir()) == []
 
 
+def test_the_manager_listens_where_the_trial_machines_reach_it():
+    from effnas.cli import UsageError
+    from nas.search.trial_processes import TrialProcessOptions, default_manager_address
+
+    def remote(host: str, **extra) -> TrialProcessOptions:
+        service = {"platform": "remote", "machineList": [{"host": host, "user": "u", "sshKeyFile": "k"}]}
+        return TrialProcessOptions(workers=2, nni_config={"trainingService": service, **extra})
+
+    assert default_manager_address(TrialProcessOptions(workers=2)) == "127.0.0.1"
+    assert default_manager_address(remote("127.0.0.1")) == "127.0.0.1"
+    assert default_manager_address(remote("127.0.0.1", nniManagerIp="10.1.2.3")) == "10.1.2.3"
+    # A machine on another network is reached from this machine's own address, not from loopback; with no route
+    # to it the user is told to name the address.
+    try:
+        assert default_manager_address(remote("192.0.2.1")) not in ("127.0.0.1", "0.0.0.0")
+    except UsageError as exc:
+        assert "--nni-address" in str(exc)
+
+
 def test_missing_nni_config_file_is_named(tmp_path):
     result = run(search_command("never.db", "--nni-config", "absent.yml"), tmp_path)
     assert result.returncode == 2 and "cannot read --nni-config absent.yml" in result.stderr
@@ -247,7 +266,7 @@ def test_missing_nni_config_file_is_named(tmp_path):
 def test_the_readme_remote_example_is_a_configuration_nni_accepts(tmp_path):
     import yaml
 
-    from nas.search.nni_adapters import TrialProcessOptions, experiment_config
+    from nas.search.trial_processes import TrialProcessOptions, experiment_config
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S).group(1))

@@ -5,6 +5,7 @@ its own that has effnas's dependencies but not effnas: trials run the code NNI u
 both sides reach.
 """
 
+import re
 import signal
 import subprocess
 import sys
@@ -14,10 +15,10 @@ import psutil
 import pytest
 from loopback_ssh import USER, loopback_machine, unavailable
 from sqlalchemy import create_engine, inspect
-from test_parallel import TINY, TRIAL_PROCESS, rows, run, search_command, wait_for
+from test_parallel import TINY, TRIAL_PROCESS, listening_addresses, rows, run, search_command, wait_for
 from test_search import make_cifar
 
-from db.session import _with_driver
+from db.session import driver_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 SLOW = ["--epochs", "2", "--subset", "1500", "--proxy-resolution", "32", "--threads", "1"]
@@ -58,10 +59,21 @@ def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(
     serial = f"sqlite:///{tmp_path / 'serial.db'}"
     assert run(search_command(serial, "--trials", "3", "--no-reference", *TINY), tmp_path).returncode == 0
 
-    result = run(search_command(pg_url, "--trials", "3", "--no-reference", "--workers", "2", "--nni-config",
-                                remote_config, *TINY), tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "Remote machines ready" in result.stderr and "(remote training service)" in result.stderr
+    proc = subprocess.Popen(search_command(pg_url, "--trials", "3", "--no-reference", "--workers", "2",
+                                           "--nni-config", remote_config, *TINY),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = []
+    for line in proc.stderr:
+        before.append(line)
+        if line.startswith("NNI manager:"):
+            break
+    # The remote machine is reached over loopback: the manager, which has no authentication, listens there only.
+    port = int(re.search(r"port (\d+) on 127\.0\.0\.1", before[-1]).group(1))
+    assert set(wait_for(lambda: listening_addresses(port), 60, "NNI's manager to listen")) == {"127.0.0.1"}
+    out, err = proc.communicate(timeout=600)
+    err = "".join(before) + err
+    assert proc.returncode == 0, err
+    assert "Remote machines ready" in err and "(remote training service)" in err
     expected = [(r["number"], r["arch_key"], r["status"], r["flops"], r["accuracy"]) for r in rows(serial)]
     got = [(r["number"], r["arch_key"], r["status"], r["flops"], r["accuracy"]) for r in rows(pg_url)]
     assert got == expected
@@ -136,7 +148,7 @@ def test_a_machine_that_cannot_run_trials_is_one_line_before_anything_is_stored(
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"remote machine {USER}@127.0.0.1" in lines[0] and message in lines[0], lines
-    engine = create_engine(_with_driver(pg_url))
+    engine = create_engine(driver_url(pg_url))
     try:
         assert "searches" not in inspect(engine).get_table_names()
     finally:

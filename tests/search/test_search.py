@@ -16,7 +16,7 @@ import pytest
 from effnas.cli import UsageError, parse_duration, parse_flops
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
-from nas.search.command import busy_machine_note
+from nas.search.progress import busy_machine_note
 from nas.search.study import arch_key
 from nas.space.flops import count_flops, count_params
 from nas.space.search_space import SearchSpace, auto_stem_stride, head_map_size, parse_fixed
@@ -122,7 +122,7 @@ def test_b0_choices_decode_to_exactly_the_official_b0():
 
 
 def test_nni_model_space_freezes_b0_through_the_foundation_builder():
-    from nas.search.nni_adapters import MnasModelSpace
+    from nas.search.strategies import MnasModelSpace
 
     space = SearchSpace(num_classes=1000, in_channels=3)
     model = MnasModelSpace.of(space).freeze(space.b0_sample())
@@ -284,14 +284,15 @@ def test_a_small_image_search_gets_a_stride_1_stem_by_default_and_trains_that_ne
 
 
 @pytest.mark.slow
-def test_same_seed_gives_same_trials(tmp_path):
+def test_same_seed_gives_same_trials_and_another_seed_others(tmp_path):
     results = []
-    for name in ("a", "b"):
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
         db = tmp_path / f"{name}.db"
-        assert run_search("--target-flops", "400M", "--trials", "3", "--no-reference", *TINY, db=db,
+        assert run_search("--target-flops", "400M", "--trials", "3", "--no-reference", "--seed", seed, *TINY, db=db,
                           cwd=tmp_path).returncode == 0
         results.append([(r["arch_key"], r["accuracy"]) for r in trials(db)])
-    assert results[0] == results[1]
+    assert len(results[0]) == 3 and results[0] == results[1]
+    assert [key for key, _ in results[2]] != [key for key, _ in results[0]]
 
 
 @pytest.mark.slow
@@ -371,13 +372,18 @@ def test_a_diverging_candidate_is_recorded_as_failed_and_the_search_goes_on(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["random", "tpe"])
-def test_other_strategies_run(tmp_path, strategy):
-    db = tmp_path / "o.db"
-    result = run_search("--target-flops", "400M", "--trials", "2", "--no-reference", "--strategy", strategy, *TINY,
-                        db=db, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert len(trials(db)) == 2
+def test_each_strategy_proposes_its_own_trials(tmp_path):
+    proposed = {}
+    for strategy in ("random", "tpe", "evolution"):
+        db = tmp_path / f"{strategy}.db"
+        result = run_search("--target-flops", "400M", "--trials", "3", "--no-reference", "--strategy", strategy,
+                            *TINY, db=db, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"Search 1: {strategy}," in result.stderr
+        proposed[strategy] = [r["arch_key"] for r in trials(db)]
+        assert len(proposed[strategy]) == 3
+    # The same seed, other strategies: the strategy named is the one that proposed.
+    assert len({tuple(keys) for keys in proposed.values()}) == 3
 
 
 def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
@@ -508,14 +514,14 @@ def test_a_search_stored_by_the_previous_schema_resumes_after_an_upgrade(tmp_pat
     """A database one migration behind (before training_runs) resumes: the writer upgrades it, keeps every trial."""
     from alembic import command
 
-    from db.session import _alembic_config, create_db_engine, current_revision, head_revision
+    from db.session import alembic_config, create_db_engine, current_revision, head_revision
 
     db = tmp_path / "old.db"
     assert run_search("--target-flops", "400M", "--trials", "1", "--no-reference", "--strategy", "random", *TINY,
                       db=db, cwd=tmp_path).returncode == 0
     engine = create_db_engine(f"sqlite:///{db}")
     with engine.begin() as connection:
-        command.downgrade(_alembic_config(connection), "0002")
+        command.downgrade(alembic_config(connection), "0002")
     assert current_revision(engine) == "0002"
     before = trials(db)
     resumed = run_search("--resume", "1", "--trials", "2", db=db, cwd=tmp_path)

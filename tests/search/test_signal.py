@@ -10,7 +10,7 @@ from nas.evaluation.config import ZERO_COST_SCORES
 from nas.evaluation.pareto import hypervolume, hypervolume_curve
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.controller import PolicyController
-from nas.search.nni_adapters import make_strategy, run_strategy
+from nas.search.strategies import make_strategy, run_strategy
 from nas.space.search_space import SearchSpace
 from nas.space.spec import efficientnet_b0
 from nas.training.config import TaskConfig
@@ -45,17 +45,17 @@ def test_the_policy_moves_toward_choices_with_a_higher_reward():
     assert after["kernel"][5] > 0.9 and after["width"][1.25] > 0.8
 
 
-def test_the_same_seed_and_rewards_give_the_same_samples():
+def test_the_same_seed_and_rewards_give_the_same_samples_and_another_seed_others():
     runs = []
-    for _ in range(2):
-        controller = PolicyController(SearchSpace(num_classes=10, in_channels=1, resolution=32).choices(), seed=3)
+    for seed in (3, 3, 4):
+        controller = PolicyController(SearchSpace(num_classes=10, in_channels=1, resolution=32).choices(), seed=seed)
         drawn = []
         for step in range(5):
             sample = controller.sample()
             drawn.append(sample)
             controller.update([sample], [0.1 * step])
         runs.append(drawn)
-    assert runs[0] == runs[1]
+    assert len(runs[0]) == 5 and runs[0] == runs[1] and runs[2] != runs[0]
 
 
 def test_prescreen_trains_one_candidate_per_n_scored_and_picks_the_best_score():

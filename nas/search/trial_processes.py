@@ -1,20 +1,13 @@
-"""NNI adapters: the model space, the strategies and the two ways of running them. Only `nas.search` knows NNI.
-
-`run_strategy` runs NNI 3.0 in-process (SequentialExecutionEngine, no Node.js manager, no port): it is given an
-evaluation function that receives the sample dict and returns the reward. `run_strategy_on_trial_processes` runs
-the same strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per candidate
-(`local`, `remote` over SSH, or any other NNI training service), each of which calls the trial entry point it was
-given. Everything else (decoding, counting, training, storing) lives outside, in plain effnas code; this module
-imports none of it but the search space and the strategies' own logic (the REINFORCE policy, the predictor). NNI's
-private names are used only in `nas.search.nni_internals`, whose public classes this module builds on; the fixes
-to NNI's Node.js manager are in `nni_manager_preload.js`, which only this module loads.
+"""Running a strategy on NNI's training-service engine: NNI's Node.js manager starts one trial process per
+candidate (`local`, `remote` over SSH, or any other NNI training service), each of which calls the trial entry
+point it was given and stores its result in the database. The fixes to NNI's Node.js manager are in
+`nni_manager_preload.js`, which only this module loads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import queue
 import shutil
@@ -24,230 +17,23 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from nas.search.nni_internals import LoopStrategy, SampleEvaluator, WatchedTrainingServiceEngine, set_trial_python
+# nni_internals imports NNI first: it checks NNI's version and keeps NNI's known import warnings out.
+from nas.search.nni_internals import SampleEvaluator, WatchedTrainingServiceEngine, set_trial_python
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import nni
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.execution.event import FinalMetricEvent, TrainingEndEvent
-    from nni.nas.experiment import NasExperiment, NasExperimentConfig
-    from nni.nas.nn.pytorch import ModelSpace
-    from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
-    from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution
-    from nni.nas.strategy.utils import DuplicationError
+# isort: split
+from nni.nas.execution.event import FinalMetricEvent, TrainingEndEvent
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.space import ExecutableModelSpace, ModelStatus, SimplifiedModelSpace
 
-from torch import nn
-
+from effnas.cli import UsageError
 from effnas.records import TrialRole
-from nas.search.config import check_strategy
-from nas.search.controller import PolicyController
-from nas.search.predictor import PredictorGuidedProposer
-from nas.space.builder import build_model
+from nas.search.strategies import MnasModelSpace
 from nas.space.search_space import SearchSpace
-
-
-class MnasModelSpace(ModelSpace):
-    """The search space as an NNI model space: one `nni.choice` per stage and dimension.
-
-    Freezing a sample gives the network the foundation's builder makes from the decoded spec. The task's facts
-    are plain values, because NNI sends this object's arguments to trial processes as JSON.
-    """
-
-    def __init__(self, num_classes: int, in_channels: int, resolution: int, fixed: dict[str, Any],
-                 stem_stride: int = 2) -> None:
-        super().__init__()
-        self.space = SearchSpace(num_classes=num_classes, in_channels=in_channels, resolution=resolution,
-                                 fixed=dict(fixed), stem_stride=stem_stride)
-        for label, values in self.space.choices():
-            self.add_mutable(nni.choice(label, list(values)))
-
-    @classmethod
-    def of(cls, space: SearchSpace) -> MnasModelSpace:
-        return cls(space.num_classes, space.in_channels, space.resolution, dict(space.fixed), space.stem_stride)
-
-    def freeze(self, sample: dict[str, Any]) -> nn.Module:
-        return build_model(self.space.decode(sample))
-
-
-class _BudgetedEngine(SequentialExecutionEngine):
-    """The sequential engine, with the budget decided by the caller (distinct trials, time, Ctrl-C)."""
-
-    def __init__(self, budget_available: Callable[[], bool]) -> None:
-        super().__init__(continue_on_failure=True)
-        self._budget = budget_available
-
-    def budget_available(self) -> bool:
-        return self._budget()
-
-
-ScreenScore = Callable[[dict[str, Any]], float]
-
-
-def _best_of(draw: Callable[[], ExecutableModelSpace], count: int, score: ScreenScore) -> ExecutableModelSpace:
-    """The best of `count` draws by the training-free `score` (the first of equals); draws that repeat an earlier
-    proposal are skipped, and DuplicationError tells the strategy's retry loop when all of them did."""
-    candidates = []
-    for _ in range(count):
-        try:
-            candidates.append(draw())
-        except DuplicationError:
-            continue
-    if not candidates:
-        raise DuplicationError("every prescreened candidate was proposed before")
-    scores = [score(dict(model.sample)) for model in candidates]
-    return candidates[scores.index(max(scores))]
-
-
-class PrescreenedRandom(Random):
-    """Random search that draws `count` samples per trial and proposes the one with the best training-free score."""
-
-    def __init__(self, count: int, score: ScreenScore, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._count, self._score = count, score
-
-    def random(self, model_space: ExecutableModelSpace) -> ExecutableModelSpace:
-        return _best_of(lambda: super(PrescreenedRandom, self).random(model_space), self._count, self._score)
-
-
-class PrescreenedEvolution(RegularizedEvolution):
-    """Regularized evolution whose every new individual (random or mutant) is the best of `count` by the
-    training-free score; the population only ever holds trained individuals."""
-
-    def __init__(self, count: int, score: ScreenScore, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._count, self._score = count, score
-
-    def random(self) -> ExecutableModelSpace:
-        return _best_of(super().random, self._count, self._score)
-
-    def new_individual(self) -> ExecutableModelSpace:
-        return _best_of(super().new_individual, self._count, self._score)
-
-
-class Reinforce(LoopStrategy):
-    """MnasNet's search on NNI's strategy interface: a policy (`PolicyController`) proposes `batch` candidates,
-    the engine trains them, the policy learns from their rewards, and again. With prescreening, each proposal is
-    the best of `count` policy samples by the training-free score."""
-
-    def __init__(self, choices: list[tuple[str, tuple[Any, ...]]], seed: int, batch: int = 1, count: int = 1,
-                 score: ScreenScore | None = None) -> None:
-        super().__init__()
-        self.controller = PolicyController(choices, seed)
-        self._batch, self._count, self._score = batch, count, score
-
-    def _propose(self) -> ExecutableModelSpace:
-        draw = lambda: self.model_space.freeze(self.controller.sample())  # noqa: E731
-        return draw() if self._count == 1 else _best_of(draw, self._count, self._score)
-
-    def explore(self) -> None:
-        while True:
-            models = []
-            while len(models) < self._batch and self.wait_for_resource():
-                model = self._propose()
-                self.engine.submit_models(model)
-                models.append(model)
-            if not models:
-                return
-            self.engine.wait_models(*models)
-            scored = [model for model in models if model.metric is not None]
-            self.controller.update([dict(model.sample) for model in scored], [float(model.metric) for model in scored])
-
-
-class PredictorGuided(LoopStrategy):
-    """BANANAS-style search on NNI's strategy interface (`nas.search.predictor`): an ensemble trained on the
-    trials so far chooses `batch` candidates among mutations of the best ones, the engine trains them, and again.
-    Only the chosen candidates are trained and stored."""
-
-    def __init__(self, choices: list[tuple[str, tuple[Any, ...]]], seed: int,
-                 describe: Callable[[dict[str, Any]], list[float]], batch: int = 1) -> None:
-        super().__init__()
-        self.proposer = PredictorGuidedProposer(choices, seed, describe)
-        self._batch = batch
-
-    def explore(self) -> None:
-        while self.wait_for_resource():
-            models = []
-            for sample in self.proposer.propose(self._batch):
-                if models and not self.wait_for_resource():
-                    break
-                model = self.model_space.freeze(sample)
-                self.engine.submit_models(model)
-                models.append(model)
-            if not models:
-                return
-            self.engine.wait_models(*models)
-            for model in models:
-                self.proposer.record(dict(model.sample), 0.0 if model.metric is None else float(model.metric))
-
-
-def make_strategy(name: str, seed: int, trials: int, space: SearchSpace, *, batch: int = 1, prescreen: int = 1,
-                  screen_score: ScreenScore | None = None,
-                  describe: Callable[[dict[str, Any]], list[float]] | None = None):
-    """An NNI strategy by our name, seeded so that the same seed proposes the same samples; ValueError for a
-    strategy that cannot search this space. `batch` candidates train at once (reinforce and predictor learn
-    after each batch). With `prescreen` > 1, each trained candidate is the best of `prescreen` proposals by
-    `screen_score(sample)`. `describe(sample)` gives the predictor its features beyond the decisions."""
-    check_strategy(name, space.size(), prescreen)
-    if name == "predictor":
-        return PredictorGuided(space.choices(), seed, describe, batch=batch)
-    screened = {"count": prescreen, "score": screen_score} if prescreen > 1 else None
-    if name == "reinforce":
-        return Reinforce(space.choices(), seed, batch=batch, **(screened or {}))
-    if name == "evolution":
-        population = max(4, min(50, trials // 3))
-        options = dict(population_size=population, sample_size=max(2, population // 3), mutation_prob=0.1,
-                       dedup=True, seed=seed)
-        return PrescreenedEvolution(**screened, **options) if screened else RegularizedEvolution(**options)
-    if name == "random":
-        return PrescreenedRandom(**screened, dedup=True, seed=seed) if screened else Random(dedup=True, seed=seed)
-    if name == "tpe":
-        return TPE(optimize_mode="maximize", seed=seed)
-    return GridSearch(shuffle=True, seed=seed, dedup=True)
-
-
-def route_nni_logs(log_file: Path | None, verbose: bool) -> None:
-    """NNI logs go to `log_file` (and to the terminal only with `verbose`)."""
-    logger = logging.getLogger("nni")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    if verbose:
-        logger.addHandler(logging.StreamHandler())
-
-
-def run_strategy(
-    space: SearchSpace,
-    strategy: Any,
-    evaluate_sample: Callable[[dict[str, Any]], float],
-    budget_available: Callable[[], bool],
-) -> None:
-    """Explore `space` with `strategy` until `budget_available()` turns false or the strategy has nothing left.
-
-    `evaluate_sample(sample)` returns the reward that the strategy maximises.
-    """
-
-    def evaluate(sample: dict[str, Any]) -> None:
-        nni.report_final_result(float(evaluate_sample(sample)))
-
-    model_space = MnasModelSpace.of(space)
-    executable = SimplifiedModelSpace.from_model(model_space, SampleEvaluator(evaluate))
-    strategy(executable, _BudgetedEngine(budget_available))
-
-
-# -- NNI's training-service engine: one process per candidate ------------------------------------------------
 
 MANAGER_PRELOAD = Path(__file__).with_name("nni_manager_preload.js")
 FORKSERVER_MODULE = "nas.search.trial_forkserver"
@@ -280,6 +66,8 @@ class TrialProcessOptions:
     nni_config: dict[str, Any] = field(default_factory=dict)
     port: int | None = None
     working_directory: Path = Path(".effnas") / "nni-experiments"
+    # The address NNI's manager listens on (its port and, on remote platforms, the next); None: all interfaces.
+    manager_address: str | None = "127.0.0.1"
 
     @property
     def platform(self) -> str:
@@ -305,6 +93,9 @@ def experiment_config(options: TrialProcessOptions, trial_python: str | None = N
     values.setdefault("trainingService", {"platform": "local"})
     values["trialConcurrency"] = options.workers
     values.setdefault("experimentName", "effnas")
+    if options.platform != "local" and options.manager_address is not None:
+        # The trials reach the manager where it listens.
+        values.setdefault("nniManagerIp", options.manager_address)
     try:
         config = NasExperimentConfig("ts", "simplified", **values)
         config.experiment_working_directory = str(options.working_directory.resolve())
@@ -317,6 +108,78 @@ def experiment_config(options: TrialProcessOptions, trial_python: str | None = N
         config.canonical_copy()
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
         raise NniConfigError(f"NNI refuses the configuration: {_one_line(exc)}") from None
+    return config
+
+
+def trial_process_options(workers: int | None, nni_config_file: str | None, port: int | None, address: str | None,
+                          db_url: str) -> TrialProcessOptions | None:
+    """How to run trial processes from the search's options, or None to train in this process; UsageError names
+    the first problem."""
+    from db import sqlite_path
+
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if port is not None and not 1024 <= port <= 65534:
+        raise UsageError(f"--nni-port must be between 1024 and 65534, got {port}")
+    nni_config = read_nni_config(nni_config_file) if nni_config_file else {}
+    concurrency = nni_config.pop("trialConcurrency", None)
+    if concurrency is not None and workers is not None and concurrency != workers:
+        raise UsageError(f"--workers {workers} and trialConcurrency {concurrency} in {nni_config_file} disagree")
+    workers = workers or concurrency or 1
+    if workers == 1 and not nni_config:
+        return None
+    options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=port)
+    options = dataclasses.replace(options, manager_address=address or default_manager_address(options))
+    try:
+        experiment_config(options)
+    except NniConfigError as exc:
+        raise UsageError(f"{nni_config_file}: {exc}" if nni_config_file else str(exc)) from None
+    if options.platform != "local" and sqlite_path(db_url) is not None:
+        raise UsageError(
+            f"trials on the {options.platform} training service cannot write to a SQLite file on this machine; "
+            "pass --db with a database server URL they can reach (postgresql://...)"
+        )
+    return options
+
+
+def default_manager_address(options: TrialProcessOptions) -> str | None:
+    """Where NNI's manager listens unless told: 127.0.0.1 for local trials; for remote machines the configured
+    nniManagerIp, else this machine's address on the route to the first machine; None (all interfaces, NNI's own
+    choice) for other platforms, whose machines effnas cannot name."""
+    if options.platform == "local":
+        return "127.0.0.1"
+    service = options.nni_config.get("trainingService") or {}
+    if options.nni_config.get("nniManagerIp"):
+        return str(options.nni_config["nniManagerIp"])
+    machines = service.get("machineList") or [] if options.platform == "remote" else []
+    if not machines or not isinstance(machines[0], dict) or not machines[0].get("host"):
+        return None
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            # A datagram socket's connect sends nothing: it only picks the route, and so the local address.
+            probe.connect((str(machines[0]["host"]), int(machines[0].get("port") or 22)))
+            return probe.getsockname()[0]
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot find a route to remote machine {machines[0]['host']}: {_one_line(exc)}; pass "
+                         "--nni-address") from None
+
+
+def read_nni_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read --nni-config {path}: {exc.strerror}") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} must hold a mapping of NNI settings (trainingService, trialConcurrency, ...)")
+    if "trialConcurrency" in config and (not isinstance(config["trialConcurrency"], int)
+                                         or config["trialConcurrency"] < 1):
+        raise UsageError(f"{path}: trialConcurrency must be a whole number of at least 1")
     return config
 
 
@@ -467,13 +330,13 @@ class _SearchExperiment(NasExperiment):
 
 
 @contextlib.contextmanager
-def _manager_preload(loopback: bool) -> Iterator[None]:
+def _manager_preload(address: str | None) -> Iterator[None]:
     """Has Node.js preload nni_manager_preload.js into NNI's manager: it ends the manager when the search
-    process is gone and, with `loopback` (NNI 3.0 has no setting for the address and listens on all
-    interfaces), binds the manager's port to 127.0.0.1."""
-    saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "EFFNAS_MANAGER_LOOPBACK")}
+    process is gone and, given an `address` (NNI 3.0 has no setting for it and listens on all interfaces, with no
+    authentication), binds the manager's ports to that address."""
+    saved = {name: os.environ.get(name) for name in ("NODE_OPTIONS", "EFFNAS_MANAGER_ADDRESS")}
     os.environ["NODE_OPTIONS"] = f"{saved['NODE_OPTIONS'] or ''} --require {MANAGER_PRELOAD}".strip()
-    os.environ["EFFNAS_MANAGER_LOOPBACK"] = "1" if loopback else "0"
+    os.environ["EFFNAS_MANAGER_ADDRESS"] = address or ""
     try:
         yield
     finally:
@@ -545,7 +408,7 @@ def run_strategy_on_trial_processes(
     left, then wait for the trials still running.
 
     A trial process calls `trial_entry(sample, role=..., **entry_arguments)`, which must be a module-level
-    function (NNI imports it by name there) and report its result with `nni.report_final_result`. The fork
+    function (NNI imports it by name there) and store its result where `host.collect` reads it. The fork
     server logs to `log_name` under the working directory. `on_start(experiment_id, port, log_folder)` is
     called just before the manager starts."""
     options = dataclasses.replace(options, working_directory=options.working_directory.resolve())
@@ -575,7 +438,7 @@ def run_strategy_on_trial_processes(
         if on_start is not None:
             on_start(experiment.id, port, experiment.log_folder)
         try:
-            with _manager_preload(loopback=options.platform == "local"):
+            with _manager_preload(options.manager_address):
                 experiment.start(port=port)
             if experiment.trial_engine is not None:
                 experiment.trial_engine.wait_models()
