@@ -106,6 +106,12 @@ def finite_float(text: str) -> float:
     return value
 
 
+def at_least(flag: str, value: float | None, minimum: float) -> None:
+    """UsageError naming `flag` when a value given is below `minimum`; None (left out) passes."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be at least {minimum:g}, got {value:g}")
+
+
 def parse_flops(text: str) -> int:
     """'400M', '0.4G', '4e8', '400000000' -> 400000000 multiply-accumulates."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGBT]?)\s*(?:FLOPs?|MACs?)?\s*", str(text), re.I)

@@ -13,17 +13,8 @@ from pathlib import Path
 
 from db import db_argument, open_database, resolve_url
 from db.families import get_family, store_family
-from effnas.cli import (
-    CommandParser,
-    UsageError,
-    add_db_option,
-    command,
-    fail,
-    finite_float,
-    format_duration,
-    parse_flops,
-    parse_seeds,
-)
+from effnas import cli
+from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, FamilyMember, GridPoint
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
@@ -86,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"--grid-scoring training: validation images ({DEFAULT_GRID_VAL_IMAGES:,})")
     grid.add_argument("--grid-seeds", default="0",
                       help="--grid-scoring training: seeds, e.g. 0,1 (each point's score is their mean; 0)")
-    grid.add_argument("--grid-step", type=finite_float, default=GRID_STEP,
+    grid.add_argument("--grid-step", type=cli.finite_float, default=GRID_STEP,
                       help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
-    grid.add_argument("--grid-tolerance", type=finite_float, default=GRID_TOLERANCE,
+    grid.add_argument("--grid-tolerance", type=cli.finite_float, default=GRID_TOLERANCE,
                       help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
     proxy = parser.add_argument_group("the data, and proxy training (grid coefficients and --evaluate)")
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
@@ -137,7 +128,7 @@ def _validate_grid(args: argparse.Namespace) -> None:
         raise UsageError(f"--grid-epochs must be between 1 and {MAX_GRID_EPOCHS}, got {args.grid_epochs}")
     if args.grid_subset < 10 or args.grid_val_images < 10:
         raise UsageError("--grid-subset and --grid-val-images must be at least 10")
-    args.grid_seeds = parse_seeds(args.grid_seeds, "--grid-seeds")
+    args.grid_seeds = cli.parse_seeds(args.grid_seeds, "--grid-seeds")
     if len(args.grid_seeds) > MAX_GRID_SEEDS:
         raise UsageError(f"--grid-seeds takes at most {MAX_GRID_SEEDS} seeds, got {len(args.grid_seeds)}")
 
@@ -255,7 +246,7 @@ def grid_table(family: Family) -> list[str]:
 def main(args: argparse.Namespace, parser: CommandParser) -> int:
     db_url = resolve_url(args.db)
     _validate(args)
-    max_flops = parse_flops(args.evaluate_max_flops)
+    max_flops = cli.parse_flops(args.evaluate_max_flops)
     baseline, search = resolve_baseline(args, db_url)
     if args.resolution is not None:
         baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
@@ -271,7 +262,7 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
                       else f"failed: {point.error}")
             left = (time.monotonic() - started) / index * (total - index)
             print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
-                  f"({format_flops(point.flops)} FLOPs at {point.resolution} px) -> {result}; ~{format_duration(left)} "
+                  f"({format_flops(point.flops)} FLOPs at {point.resolution} px) -> {result}; ~{cli.format_duration(left)} "
                   "left", file=sys.stderr, flush=True)
 
     def member_progress(member: FamilyMember) -> None:

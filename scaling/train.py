@@ -22,17 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from db import Database, db_argument, open_database, resolve_url
-from effnas.cli import (
-    CommandParser,
-    UsageError,
-    add_db_option,
-    command,
-    fail,
-    finite_float,
-    format_duration,
-    parse_flops,
-    parse_seeds,
-)
+from effnas import cli
+from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import TrainingRun
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, TrainingRecipe
@@ -78,8 +69,8 @@ def build_parser() -> CommandParser:
     recipe.add_argument("--epochs", type=int, default=defaults.epochs, help=f"epochs ({defaults.epochs})")
     recipe.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"batch size ({defaults.batch_size})")
-    recipe.add_argument("--lr", type=finite_float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
-    recipe.add_argument("--weight-decay", type=finite_float, default=defaults.weight_decay,
+    recipe.add_argument("--lr", type=cli.finite_float, default=defaults.lr, help=f"peak learning rate, SGD ({defaults.lr})")
+    recipe.add_argument("--weight-decay", type=cli.finite_float, default=defaults.weight_decay,
                         help=f"weight decay of conv and linear weights, not BatchNorm or biases ({defaults.weight_decay})")
     recipe.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help=f"random horizontal flips (default: on for {', '.join(FLIP_DATASETS)})")
@@ -101,21 +92,17 @@ def build_parser() -> CommandParser:
 
 def options_from_args(args: argparse.Namespace) -> TrainOptions:
     """The command's options, checked: UsageError names the first that is wrong."""
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--threads", args.threads),
-                        ("--val-images", args.val_images)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
-    if args.subset is not None and args.subset < 10:
-        raise UsageError(f"--subset must be at least 10, got {args.subset}")
-    if args.resolution is not None and args.resolution < 32:
-        raise UsageError(f"--resolution must be at least 32, got {args.resolution}")
+    for flag, value, minimum in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--threads", args.threads, 1), ("--val-images", args.val_images, 1),
+                                 ("--subset", args.subset, 10), ("--resolution", args.resolution, 32)):
+        cli.at_least(flag, value, minimum)
     if args.lr <= 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     if args.weight_decay < 0:
         raise UsageError(f"--weight-decay must be 0 or more, got {args.weight_decay}")
     return TrainOptions(
-        dataset=args.dataset, db_url=resolve_url(args.db), seeds=parse_seeds(args.seeds),
-        max_flops=parse_flops(args.max_flops), out_dir=Path(args.out_dir), epochs=args.epochs,
+        dataset=args.dataset, db_url=resolve_url(args.db), seeds=cli.parse_seeds(args.seeds),
+        max_flops=cli.parse_flops(args.max_flops), out_dir=Path(args.out_dir), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         **{name: getattr(args, name) for name in (*BASELINE_OPTIONS, "family", "members", "resume", "data_dir",
                                                   "test_dir", "resolution", "subset", "val_images", "flip", "device",
@@ -130,7 +117,7 @@ def results_table(runs: list[TrainingRun]) -> str:
     for run in runs:
         lines.append(f"{run.id:>4}  {run.label[:27]:28}{run.recipe['seed']:>5}{run.resolution:>5}"
                      f"{format_params(run.params):>9}{format_flops(run.flops):>9}{run.test_accuracy:>10.4f}"
-                     f"{run.val_accuracy:>9.4f}{run.epochs_done:>8}{format_duration(run.seconds or 0):>9}")
+                     f"{run.val_accuracy:>9.4f}{run.epochs_done:>8}{cli.format_duration(run.seconds or 0):>9}")
     return "\n".join(lines)
 
 

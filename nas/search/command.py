@@ -16,17 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches
-from effnas.cli import (
-    CommandParser,
-    UsageError,
-    add_db_option,
-    command,
-    fail,
-    finite_float,
-    format_duration,
-    parse_duration,
-    parse_flops,
-)
+from effnas import cli
+from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import (
     DEFAULT_TIME_BUDGET,
@@ -105,8 +96,8 @@ def _add_target_options(what: _DefiningGroup) -> None:
     what.add_argument("--resolution", type=int, help=f"input resolution the FLOPs are counted at {_d(RewardConfig, 'resolution')}")
     what.add_argument("--constraint", choices=CONSTRAINTS,
                       help=f"soft: w=-0.07 on both sides of T; hard: w=0 below T, -1 above {_d(RewardConfig, 'constraint')}")
-    what.add_argument("--w", type=finite_float, help="override the reward exponent w")
-    what.add_argument("--max-flops-ratio", type=finite_float,
+    what.add_argument("--w", type=cli.finite_float, help="override the reward exponent w")
+    what.add_argument("--max-flops-ratio", type=cli.finite_float,
                       help=f"reject without training candidates above this multiple of T {_d(RewardConfig, 'max_flops_ratio')}")
     what.add_argument("--fix", action="append", metavar="DIM=VALUE",
                       help=f"pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: {', '.join(DIMENSIONS)})")
@@ -122,7 +113,7 @@ def _add_strategy_options(how: _DefiningGroup) -> None:
                      f"best trials (BANANAS-style) {_d(SearchConfig, 'strategy')}")
     how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
-                     f"({format_duration(DEFAULT_TIME_BUDGET)})")
+                     f"({cli.format_duration(DEFAULT_TIME_BUDGET)})")
     how.add_argument("--prescreen", type=int, metavar="N",
                      help="score N untrained candidates by a training-free score for each one trained, and train "
                      f"the best (random, evolution, reinforce) {_d(SearchConfig, 'prescreen')}")
@@ -149,10 +140,10 @@ def _add_proxy_options(proxy: _DefiningGroup) -> None:
     proxy.add_argument("--proxy-resolution", type=int, help=f"training resolution of the proxy {_d(ProxyConfig, 'resolution')}")
     proxy.add_argument("--epochs", type=int, help=f"proxy training epochs {_d(ProxyConfig, 'epochs')}")
     proxy.add_argument("--batch-size", type=int, help=f"proxy batch size {_d(ProxyConfig, 'batch_size')}")
-    proxy.add_argument("--lr", type=finite_float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
+    proxy.add_argument("--lr", type=cli.finite_float, help=f"peak learning rate, one-cycle {_d(ProxyConfig, 'lr')}")
     proxy.add_argument("--optimizer", choices=PROXY_OPTIMIZERS, help=f"proxy optimiser {_d(ProxyConfig, 'optimizer')}")
-    proxy.add_argument("--weight-decay", type=finite_float, help=f"proxy weight decay {_d(ProxyConfig, 'weight_decay')}")
-    proxy.add_argument("--label-smoothing", type=finite_float,
+    proxy.add_argument("--weight-decay", type=cli.finite_float, help=f"proxy weight decay {_d(ProxyConfig, 'weight_decay')}")
+    proxy.add_argument("--label-smoothing", type=cli.finite_float,
                        help=f"label smoothing of the proxy's loss {_d(ProxyConfig, 'label_smoothing')}")
     proxy.add_argument("--device", choices=DEVICES,
                        help="auto: a GPU when the training process sees one, else the CPU (auto)")
@@ -210,7 +201,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     if args.target_flops is None:
         raise UsageError("--target-flops is required (e.g. --target-flops 400M)")
     reward = RewardConfig(
-        target_flops=parse_flops(args.target_flops),
+        target_flops=cli.parse_flops(args.target_flops),
         **{name: _given(args, name, default(RewardConfig, name))
            for name in ("resolution", "constraint", "w", "max_flops_ratio")},
     )
@@ -235,7 +226,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         reward=reward, task=task, proxy=proxy,
         strategy=_given(args, "strategy", default(SearchConfig, "strategy")),
         trials=_given(args, "trials", default(SearchConfig, "trials")),
-        time_budget=parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
+        time_budget=cli.parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
         fixed=fixed,
         stem_stride=stem_stride_from_args(args, reward.resolution)[0],
         reference=not args.no_reference,
@@ -258,12 +249,10 @@ def _check(config: SearchConfig) -> None:
     positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
                 "--threads": task.threads}
     for flag, value in positive.items():
-        if value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
+        cli.at_least(flag, value, 1)
     if reward.resolution < 32 or proxy.resolution < 32:
         raise UsageError("--resolution and --proxy-resolution must be at least 32")
-    if task.subset is not None and task.subset < 10:
-        raise UsageError(f"--subset must be at least 10, got {task.subset}")
+    cli.at_least("--subset", task.subset, 10)
     if reward.max_flops_ratio <= 1:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
     if config.eta < 2:
@@ -331,7 +320,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if args.trials is not None:
         overrides["trials"] = args.trials
     if args.time_budget is not None:
-        overrides["time_budget"] = parse_duration(args.time_budget)
+        overrides["time_budget"] = cli.parse_duration(args.time_budget)
     config = SearchConfig.from_config({**stored.to_config(), **overrides})
     from nas.training.data import load_task_data
 

@@ -263,12 +263,12 @@ def test_missing_nni_config_file_is_named(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_readme_remote_example_is_a_configuration_nni_accepts(tmp_path):
+def test_the_documented_remote_example_is_a_configuration_nni_accepts(tmp_path):
     import yaml
 
     from nas.search.trial_processes import TrialProcessOptions, experiment_config
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "parallel.md").read_text()
     config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S).group(1))
     key = tmp_path / "id_ed25519"  # NNI checks that the SSH key file exists
     key.write_text("key")

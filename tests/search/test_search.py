@@ -36,6 +36,18 @@ def run_search(*args, db, cwd, timeout=300):
     )
 
 
+def straight_and_resumed(common: list[str], stop_at: int, total: int, tmp_path) -> tuple[list[dict], list[dict]]:
+    """The trials of a search run straight to `total` trials, and of the same search stopped after `stop_at` and
+    resumed to `total`."""
+    straight, split = tmp_path / "straight.db", tmp_path / "split.db"
+    result = run_search(*common, "--trials", str(total), db=straight, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert run_search(*common, "--trials", str(stop_at), db=split, cwd=tmp_path).returncode == 0
+    resumed = run_search("--resume", "1", "--trials", str(total), db=split, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    return trials(straight), trials(split)
+
+
 def trials(db, search_id=1, role="candidate"):
     with sqlite3.connect(db) as c:
         c.row_factory = sqlite3.Row
@@ -374,7 +386,9 @@ def test_a_diverging_candidate_is_recorded_as_failed_and_the_search_goes_on(tmp_
 @pytest.mark.slow
 def test_each_strategy_proposes_its_own_trials(tmp_path):
     proposed = {}
-    for strategy in ("random", "tpe", "evolution"):
+    # Evolution's first population is uniform draws, the same as random's with the same seed: reinforce draws from
+    # its policy instead.
+    for strategy in ("random", "tpe", "reinforce"):
         db = tmp_path / f"{strategy}.db"
         result = run_search("--target-flops", "400M", "--trials", "3", "--no-reference", "--strategy", strategy,
                             *TINY, db=db, cwd=tmp_path)

@@ -15,7 +15,7 @@ from nas.space.search_space import SearchSpace
 from nas.space.spec import efficientnet_b0
 from nas.training.config import TaskConfig
 from nas.training.data import load_task_data
-from tests.search.test_search import TINY, run_search, trials
+from tests.search.test_search import TINY, straight_and_resumed
 
 
 def test_hypervolume_of_a_known_front_equals_the_hand_computed_area():
@@ -86,15 +86,9 @@ def test_prescreen_trains_one_candidate_per_n_scored_and_picks_the_best_score():
 @pytest.mark.slow
 def test_reinforce_search_resumed_reaches_the_trials_of_an_uninterrupted_run(tmp_path):
     common = ["--target-flops", "400M", "--no-reference", "--strategy", "reinforce", "--prescreen", "3", *TINY]
-    straight = tmp_path / "straight.db"
-    result = run_search(*common, "--trials", "5", db=straight, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    split = tmp_path / "split.db"
-    assert run_search(*common, "--trials", "2", db=split, cwd=tmp_path).returncode == 0
-    resumed = run_search("--resume", "1", "--trials", "5", db=split, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    expected = [(r["arch_key"], r["accuracy"], r["zero_cost_score"]) for r in trials(straight)]
-    assert [(r["arch_key"], r["accuracy"], r["zero_cost_score"]) for r in trials(split)] == expected
+    straight, resumed = straight_and_resumed(common, 2, 5, tmp_path)
+    expected = [(r["arch_key"], r["accuracy"], r["zero_cost_score"]) for r in straight]
+    assert [(r["arch_key"], r["accuracy"], r["zero_cost_score"]) for r in resumed] == expected
     assert len(expected) == 5 and all(r[2] is not None for r in expected)
 
 

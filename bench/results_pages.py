@@ -1,0 +1,360 @@
+"""Render every results table of the docs from the committed bench JSON, so a figure in the docs is the figure in
+the JSON.
+
+Run: .venv/bin/python bench/results_pages.py [--check]
+Writes docs/results/tables/<bench>.md, one Markdown table (with the provenance line of its JSON) per bench, which
+the results pages include; the README's results table; and the benches' figures beside the pages. `--check` writes
+nothing and exits 1 naming every table or figure that differs from what the JSON renders (the test suite runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_json import HERE, ROOT, read_json
+
+TABLES = ROOT / "docs" / "results" / "tables"
+Row = list[str]
+
+
+def table(header: Row, rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_sd(value: dict[str, float], digits: int = 4) -> str:
+    return f"{value['mean']:.{digits}f} ± {value['sd']:.{digits}f}"
+
+
+def millions(count: float) -> str:
+    return f"{count / 1e6:.1f}M" if count < 1e9 else f"{count / 1e9:.2f}G"
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def provenance(results: dict[str, Any]) -> str:
+    return (f"*From `{results.get('command')}` on {results.get('date')}, {results.get('machine')}, commit "
+            f"`{results.get('commit')}`.*")
+
+
+def final_training(r: dict[str, Any]) -> str:
+    rows = []
+    for key, label in (("found_b0", "found B0"), ("efficientnet_b0", "EfficientNet-B0 at 32 px")):
+        run = r[key]
+        rows.append([label, f"{run['test_accuracy']:.4f}", f"{run['params']:,}", millions(run["flops"]),
+                     minutes(run["seconds"]), f"{run['seconds'] / run['epochs']:.0f} s"])
+    setup = r["setup"]
+    return (f"{setup['data']}; {setup['epochs']} epochs; the found B0 from `{setup['search']}` "
+            f"({minutes(r['search_seconds'])} of search). FLOPs: {setup['flops']}; accuracy: trained, on the test "
+            "split.\n\n" + table(["network", "test accuracy", "params", "FLOPs at 32 px", "training", "per epoch"],
+                                 rows))
+
+
+FAMILY_LABELS = {
+    "found-paper": "found {m}, paper coefficients", "found-grid": "found {m}, grid-fitted",
+    "found-width": "found {m}, width only", "found-resolution": "found {m}, resolution only",
+    "found-depth": "found {m}, depth only", "efficientnet-official": "EfficientNet-{m}, official table",
+}
+
+
+def family_scaling(r: dict[str, Any]) -> str:
+    found = r["findings"]["table"]
+    parts = []
+    for budget, spec in r["setup"]["budgets"].items():
+        rows = []
+        for key, cell in found.items():
+            family, member, at = key.split("/")
+            if at == budget:
+                rows.append([FAMILY_LABELS[family].format(m=member), str(cell["resolution"]), millions(cell["flops"]),
+                             f"{cell['params'] / 1e6:.2f}M", f"{cell['mean']:.4f} ± {cell['sd']:.4f}",
+                             str(cell["seeds"]), family])
+        order = list(FAMILY_LABELS)
+        rows.sort(key=lambda row: (row[0].startswith("Eff"), row[0].split(",")[0], order.index(row[-1])))
+        rows = [row[:-1] for row in rows]
+        parts.append(f"**{budget.capitalize()} budget**: {spec['subset']:,} training images x {spec['epochs']} epochs, "
+                     f"{spec['val_images']:,} validation images held out; test accuracy on t10k, mean ± sd over seeds."
+                     "\n\n" + table(["network", "resolution", "FLOPs", "params", "test accuracy", "seeds"], rows))
+    return f"FLOPs: {r['setup']['flops']}.\n\n" + "\n\n".join(parts)
+
+
+def search_confirm(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    p = s["tpe"].get("p_value_against_random", {})
+    rows = []
+    for key, label, digits in (("hypervolume", "hypervolume", 3), ("best_reward", "best reward (proxy)", 3),
+                               ("winner_test_reward", "winner's reward after full training", 3),
+                               ("winner_test_accuracy", "winner's test accuracy", 3),
+                               ("trials_within_target", "candidates trained within the target", 1)):
+        pv = p.get(key)
+        rows.append([label, mean_sd(s["tpe"][key], digits), mean_sd(s["random"][key], digits),
+                     f"{pv:.3g}" if pv is not None else ""])
+    return (f"`{r['setup']['search']}`, search seeds 0-{s['tpe']['seeds'] - 1}; winners retrained with "
+            f"{r['setup']['reference']}. FLOPs: {r['setup']['flops']}.\n\n"
+            + table(["", "tpe", "random", "one-sided Mann-Whitney p"], rows))
+
+
+def search_surrogate(r: dict[str, Any]) -> str:
+    rows = []
+    # The summary holds each statistic after every evaluation; the table gives the last.
+    for name, s in sorted(r["summary"].items(), key=lambda item: -item[1]["hypervolume"]["median"][-1]):
+        to = s["evaluations_to_random_median_at_end"]
+        p = s.get("p_value_against_random_at_end", {})
+
+        def cell(key: str) -> str:
+            return f"{s[key]['median'][-1]:.3f} [{s[key]['q25'][-1]:.3f}, {s[key]['q75'][-1]:.3f}]"
+
+        rows.append([name, cell("best_reward"), cell("handed_over_true_reward"), cell("hypervolume"),
+                     str(to["best_reward"] or "never"), f"{p['best_reward']:.2g}" if p else "",
+                     f"{s['seconds_per_search']:.1f}"])
+    setup = r["setup"]
+    return (f"`{setup['search']}` with a {setup['surrogate']} surrogate fitted on {setup['table_entries']} entries of "
+            f"`{setup['table']}` answering, plus noise of sd {setup['noise_sd']:.3f}; {setup['evaluations']} "
+            f"evaluations, {r['summary']['random']['seeds']} seeds; median [interquartile range] at the last "
+            "evaluation.\n\n" + table(["strategy", "best reward", "handed-over true reward", "hypervolume",
+                                        "evaluations to random's median best", "p against random",
+                                        "s per search"], rows))
+
+
+PROXY_LABELS = {
+    "sgd": "SGD proxy", "adamw": "AdamW proxy (default): 3 epochs, 4,000 train / 1,000 validation",
+    "adamw_val4k": "AdamW, 3 epochs, 4,000 validation images", "adamw_2ep_val4k": "AdamW, 2 epochs, 4,000 validation",
+    "zero-cost-naswot": "NASWOT", "zero-cost-synflow": "synflow", "zero-cost-grad_norm": "grad_norm",
+    "flops": "FLOPs", "params": "params",
+}
+
+
+def proxy_fidelity(r: dict[str, Any]) -> str:
+    rows = []
+    for key, s in r["scores"].items():
+        base, _, mean = key.partition(" (mean of 2 seeds)")
+        label = PROXY_LABELS.get(base, base) + (", mean of 2 seeds" if " (mean" in key else "")
+        interval = s.get("kendall_tau_90") or [None, None]
+        two = s.get("kendall_tau_vs_two_seed_reference")
+        seed = s.get("seed_to_seed_tau")
+        rows.append([label, f"{s['kendall_tau']:.2f}",
+                     f"[{interval[0]:.2f}, {interval[1]:.2f}]" if interval[0] is not None else "",
+                     f"{two:.2f}" if two is not None else "", f"{seed:.2f}" if seed is not None else "",
+                     f"{s['seconds_per_candidate']:.1f}" if s.get("seconds_per_candidate") is not None else ""])
+    noise = r["reference_noise"]
+    setup = r["setup"]
+    return (f"{setup['architectures']}; reference: {setup['reference']}. Kendall tau against the seed-0 reference "
+            "(bootstrap 90 % interval) and against the mean of both reference seeds; the reference's own seed-to-seed "
+            f"tau is {noise['reference_seed_to_seed_tau']:.2f}.\n\n"
+            + table(["score", "tau", "90 %", "tau vs 2-seed reference", "seed-to-seed tau", "s / candidate"], rows))
+
+
+def stem_stride(r: dict[str, Any]) -> str:
+    rows = [[str(c["resolution"]), str(c["stem_stride"]), f"{c['head_map']}x{c['head_map']}", millions(c["flops"]),
+             f"{c['val_accuracy']:.4f}", minutes(c["seconds"])] for c in r["cases"].values()]
+    setup = r["setup"]
+    return (f"{setup['network']}, {setup['train_images']:,} {setup['data']} images x {setup['epochs']} epochs, "
+            f"validation accuracy on {setup['val_images']:,}; one seed. FLOPs: {setup['flops']}.\n\n"
+            + table(["resolution", "stem stride", "map before the head", "FLOPs", "validation accuracy", "training"],
+                    rows))
+
+
+def search_efficacy_adamw(r: dict[str, Any]) -> str:
+    parts = []
+    for task, strategies in r["tasks"].items():
+        rows = []
+        for name, s in sorted(strategies.items(), key=lambda item: -item[1]["best_reward"]["mean"]):
+            ratios = ", ".join(f"{seed['winner_flops_over_target']:.2f}" for seed in s["seeds"])
+            rows.append([name, mean_sd(s["best_reward"], 3), mean_sd(s["hypervolume"], 3), ratios])
+        parts.append(f"**{task}** ({r['setup']['tasks'][task]})\n\n"
+                     + table(["strategy", "best reward", "hypervolume", "winner FLOPs / target, per seed"], rows))
+    return (f"{r['setup']['trials']} trials per search, seeds {', '.join(map(str, r['setup']['seeds']))}. "
+            f"FLOPs: {r['setup']['flops']}.\n\n" + "\n\n".join(parts))
+
+
+def surrogate_fit(r: dict[str, Any]) -> str:
+    rows = [[m["model"], m["zero_cost"], f"{m['tau_mean']:.3f} ± {m['tau_sd']:.3f}"] for m in r["models"]]
+    rows += [[name, "", f"{ref['tau']:.3f} ({ref['entries']} entries)"] for name, ref in r["references"].items()]
+    chosen = r["chosen"]
+    return (f"{r['folds']}-fold held-out Kendall tau on {r['entries']} entries of `{r['table']}`, {r['repeats']} "
+            f"repeats. Chosen: {chosen['model']} with {chosen['zero_cost']} zero-cost scores, tau {chosen['tau']:.3f} "
+            f"= {chosen['ratio_to_seed_tau']:.2f}x the proxy's seed-to-seed tau.\n\n"
+            + table(["surrogate", "zero-cost features", "tau"], rows))
+
+
+def surrogate_winners(r: dict[str, Any]) -> str:
+    rows = [[n["strategy"], str(n["searches"]), millions(n["flops"]), f"{n['reward_seen_on_surrogate']:.3f}",
+             f"{n['proxy_reward']:.3f}", f"{n['proxy_accuracy']:.3f}"] for n in r["networks"]]
+    return (f"Task: `{r['task']}`; proxy seed {r['proxy_seed']}; FLOPs: {r['flops']}. The best reward in the "
+            f"evaluation table is {r['best_reward_in_evaluation_table']:.3f}.\n\n"
+            + table(["strategy", "handed over in searches", "FLOPs", "reward on the surrogate", "real proxy reward",
+                     "real proxy accuracy"], rows))
+
+
+def search_speed(r: dict[str, Any]) -> str:
+    per = r["seconds_per_trial"]
+    return table(["search", "wall time", "candidates", "trials per minute", "train s per trial (mean, max)",
+                  "build + evaluate s per trial"],
+                 [[f"`{r['search']}`", minutes(r["wall_seconds"]), str(r["candidate_trials"]),
+                   f"{r['trials_per_minute']:.1f}", f"{per['train']['mean']:.1f}, {per['train']['max']:.1f}",
+                   f"{per['build']['mean'] + per['evaluate']['mean']:.2f}"]])
+
+
+def fidelity_budget(r: dict[str, Any]) -> str:
+    rows = [[mode, f"{s['candidates']['mean']:.1f} ± {s['candidates']['sd']:.1f}",
+             f"{s['full_proxy']['mean']:.1f} ± {s['full_proxy']['sd']:.1f}", mean_sd(s["best_reward"], 3)]
+            for mode, s in r["summary"].items()]
+    return (f"`{r['setup']['search']}`, {r['summary']['full']['seeds']} seeds. FLOPs: {r['setup']['flops']}.\n\n"
+            + table(["fidelity", "candidates in the budget", "on the full proxy", "winner's reward"], rows))
+
+
+def parallel_trials(r: dict[str, Any]) -> str:
+    return table(["search", "--workers 1", f"--workers {r['workers']}", "throughput ratio", "same architectures",
+                  "lost or duplicated rows"],
+                 [[f"`{r['search']}`", minutes(r["wall_seconds"]["1"]), minutes(r["wall_seconds"][str(r["workers"])]),
+                   f"{r['throughput_ratio']:.2f}x", "yes" if r["same_architectures"] else "no",
+                   ", ".join(f"{k}: {v}" for k, v in r["row_problems"].items()) or "none"]])
+
+
+def flops_counters(r: dict[str, Any]) -> str:
+    us = r["microseconds_per_spec"]
+    return (f"{r['flops_convention']}: {r['flops']:,}.\n\n"
+            + table(["counter", "µs per spec"], [["analytic (`count_flops`)", f"{us['analytic']:.0f}"],
+                                                 ["thop, build and profile", f"{us['thop_build_and_profile']:.0f}"],
+                                                 ["thop, profile only", f"{us['thop_profile_only']:.0f}"]]))
+
+
+def export_memory(r: dict[str, Any]) -> str:
+    rows = [[name, f"{m['params'] / 1e6:.1f}M", f"{m['seconds']:.1f}", f"{m['peak_mib']:.0f}"]
+            for name, m in r["members"].items()]
+    return f"Formats: {', '.join(r['formats'])}.\n\n" + table(["member", "params", "seconds", "peak MiB"], rows)
+
+
+def dashboard_pareto(r: dict[str, Any]) -> str:
+    b = r["browser_seconds"]
+    return table(["trials", "Pareto front", "page script (s, 3 runs)", "fresh page load", "first click",
+                  "later click"],
+                 [[f"{r['trials']:,}", f"{r['pareto_front_ms']:.1f} ms", ", ".join(f"{s:.2f}" for s in
+                                                                                  r["page_script_seconds"]),
+                   f"{b['fresh_page_load']:.1f} s", f"{b['first_click']:.1f} s", f"{b['later_click']:.1f} s"]])
+
+
+def training_memory(r: dict[str, Any]) -> str:
+    rows = [[name, f"{c['resolution']} px", f"{c['images_loaded']:,}", f"{c['peak_rss_gib']:.2f} GiB"
+             + (f" (+{c['worker_peak_rss_gib']:.2f} GiB workers)" if c["worker_peak_rss_gib"] else ""),
+             f"{c['images_per_second']:.1f}"] for name, c in r["cases"].items()]
+    before = r["before"]
+    rows += [[f"{name}, before (commit {before['commit']})", f"{c['resolution']} px", f"{c['images_loaded']:,}",
+              f"{c['peak_rss_gib']:.2f} GiB", f"{c['images_per_second']:.1f}" if "images_per_second" in c else ""]
+             for name, c in before["cases"].items()]
+    return (f"{r['model']}. Before: {before['how']}; {before['note']}.\n\n"
+            + table(["case", "resolution", "images loaded", "peak memory", "images/s"], rows))
+
+
+def distributed_training(r: dict[str, Any]) -> str:
+    rows = [[name, f"{c['images_per_second']:.0f}", minutes(c["seconds_to_target"]) if c["seconds_to_target"] else "",
+             f"{c['test_accuracy']:.4f}"] for name, c in r["cases"].items()]
+    setup = r["setup"]
+    return (f"{setup['network']}; {setup['data']}; {setup['epochs']} epochs, global batch {setup['global_batch']}, "
+            f"{setup['device']}. Speed-up {r['speedup']:.2f}x, scaling efficiency {r['scaling_efficiency']:.2f}.\n\n"
+            + table(["processes", "images/s", f"to {r['target_val_accuracy']} validation accuracy", "test accuracy"],
+                    rows))
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "final_training": final_training, "family_scaling": family_scaling, "search_confirm": search_confirm,
+    "search_surrogate": search_surrogate, "proxy_fidelity": proxy_fidelity, "stem_stride": stem_stride,
+    "search_efficacy_adamw": search_efficacy_adamw, "surrogate_fit": surrogate_fit,
+    "surrogate_winners": surrogate_winners, "search_speed": search_speed, "fidelity_budget": fidelity_budget,
+    "parallel_trials": parallel_trials, "flops_counters": flops_counters, "export_memory": export_memory,
+    "dashboard_pareto": dashboard_pareto, "training_memory": training_memory,
+    "distributed_training": distributed_training,
+}
+
+
+# Figures the results pages show, copied beside them as the benches drew them.
+FIGURES = ("search_surrogate.png", "family_scaling.png", "proxy_fidelity.png")
+
+
+README = ROOT / "README.md"
+README_MARKERS = ("<!-- results table: bench/results_pages.py writes it -->\n", "<!-- end of results table -->\n")
+
+
+def readme_table() -> str:
+    """The README's one table: the found B0 against EfficientNet-B0 trained to the end, and the found family's best
+    member against EfficientNet's member of the same phi, from the same JSON as the results pages."""
+    final = read_json(results_path("final_training"))
+    rows = []
+    for key, label in (("found_b0", "found B0"), ("efficientnet_b0", "EfficientNet-B0")):
+        run = final[key]
+        rows.append([label, f"{final['setup']['epochs']} epochs, all 55k images", f"**{run['test_accuracy']:.4f}**",
+                     f"{run['params'] / 1e6:.2f}M", millions(run["flops"])])
+    family = read_json(results_path("family_scaling"))
+    found = family["findings"]["table"]
+    best = max((key for key in found if key.startswith("found") and key.endswith("/short")),
+               key=lambda key: found[key]["mean"])
+    kind, member, _ = best.split("/")
+    budget = family["setup"]["budgets"]["short"]
+    for key, label in ((best, f"found family's best: {FAMILY_LABELS[kind].format(m=member)}"),
+                       (f"efficientnet-official/{member}/short", f"EfficientNet-{member}, official table")):
+        cell = found[key]
+        rows.append([label, f"{budget['subset']:,} images x {budget['epochs']} epochs, {cell['seeds']} seeds",
+                     f"{cell['mean']:.4f} ± {cell['sd']:.4f}", f"{cell['params'] / 1e6:.2f}M", millions(cell["flops"])])
+    return table(["network (Fashion-MNIST, 32 px)", "training", "test accuracy", "params", "FLOPs at 32 px"], rows)
+
+
+def with_readme_table(text: str) -> str:
+    """The README with its results table rendered between the markers."""
+    start, end = README_MARKERS
+    head, rest = text.split(start, 1)
+    return head + start + readme_table() + "\n" + end + rest.split(end, 1)[1]
+
+
+def results_path(name: str) -> Path:
+    plain = HERE / f"{name}.json"
+    return plain if plain.is_file() else HERE / f"{name}.json.gz"
+
+
+def render(name: str) -> str:
+    results = read_json(results_path(name))
+    return f"{RENDERERS[name](results)}\n\n{provenance(results)}\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a committed table is stale")
+    args = parser.parse_args()
+    stale = []
+    TABLES.mkdir(parents=True, exist_ok=True)
+    for name in RENDERERS:
+        page = TABLES / f"{name}.md"
+        text = render(name)
+        if args.check:
+            if not page.is_file() or page.read_text() != text:
+                stale.append(str(page.relative_to(ROOT)))
+        else:
+            page.write_text(text)
+    readme = README.read_text()
+    if args.check:
+        if with_readme_table(readme) != readme:
+            stale.append("README.md")
+    else:
+        README.write_text(with_readme_table(readme))
+    for figure in FIGURES:
+        source, copy = HERE / figure, TABLES.parent / figure
+        if args.check:
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                stale.append(str(copy.relative_to(ROOT)))
+        else:
+            copy.write_bytes(source.read_bytes())
+    if stale:
+        print(f"stale results tables (run python bench/results_pages.py): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    if not args.check:
+        print(f"wrote {len(RENDERERS)} tables to {TABLES.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
