@@ -9,7 +9,8 @@ with `--fidelity halving`, into bench/out/fidelity_budget.db. Per run: candidate
 architectures, the EfficientNet-B0 reference not counted), how many trained the full proxy, and the winner's
 reward and proxy accuracy (the winner is always a full-proxy candidate). FLOPs are multiply-accumulates of conv
 and linear layers at 224 px. The budget is wall time, so the counts belong to this machine and need it idle: run
-nothing beside it. A rerun keeps the runs already in bench/fidelity_budget.json. Budget: 2 x 9.5 minutes per seed.
+nothing beside it. A rerun keeps the runs already in bench/fidelity_budget.json that were measured with today's
+default strategy, and measures the others again. Budget: 2 x 9.5 minutes per seed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ sys.path.insert(0, str(REPO))
 DEFAULT_RUN = ["--target-flops", "400M"]
 MODES = {"full": [], "halving": ["--fidelity", "halving"]}
 DB = HERE / "out" / "fidelity_budget.db"
+
+
+def default_strategy() -> str:
+    from nas.search.config import SearchConfig
+
+    return SearchConfig.strategy
 
 
 def measure(mode: str, seed: int) -> dict[str, Any]:
@@ -92,14 +99,15 @@ def main() -> int:
     for seed in seeds:
         for mode in MODES:
             key = f"{mode}/{seed}"
-            if key in runs:
+            # A run measured under an earlier default strategy measures a search the default run no longer is.
+            if runs.get(key, {}).get("strategy") == default_strategy():
                 continue
-            runs[key] = measure(mode, seed)
+            runs[key] = {**measure(mode, seed), "strategy": default_strategy()}
             print(f"{key}: {runs[key]['candidates']} candidates, {runs[key]['full_proxy']} on the full proxy, "
                   f"best reward {runs[key]['best_reward']:.4f}", flush=True)
             results["summary"] = summarise(runs)
             results["setup"] = {
-                "search": " ".join(["nas.search", *DEFAULT_RUN]), "modes": MODES,
+                "search": " ".join(["nas.search", *DEFAULT_RUN]), "strategy": default_strategy(), "modes": MODES,
                 "flops": "multiply-accumulates of conv and linear layers at 224 px",
                 "note": "a 9-minute wall-time budget: counts belong to this machine, idle",
             }

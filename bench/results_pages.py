@@ -194,9 +194,10 @@ def surrogate_winners(r: dict[str, Any]) -> str:
 
 def search_speed(r: dict[str, Any]) -> str:
     per = r["seconds_per_trial"]
-    return table(["search", "wall time", "candidates", "trials per minute", "train s per trial (mean, max)",
+    return table(["search", "strategy", "wall time", "candidates", "trials per minute", "train s per trial (mean, max)",
                   "build + evaluate s per trial"],
-                 [[f"`{r['search']}`", minutes(r["wall_seconds"]), str(r["candidate_trials"]),
+                 [[f"`{r['search']}`", r.get("strategy", "reinforce (the default then)"), minutes(r["wall_seconds"]),
+                   str(r["candidate_trials"]),
                    f"{r['trials_per_minute']:.1f}", f"{per['train']['mean']:.1f}, {per['train']['max']:.1f}",
                    f"{per['build']['mean'] + per['evaluate']['mean']:.2f}"]])
 
@@ -205,7 +206,9 @@ def fidelity_budget(r: dict[str, Any]) -> str:
     rows = [[mode, f"{s['candidates']['mean']:.1f} ± {s['candidates']['sd']:.1f}",
              f"{s['full_proxy']['mean']:.1f} ± {s['full_proxy']['sd']:.1f}", mean_sd(s["best_reward"], 3)]
             for mode, s in r["summary"].items()]
-    return (f"`{r['setup']['search']}`, {r['summary']['full']['seeds']} seeds. FLOPs: {r['setup']['flops']}.\n\n"
+    strategy = r["setup"].get("strategy", "reinforce, the default then")
+    return (f"`{r['setup']['search']}` (strategy: {strategy}), {r['summary']['full']['seeds']} seeds. "
+            f"FLOPs: {r['setup']['flops']}.\n\n"
             + table(["fidelity", "candidates in the budget", "on the full proxy", "winner's reward"], rows))
 
 

@@ -21,6 +21,7 @@ from bench_json import default_path, write_json
 
 from db import open_database, trials
 from effnas.records import TrialRole, TrialStatus
+from nas.search.config import SearchConfig
 
 
 def main() -> int:
@@ -60,6 +61,7 @@ def main() -> int:
     best = max((r for r in candidates if r.reward is not None), key=lambda r: r.reward, default=None)
     write_json(args.out, {
         "search": " ".join(["nas.search", "--target-flops", "400M", *extra]),
+        "strategy": SearchConfig.strategy if "--strategy" not in extra else extra[extra.index("--strategy") + 1],
         "wall_seconds": wall,
         "candidate_trials": len(candidates),
         "distinct_architectures": distinct,

@@ -135,7 +135,7 @@ def _raise_interrupt(signum, frame):
 
 
 def _train(options: TrainOptions, parser: CommandParser, memory_cap: contextlib.ExitStack) -> int:
-    from nas.training.data import resolve_device
+    from nas.training.config import resolve_device
     from nas.training.distributed import from_environment, leave
     from nas.training.memory import is_out_of_memory
 
@@ -176,7 +176,7 @@ def _train(options: TrainOptions, parser: CommandParser, memory_cap: contextlib.
 def _prepare(options: TrainOptions,
              memory_cap: contextlib.ExitStack) -> tuple[Database, list[Job], list[TrainingRun]]:
     """The database, the runs to train or continue, and the runs of this queue already complete."""
-    from nas.training.data import resolve_device
+    from nas.training.config import resolve_device
     from nas.training.memory import cpu_memory_limit
 
     # CUDA reserves far more address space than it uses: the cap is for CPU training only.

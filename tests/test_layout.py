@@ -7,9 +7,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("db", "effnas", "nas", "scaling", "dashboard")
 # Lower layers never import higher ones. effnas.records (the records storage maps) sits below db, effnas.cli (the
-# shared command-line convention) just above it.
+# shared command-line convention) just above it; effnas.__main__, the `effnas` script, above everything.
 LAYERS = (
-    ("effnas.records", -1), ("db", 0), ("db.__main__", 1), ("effnas.cli", 1), ("effnas", 7), ("nas.space", 2), ("nas.training", 3),
+    ("effnas.records", -1), ("db", 0), ("db.__main__", 1), ("effnas", 1), ("effnas.__main__", 7), ("nas.space", 2), ("nas.training", 3),
     ("nas.evaluation", 4), ("nas.search", 5), ("nas.export", 5), ("nas", 5), ("scaling", 6), ("dashboard", 7),
 )
 
@@ -108,7 +108,8 @@ def test_no_module_level_import_cycle():
 
 
 def test_only_db_speaks_sql():
+    # Imports anywhere in a module count; the remote check's probe, a script run on another machine, names
+    # SQLAlchemy only as text.
     outside = [name for name, path in modules().items() if not name.startswith("db")
-               and any(imported.split(".")[0] == "sqlalchemy" for imported in module_level_imports(path))]
-    lazy = [name for name, path in modules().items() if not name.startswith("db") and "sqlalchemy" in path.read_text()]
-    assert not outside and not lazy, outside + lazy
+               and any(imported.split(".")[0] == "sqlalchemy" for imported in all_imports(path))]
+    assert not outside, outside

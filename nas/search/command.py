@@ -334,7 +334,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
 def _check_trial_machines(config: SearchConfig, trial_options: TrialProcessOptions | None, db_url: str) -> None:
     """The machines that will train can: this one's device for local trial processes, every remote machine
     (SSH, Python, effnas's dependencies, the database, the data folder) for NNI's remote service."""
-    from nas.training.data import resolve_device
+    from nas.training.config import resolve_device
 
     if trial_options is not None and trial_options.platform == "local":
         resolve_device(config.task.device)  # the trial processes would all fail on this machine

@@ -129,7 +129,6 @@ def trial_process_options(workers: int | None, nni_config_file: str | None, port
     if workers == 1 and not nni_config:
         return None
     options = TrialProcessOptions(workers=workers, nni_config=nni_config, port=port)
-    options = dataclasses.replace(options, manager_address=address or default_manager_address(options))
     try:
         experiment_config(options)
     except NniConfigError as exc:
@@ -139,7 +138,7 @@ def trial_process_options(workers: int | None, nni_config_file: str | None, port
             f"trials on the {options.platform} training service cannot write to a SQLite file on this machine; "
             "pass --db with a database server URL they can reach (postgresql://...)"
         )
-    return options
+    return dataclasses.replace(options, manager_address=address or default_manager_address(options))
 
 
 def default_manager_address(options: TrialProcessOptions) -> str | None:

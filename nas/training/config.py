@@ -96,3 +96,15 @@ def default(config: type, name: str) -> Any:
                 raise KeyError(f"{config.__name__}.{name} has no default")
             return item.default
     raise KeyError(f"{config.__name__} has no field {name}")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` becomes `cuda` where this process sees a GPU, else `cpu`; DataError when `cuda` is asked for and
+    there is none."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda was asked for, but this process sees no CUDA GPU")
+    return device

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.training.config import DATASETS, DataError, TaskConfig
+from nas.training.config import DATASETS, DataError, TaskConfig, resolve_device
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 0
@@ -442,15 +442,3 @@ def class_names(dataset: str, data_dir: str | None, count: int) -> list[str]:
         root = root / "train" if (root / "train").is_dir() else root
         return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [str(label) for label in range(count)]
-
-
-def resolve_device(device: str) -> str:
-    """`auto` becomes `cuda` where this process sees a GPU, else `cpu`; DataError when `cuda` is asked for and
-    there is none."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise DataError("--device cuda was asked for, but this process sees no CUDA GPU")
-    return device
-
-
