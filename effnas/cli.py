@@ -44,6 +44,9 @@ KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # NNI 3.0 walks torch.nn at import and wraps every nn.Module class; it warns about each newer torch.nn name that
     # is not one (Buffer, LinearCrossEntropyOptions in torch 2.13), which it then leaves unwrapped, as it should.
     (r".* is found to be not a nn\.Module", RuntimeWarning, r"nni\.nas\.nn\.pytorch\.layers"),
+    # NNI warns about an SSH password in a remote machineList in a multi-line warning; the search says it in one
+    # line of its banner instead (nas.search.progress.print_banner).
+    (r"SSH password will be exposed", UserWarning, r"nni\.experiment\.config\.training_services\.remote"),
 )
 
 

@@ -145,6 +145,12 @@ def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_opt
     if local_trials and config.task.threads * trial_options.workers > cores:
         print(f"note: each trial trains with {config.task.threads} threads (stored with the search, since results "
               f"depend on it): {trial_options.workers} workers oversubscribe the {cores} cores here", file=sys.stderr)
+    machines = ((trial_options.nni_config.get("trainingService") or {}).get("machineList") or []
+                if trial_options is not None else [])
+    if any(isinstance(machine, dict) and machine.get("password") for machine in machines):
+        print("note: NNI's web UI shows the SSH password of --nni-config in plain text to anyone who reaches its "
+              f"manager (on {trial_options.manager_address or 'all interfaces'}); an sshKeyFile avoids that",
+              file=sys.stderr)
     busy = busy_machine_note(config.task.threads, cores, os.getloadavg()[0])
     if busy and data.device.type == "cpu":
         print(busy, file=sys.stderr)
