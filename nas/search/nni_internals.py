@@ -25,6 +25,7 @@ with warnings.catch_warnings():
     # Only the named warnings of effnas.cli.KNOWN_WARNINGS: NNI's note on each newer torch.nn name it leaves unwrapped.
     filter_known_warnings()
     import nni
+    import nni.nas.nn.pytorch  # noqa: F401 - it warns on import: loaded here, under the filter
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.execution import TrainingServiceExecutionEngine
     from nni.nas.experiment import NasExperimentConfig
