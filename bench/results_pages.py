@@ -133,8 +133,8 @@ PROXY_LABELS = {
 def proxy_fidelity(r: dict[str, Any]) -> str:
     rows = []
     for key, s in r["scores"].items():
-        base, _, mean = key.partition(" (mean of 2 seeds)")
-        label = PROXY_LABELS.get(base, base) + (", mean of 2 seeds" if " (mean" in key else "")
+        base = key.removesuffix(" (mean of 2 seeds)")
+        label = PROXY_LABELS.get(base, base) + (", mean of 2 seeds" if base != key else "")
         interval = s.get("kendall_tau_90") or [None, None]
         two = s.get("kendall_tau_vs_two_seed_reference")
         seed = s.get("seed_to_seed_tau")
