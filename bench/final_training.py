@@ -1,7 +1,7 @@
 """The found B0 against EfficientNet-B0, both trained to the end on Fashion-MNIST with the same recipe.
 
 Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride auto] [--weight-decay W]
-     [--subset N]
+     [--subset N] [--keep-baseline]
 1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` (stem stride auto: 1) finds a B0 (the
    search reads only Fashion-MNIST's 60k training images; a stride-1 stem keeps a 2x2 map before the head at
    32 px, where B0's own stem leaves 1x1);
@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from bench_json import default_path, machine_description, write_json
+from bench_json import default_path, machine_description, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -39,7 +40,7 @@ def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]
     return result, time.perf_counter() - start
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30, help="training epochs of both networks (30)")
     parser.add_argument("--trials", type=int, default=40, help="search trials (40)")
@@ -49,9 +50,72 @@ def main() -> int:
     parser.add_argument("--weight-decay", help="scaling.train's --weight-decay for both networks (its default)")
     parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--keep-baseline", action="store_true",
+                        help="take EfficientNet-B0's result from --out when it was trained with the same recipe, "
+                             "epochs, subset and device (it does not depend on the search), instead of training it")
     parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def training_args(args: argparse.Namespace, folder: Path, db: list[str]) -> list[str]:
+    """scaling.train's options shared by both networks: one recipe for both."""
+    common = ["--dataset", "fashion-mnist", "--epochs", str(args.epochs), "--device", args.device, "--format", "json",
+              *db, "--out-dir", str(folder / "runs")]
+    if args.subset:
+        common += ["--subset", str(args.subset)]
+    if args.weight_decay:
+        common += ["--weight-decay", args.weight_decay]
+    return common
+
+
+def train(args: list[str], folder: Path) -> dict[str, Any]:
+    """One scaling.train run's JSON record, with its wall time and mean training throughput."""
+    result, seconds = run(["scaling.train", *args], folder)
+    [entry] = json.loads(result.stdout)
+    entry["wall_seconds"] = seconds
+    # Committed results name files relative to the repository, not where this machine keeps it.
+    entry["weights_path"] = Path(entry["weights_path"]).relative_to(REPO).as_posix()
+    rates = [float(line.split(" images/s")[0].rsplit(" ", 1)[1]) for line in result.stderr.splitlines()
+             if " images/s" in line]
+    entry["images_per_second"] = sum(rates) / len(rates) if rates else None
+    entry["device"] = "cuda" if "cuda" in (result.stderr.splitlines()[0] if result.stderr else "") else "cpu"
+    return entry
+
+
+def kept_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """EfficientNet-B0's entry from the previous results, if trained the way this run would train it."""
+    path = Path(args.out)
+    if not args.keep_baseline or not path.exists():
+        return None
+    previous = read_json(path)
+    setup, b0 = previous["setup"], previous["efficientnet_b0"]
+    same = (setup["epochs"] == args.epochs and setup["subset"] == args.subset
+            and (args.weight_decay is None or float(args.weight_decay) == b0["recipe"]["weight_decay"])
+            and args.device in ("auto", setup["device"]))
+    if not same:
+        print("--keep-baseline: the previous EfficientNet-B0 was trained differently; training it again", flush=True)
+        return None
+    print(f"--keep-baseline: EfficientNet-B0 from {path.name} ({previous['date']}, commit {previous['commit']})",
+          flush=True)
+    return {**b0, "measured": b0.get("measured") or {"date": previous["date"], "commit": previous["commit"]}}
+
+
+def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, checks: dict[str, bool], out: str) -> None:
+    print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
+    for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
+                            ("FLOPs at 32 px", "flops", "{:,}"), ("wall time (s)", "wall_seconds", "{:.0f}"),
+                            ("images/s (training)", "images_per_second", "{:.0f}")):
+        print(f"{label:22}{fmt.format(found[key]):>14}{fmt.format(b0[key]):>18}")
+    print(f"search: {search_seconds:.0f} s")
+    for check, passed in checks.items():
+        print(f"{'PASS' if passed else 'MISS'}  {check}")
+    print(f"results: {out}")
+
+
+def main() -> int:
+    args = parse_args()
+    baseline = kept_baseline(args)
     folder = Path(args.db).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(Path(args.db).name + "*"):
@@ -61,51 +125,27 @@ def main() -> int:
                    "--stem-stride", args.stem_stride, "--trials", str(args.trials), "--time-budget", args.time_budget,
                    "--device", args.device, *db]
     _, search_seconds = run(search_args, folder)
-    common = ["--dataset", "fashion-mnist", "--epochs", str(args.epochs), "--device", args.device, "--format", "json",
-              *db, "--out-dir", str(folder / "runs")]
-    if args.subset:
-        common += ["--subset", str(args.subset)]
-    if args.weight_decay:
-        common += ["--weight-decay", args.weight_decay]
-    found_result, found_seconds = run(["scaling.train", "--search", "1", *common], folder)
-    b0_result, b0_seconds = run(["scaling.train", "--baseline", "efficientnet-b0", "--resolution", "32", *common],
-                                folder)
-    [found] = json.loads(found_result.stdout)
-    [b0] = json.loads(b0_result.stdout)
-    found["wall_seconds"], b0["wall_seconds"] = found_seconds, b0_seconds
-    for entry in (found, b0):
-        # Committed results name files relative to the repository, not where this machine keeps it.
-        entry["weights_path"] = Path(entry["weights_path"]).relative_to(REPO).as_posix()
-    for entry, stderr in ((found, found_result.stderr), (b0, b0_result.stderr)):
-        rates = [float(line.split(" images/s")[0].rsplit(" ", 1)[1]) for line in stderr.splitlines()
-                 if " images/s" in line]
-        entry["images_per_second"] = sum(rates) / len(rates) if rates else None
-    gpu = "cuda" in (found_result.stderr.splitlines()[0] if found_result.stderr else "")
+    common = training_args(args, folder, db)
+    found = train(["--search", "1", *common], folder)
+    b0 = baseline or train(["--baseline", "efficientnet-b0", "--resolution", "32", *common], folder)
+    gpu = found["device"] == "cuda"
     target_accuracy = 0.95 if gpu else 0.94
     checks = {
         f"found B0 test accuracy >= {target_accuracy}": found["test_accuracy"] >= target_accuracy,
         "found B0 params <= 1M": found["params"] <= 1_000_000,
         "found B0 accuracy >= EfficientNet-B0's": found["test_accuracy"] >= b0["test_accuracy"],
         "found B0 FLOPs < EfficientNet-B0's": found["flops"] < b0["flops"],
-        "found B0 trained within 60 minutes": found_seconds <= 3600,
+        "found B0 trained within 60 minutes": found["wall_seconds"] <= 3600,
     }
     results = {
         "setup": {"data": "Fashion-MNIST, 55k train / 5k validation (from the training files) / 10k test",
                   "search": " ".join(search_args[:-2]), "epochs": args.epochs, "subset": args.subset,
-                  "device": "cuda" if gpu else "cpu", "machine": machine_description(),
+                  "device": found["device"], "machine": machine_description(),
                   "flops": "multiply-accumulates of conv and linear layers at 32x32"},
         "search_seconds": search_seconds, "found_b0": found, "efficientnet_b0": b0, "checks": checks,
     }
     write_json(args.out, results)
-    print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
-    for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
-                            ("FLOPs at 32 px", "flops", "{:,}"), ("wall time (s)", "wall_seconds", "{:.0f}"),
-                            ("images/s (training)", "images_per_second", "{:.0f}")):
-        print(f"{label:22}{fmt.format(found[key]):>14}{fmt.format(b0[key]):>18}")
-    print(f"search: {search_seconds:.0f} s")
-    for check, passed in checks.items():
-        print(f"{'PASS' if passed else 'MISS'}  {check}")
-    print(f"results: {args.out}")
+    report(found, b0, search_seconds, checks, args.out)
     return 0
 
 
