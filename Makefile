@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,export,bench,docs]'
+	$(PY) -m pip install --quiet -e '.[test,bench,docs]'
 	touch $(STAMP)
 
 # The dashboard test drives a real headless Chromium (Debian's chromium + chromium-driver).

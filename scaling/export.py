@@ -1,16 +1,18 @@
-"""`python -m scaling.export --family ID --out DIR [--files json,onnx,torchscript,weights]`: the family as spec
-JSON, ONNX and TorchScript files, with the trained weights of every member that `scaling.train` trained.
+"""`python -m scaling.export --family ID --out DIR [--files ...] [--members B0,B1] [--quantize int8]`: a family as
+a folder a user takes away and deploys.
 
-A trained member is exported as trained: its state dict (`<member>.weights.pt`), and ONNX and TorchScript models
-that take float pixels in [0, 1] of shape (N, C, H, W) at the member's training resolution (fixed H and W, any
-batch) with the data set's normalisation inside the graph. Of a member's runs (seeds, recipes) the one with the
-highest validation accuracy is exported; the manifest names it (run, seed, test accuracy). An untrained member
-is exported with random weights and no normalisation, and the manifest marks it untrained.
+Per member: `<member>.json` (our spec, buildable with `nas.space.builder.build_model`), `<member>.onnx` (any batch),
+`<member>.pt2` (a `torch.export` program, any batch) and, for a trained member, `<member>.safetensors`; with
+`--quantize int8`, `<member>.int8.onnx`, statically quantised by ONNX Runtime and calibrated on training images.
+TorchScript (`--files torchscript`, deprecated by PyTorch) only when asked for. A trained member's programs take
+float pixels in [0, 1], shape (N, C, H, W) at its training resolution, with the normalisation inside the graph; of
+its runs (seeds) the one with the highest validation accuracy is exported, and its accuracy is given over all
+seeds. An untrained member gets programs with random weights, marked untrained, and never an accuracy.
 
-Per member `<member>.json` (our spec format, loadable with `nas.space.spec.from_json` and buildable with
-`nas.space.builder.build_model`), `<member>.onnx`, `<member>.torchscript.pt`; plus `family.json`, the manifest with the
-summary table, how the family was made, and each member's official TF block strings and global parameters.
-Members are built, exported and freed one at a time, so B7 exports within the memory B7 itself needs.
+Every file carries the member's contract (see `scaling.export_contract`); `family.json` is the one manifest (the
+contracts, the SHA-256 of every file, the family's table and official TF parameters); `README.md` is a model card.
+Files are written to a hidden staging folder inside `--out` and moved in only when all are written, so a failed export
+leaves nothing behind. Members are built and freed one at a time, so B7 exports within the memory B7 needs.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +34,24 @@ from db.families import get_family
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, TrainingRun
 from nas.space.spec import ArchSpec, spec_from_dict, to_json
-from nas.training.weights import TrainedWeights, WeightsError, load_weights
+from nas.training.weights import WeightsError, load_weights, sha256_of
+from scaling.export_contract import MemberToExport, member_contract, origin, seed_results
 from scaling.family import family_json, trained_runs
+from scaling.model_card import model_card
 
-FORMATS = ("json", "onnx", "torchscript", "weights")
-SUFFIXES = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt", "weights": ".weights.pt"}
+FORMATS = ("json", "onnx", "pt2", "safetensors", "torchscript")
+DEFAULT_FORMATS = ("json", "onnx", "pt2", "safetensors")
+SUFFIXES = {"json": ".json", "onnx": ".onnx", "pt2": ".pt2", "safetensors": ".safetensors",
+            "torchscript": ".torchscript.pt", "int8": ".int8.onnx"}
 MANIFEST = "family.json"
-ONNX_OPSET = 17
+CARD = "README.md"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    members: tuple[str, ...] | None = None
+    quantize: str | None = None
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -66,14 +82,36 @@ def tf_params(spec: ArchSpec) -> dict[str, Any]:
     }
 
 
-def member_formats(trained: bool, formats: tuple[str, ...]) -> tuple[str, ...]:
-    """The formats written for a member: weights only where it was `trained`."""
-    return tuple(fmt for fmt in formats if fmt != "weights" or trained)
+def member_formats(trained: bool, options: ExportOptions) -> tuple[str, ...]:
+    """The files written for a member: weights and int8 only where it was `trained`."""
+    chosen = tuple(fmt for fmt in options.formats if fmt != "safetensors" or trained)
+    return chosen + (("int8",) if options.quantize and trained else ())
 
 
-def planned_files(family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> list[str]:
-    return [MANIFEST] + [member_file(m.name, fmt) for m in family.members
-                         for fmt in member_formats(m.name in runs, formats)]
+def chosen_members(family: Family, runs: dict[str, TrainingRun], options: ExportOptions) -> list[str]:
+    """The members to export, checked: each named one exists, and --quantize has trained weights to quantise."""
+    names = [member.name for member in family.members]
+    if options.members is None:
+        chosen = names
+    else:
+        by_upper = {name.upper(): name for name in names}
+        missing = [name for name in options.members if name.upper() not in by_upper]
+        if missing:
+            raise UsageError(f"family {family.id} has no member {missing[0]} (it has {', '.join(names)})")
+        chosen = [by_upper[name.upper()] for name in options.members]
+    if options.quantize:
+        if "onnx" not in options.formats:
+            raise UsageError("--quantize int8 quantises the ONNX model: keep onnx in --files")
+        untrained = [name for name in chosen if name not in runs]
+        if untrained and (options.members is not None or len(untrained) == len(chosen)):
+            raise UsageError(f"--quantize int8 needs trained weights, and {untrained[0]} is untrained; train it "
+                             f"first: python -m scaling.train --family {family.id} --members {untrained[0]}")
+    return chosen
+
+
+def planned_files(chosen: list[str], runs: dict[str, TrainingRun], options: ExportOptions) -> list[str]:
+    return [MANIFEST, CARD] + [member_file(name, fmt) for name in chosen
+                               for fmt in member_formats(name in runs, options)]
 
 
 def check_output_dir(out: Path, files: list[str], force: bool) -> None:
@@ -92,74 +130,136 @@ def check_output_dir(out: Path, files: list[str], force: bool) -> None:
         raise UsageError(f"output directory {out} is not writable")
 
 
-def export_member(spec: ArchSpec, name: str, out: Path, formats: tuple[str, ...],
-                   trained: TrainedWeights | None = None) -> None:
+def export_member(export: MemberToExport, contract: dict[str, Any], out: Path, formats: tuple[str, ...]) -> None:
+    """Write one member's files (of `formats`, bar int8) into `out`."""
     import torch
 
     from nas.space.builder import build_model
+    from scaling import model_files
 
-    if trained is not None:
-        spec = trained.spec
+    name, spec = export.member.name, export.spec
     if "json" in formats:
         (out / member_file(name, "json")).write_text(to_json(spec) + "\n")
-    if "weights" in formats and trained is not None:
-        trained.save(out / member_file(name, "weights"))
-    if "onnx" not in formats and "torchscript" not in formats:
-        return
-    model = trained.model() if trained is not None else build_model(spec).eval()
-    example = torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution)
-    with torch.no_grad():
-        if "onnx" in formats:
-            torch.onnx.export(
-                model, (example,), str(out / member_file(name, "onnx")), dynamo=False, opset_version=ONNX_OPSET,
-                input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            )
-        if "torchscript" in formats:
-            torch.jit.trace(model, example).save(str(out / member_file(name, "torchscript")))
+    model = export.weights.model() if export.weights is not None else build_model(spec).eval()
+    # Batch 2: an example of batch 1 would let the exporters fix the batch dimension, which must stay free.
+    example = torch.zeros(2, spec.in_channels, spec.resolution, spec.resolution)
+    for fmt in formats:
+        path = out / member_file(name, fmt)
+        if fmt in model_files.PROGRAM_WRITERS:
+            model_files.PROGRAM_WRITERS[fmt](model, example, path, contract)
+        elif fmt == "safetensors":
+            model_files.write_safetensors(model, path, contract)
     del model, example
     gc.collect()
 
 
-def export_family(
-    family: Family,
-    runs: dict[str, TrainingRun],
-    out: Path,
-    formats: tuple[str, ...] = FORMATS,
-    on_member: Callable[[str], None] | None = None,
-) -> list[Path]:
-    """Write the family's files into `out` (which must already be checked), with the trained weights of the
-    members in `runs` (member name -> training run); return the paths written."""
+def quantize_member(export: MemberToExport, out: Path) -> dict[str, Any]:
+    """`<member>.int8.onnx` from the float ONNX, calibrated on the run's first training images; both models'
+    accuracy on the run's test split (read here for the report only: nothing is chosen by it) and their sizes."""
+    from nas.training.config import TaskConfig
+    from nas.training.data import load_task_data
+    from scaling import model_files
+
+    run, name = export.run, export.member.name
+    task = TaskConfig(dataset=run.dataset, data_dir=run.data.get("data_dir"), threads=run.data.get("threads", 1),
+                      device="cpu")
+    data = load_task_data(task, run.resolution, subset=run.data.get("subset"), val_images=run.data.get("val_images"),
+                          test=True, test_dir=run.data.get("test_dir"))
+    calibration = (pixels.numpy() for pixels, _ in data.pixel_batches(data.train, model_files.CALIBRATION_BATCH,
+                                                                       model_files.CALIBRATION_IMAGES))
+    float_path, int8_path = out / member_file(name, "onnx"), out / member_file(name, "int8")
+    model_files.quantize_int8(float_path, int8_path, calibration)
+
+    def test_batches():
+        return ((pixels.numpy(), labels.numpy()) for pixels, labels in data.pixel_batches(data.test, 500))
+
+    return {"file": int8_path.name, "test_accuracy": model_files.onnx_accuracy(int8_path, test_batches()),
+            "float_test_accuracy": model_files.onnx_accuracy(float_path, test_batches()),
+            "test_images": len(data.test), "calibration_images": min(model_files.CALIBRATION_IMAGES, len(data.train)),
+            "bytes": int8_path.stat().st_size, "float_bytes": float_path.stat().st_size,
+            "method": "ONNX Runtime static quantisation, QDQ, int8 weights per channel, uint8 activations, MinMax "
+                      "calibration on training images"}
+
+
+def stored_resolution(run: TrainingRun) -> int | None:
+    """The side of the training images as the data set stores them, for the card's word on upsampling; None for
+    an image folder, whose files vary."""
+    from nas.training.data import TensorImages, read_split
+
+    images, _ = read_split(run.dataset, run.data.get("data_dir"), run.resolution, "train")
+    return int(images.pixels.shape[-1]) if isinstance(images, TensorImages) else None
+
+
+def members_to_export(db: Database, family: Family, runs: dict[str, TrainingRun],
+                      chosen: list[str]) -> list[MemberToExport]:
+    """The chosen members with their trained weights (checked against the SHA-256 their runs stored)."""
+    seeds = seed_results(db, family.id, runs)
+    exports = []
+    for member in family.members:
+        if member.name not in chosen:
+            continue
+        run = runs.get(member.name)
+        if run is None:
+            exports.append(MemberToExport(member, spec_from_dict(member.arch)))
+            continue
+        weights = load_weights(run.weights_path, run.weights_sha256)
+        exports.append(MemberToExport(member, weights.spec, weights, run, seeds[member.name]))
+    return exports
+
+
+def export_family(db: Database, family: Family, runs: dict[str, TrainingRun], out: Path, options: ExportOptions,
+                  on_member: Callable[[str], None] | None = None) -> list[Path]:
+    """Write the chosen members, manifest and card into `out` (already checked) through a staging folder in it, so
+    that nothing is left behind when a member fails; return the paths written."""
+    chosen = chosen_members(family, runs, options)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    try:
+        manifest, contracts, int8 = _write_members(db, family, runs, chosen, staging, options, on_member)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        native = stored_resolution(next(iter(runs.values()))) if runs else None
+        (staging / CARD).write_text(model_card(family.name, contracts, int8, native))
+        written = []
+        for path in sorted(staging.iterdir()):
+            path.replace(out / path.name)
+            written.append(out / path.name)
+    except BaseException:
+        shutil.rmtree(out if created else staging, ignore_errors=True)
+        raise
+    staging.rmdir()
+    return written
+
+
+def _write_members(db: Database, family: Family, runs: dict[str, TrainingRun], chosen: list[str], staging: Path,
+                   options: ExportOptions, on_member: Callable[[str], None] | None
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]]]:
     described_family = family_json(family, runs)
-    manifest = {**described_family, "formats": list(formats), "members": []}
-    for member, described in zip(family.members, described_family["members"]):
-        name = member.name
-        run = runs.get(name)
-        trained = load_weights(run.weights_path, run.weights_sha256) if run else None
-        chosen = member_formats(trained is not None, formats)
-        spec = trained.spec if trained is not None else spec_from_dict(member.arch)
-        export_member(spec, name, out, chosen, trained)
-        files = {fmt: member_file(name, fmt) for fmt in chosen}
-        written += [out / path for path in files.values()]
-        manifest["members"].append({
-            **described, "files": files, "tf": tf_params(spec),
-            "trained": trained is not None, "run_id": run.id if run else None,
-            "seed": run.recipe.get("seed") if run else None,
-            "input": ({"pixels": "float in [0, 1]", "shape": ["N", spec.in_channels, spec.resolution,
-                                                               spec.resolution],
-                       "normalisation": {"mean": trained.mean, "std": trained.std}, "classes": trained.classes}
-                      if trained is not None else "normalised pixels (random weights: train the member first)"),
-        })
+    described = {entry["name"]: entry for entry in described_family["members"]}
+    manifest = {**described_family, "formats": list(options.formats), "quantize": options.quantize, "members": []}
+    made_by = origin(db, family)
+    contracts, int8 = [], {}
+    for export in members_to_export(db, family, runs, chosen):
+        name = export.member.name
+        formats = member_formats(export.trained, options)
+        contract = member_contract(export, made_by)
+        export_member(export, contract, staging, formats)
+        entry = {**described[name], "trained": export.trained, "run_id": export.run.id if export.run else None,
+                 "tf": tf_params(export.spec), "contract": contract}
+        if "int8" in formats:
+            int8[name] = entry["int8"] = quantize_member(export, staging)
+        files = {fmt: member_file(name, fmt) for fmt in formats}
+        entry["files"] = files
+        entry["sha256"] = {path: sha256_of(staging / path) for path in files.values()}
+        manifest["members"].append(entry)
+        contracts.append({**contract, "files": list(files.values())})
         if on_member is not None:
             on_member(name)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return [out / MANIFEST] + written
+    return manifest, contracts, int8
 
 
 def load_family(db: Database, family_id: int) -> tuple[Family, dict[str, TrainingRun]]:
-    """The stored family and its members' latest complete training runs; UsageError when there is none."""
+    """The stored family and its members' exported runs; UsageError when there is no such family."""
     family = get_family(db, family_id)
     if family is None:
         raise UsageError(f"no family with id {family_id}")
@@ -170,8 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="python -m scaling.export", description="Export a stored family.")
     parser.add_argument("--family", type=int, required=True, metavar="ID", help="family id (from scaling.grow)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    parser.add_argument("--files", default=",".join(FORMATS),
-                        help=f"which files to write per member, comma-separated: {', '.join(FORMATS)} (all)")
+    parser.add_argument("--files", default=",".join(DEFAULT_FORMATS),
+                        help=f"which files to write per member, comma-separated, of {', '.join(FORMATS)} "
+                             f"({','.join(DEFAULT_FORMATS)}; torchscript is deprecated by PyTorch)")
+    parser.add_argument("--members", metavar="NAMES", help="comma-separated members, e.g. B0,B1 (all)")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="also write each trained member's ONNX model statically quantised to int8, calibrated "
+                             "on training images, with its test accuracy and size beside the float model's")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")
     add_db_option(parser)
     return parser
@@ -180,23 +285,26 @@ def build_parser() -> argparse.ArgumentParser:
 @command(build_parser)
 def main(args: argparse.Namespace, parser: CommandParser) -> int:
     out = Path(args.out)
-    formats = parse_formats(args.files)
-    family, runs = load_family(open_database(resolve_url(args.db), create=False), args.family)
-    check_output_dir(out, planned_files(family, runs, formats), args.force)
-    total = len(family.members)
+    members = tuple(m.strip() for m in args.members.split(",") if m.strip()) if args.members else None
+    options = ExportOptions(parse_formats(args.files), members, args.quantize)
+    db = open_database(resolve_url(args.db), create=False)
+    family, runs = load_family(db, args.family)
+    chosen = chosen_members(family, runs, options)
+    check_output_dir(out, planned_files(chosen, runs, options), args.force)
     done = []
 
     def progress(name: str) -> None:
         done.append(name)
-        print(f"exported {name} ({len(done)}/{total})", file=sys.stderr, flush=True)
+        print(f"exported {name} ({len(done)}/{len(chosen)})", file=sys.stderr, flush=True)
 
     try:
-        paths = export_family(family, runs, out, formats, progress)
+        paths = export_family(db, family, runs, out, options, progress)
     except WeightsError as exc:
         fail(str(exc), code=1, prog=parser.prog)
     except OSError as exc:
         fail(f"cannot write to {out}: {exc.strerror or exc}", code=1, prog=parser.prog)
-    print(f"Wrote {len(paths)} files for family {args.family} to {out} (manifest: {out / MANIFEST})")
+    print(f"Wrote {len(paths)} files for family {args.family} to {out} (manifest: {out / MANIFEST}, "
+          f"model card: {out / CARD})")
     return 0
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("db", "effnas", "nas", "scaling", "dashboard")
 # Lower layers never import higher ones. effnas.records (the records storage maps) sits below db, effnas.cli (the
-# shared command-line convention) just above it; effnas.__main__, the `effnas` script, above everything.
+# shared command-line convention) just above it; the package itself (its public load_member) and effnas.__main__,
+# the `effnas` script, above everything.
 LAYERS = (
-    ("effnas.records", -1), ("db", 0), ("db.__main__", 1), ("effnas", 1), ("effnas.__main__", 7), ("nas.space", 2), ("nas.training", 3),
+    ("effnas.records", -1), ("db", 0), ("db.__main__", 1), ("effnas.cli", 1), ("effnas", 7), ("effnas.__main__", 7),
+    ("nas.space", 2), ("nas.training", 3),
     ("nas.evaluation", 4), ("nas.search", 5), ("nas.export", 5), ("nas", 5), ("scaling", 6), ("dashboard", 7),
 )
 

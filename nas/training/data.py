@@ -355,6 +355,15 @@ class TaskData:
             index = shard(index)
         return self.batches(split, index.split(batch_size))
 
+    def pixel_batches(self, split: Split, batch_size: int, count: int | None = None) -> Iterator[
+            tuple[torch.Tensor, torch.Tensor]]:
+        """(pixels, labels) of the first `count` (default all) images of a split, in order: resized and in [0, 1]
+        but not normalised, as an exported network takes them (it normalises inside its graph)."""
+        index = torch.arange(len(split) if count is None else min(count, len(split)), device=self._index_device(split))
+        index_batches = index.split(batch_size)
+        for batch, images in zip(index_batches, split.images.batches(index_batches)):
+            yield _pixels(images.to(self.device), self.resolution), split.labels[batch.to(split.labels.device)]
+
     def _index_device(self, split: Split) -> torch.device:
         return split.images.pixels.device if isinstance(split.images, TensorImages) else torch.device("cpu")
 
