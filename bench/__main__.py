@@ -42,6 +42,8 @@ BENCHES = (
     Bench("dashboard_pareto", 3, "the Pareto page with 10,000 trials: front, page script and browser seconds",
           needs="make browser for --browser"),
     Bench("export_memory", 3, "peak memory and seconds of exporting EfficientNet B0-B7"),
+    Bench("export_int8", 15, "a trained Fashion-MNIST family exported with --quantize int8: float and int8 accuracy, "
+          "size", needs="make fashion-mnist; bench/final_training.py's search database"),
     Bench("distributed_training", 6, "data-parallel training: 1 process x all cores against one process per core",
           needs="make fashion-mnist"),
     Bench("search_speed", 10, "the default search: wall time, trials per minute, seconds per trial"),

@@ -234,6 +234,19 @@ def export_memory(r: dict[str, Any]) -> str:
     return f"Formats: {', '.join(r['formats'])}.\n\n" + table(["member", "params", "seconds", "peak MiB"], rows)
 
 
+def export_int8(r: dict[str, Any]) -> str:
+    setup = r["setup"]
+    rows = [[m["member"], millions(m["flops"]), f"{m['params'] / 1e6:.2f}M", str(m["resolution"]),
+             f"{m['float_test_accuracy']:.4f}", f"{m['int8_test_accuracy']:.4f}",
+             f"{100 * (m['int8_test_accuracy'] - m['float_test_accuracy']):+.2f}",
+             f"{m['float_bytes'] / 1e6:.2f} MB", f"{m['int8_bytes'] / 1e6:.2f} MB"] for m in r["members"]]
+    return (f"The family of the {setup['network']}, B0-B{setup['phi_max']} by the paper's coefficients, each trained {setup['epochs']} epochs on "
+            f"{setup['subset']:,} Fashion-MNIST images (seed {setup['seed']}); accuracy on the 10k test images. "
+            f"{setup['flops']}.\n\n"
+            + table(["member", "FLOPs", "params", "px", "float test acc.", "int8 test acc.", "points", "float size",
+                     "int8 size"], rows))
+
+
 def dashboard_pareto(r: dict[str, Any]) -> str:
     b = r["browser_seconds"]
     return table(["trials", "Pareto front", "page script (s, 3 runs)", "fresh page load", "first click",
@@ -271,6 +284,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "search_efficacy_adamw": search_efficacy_adamw, "surrogate_fit": surrogate_fit,
     "surrogate_winners": surrogate_winners, "search_speed": search_speed, "fidelity_budget": fidelity_budget,
     "parallel_trials": parallel_trials, "flops_counters": flops_counters, "export_memory": export_memory,
+    "export_int8": export_int8,
     "dashboard_pareto": dashboard_pareto, "training_memory": training_memory,
     "distributed_training": distributed_training,
 }

@@ -13,7 +13,7 @@ COMMANDS = {
     "grow": ("scaling.grow", "grow a baseline into a B0..B7 family by a scaling rule"),
     "train": ("scaling.train", "train a found network or a family's members (with seeds) to the end: test accuracy"),
     "compare": ("scaling.compare", "trained families side by side: test accuracy over seeds against FLOPs"),
-    "export-family": ("scaling.export", "write a family as JSON specs, ONNX, TorchScript and trained weights"),
+    "export-family": ("scaling.export", "write a family as ONNX, torch.export programs, safetensors, int8 and a model card"),
     "predict": ("scaling.predict", "classify image files with a trained network"),
     "dashboard": ("dashboard.__main__", "open the dashboard"),
     "db": ("db.__main__", "upgrade a database's schema or show its revision"),

@@ -291,6 +291,9 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     family, runs = load_family(db, args.family)
     chosen = chosen_members(family, runs, options)
     check_output_dir(out, planned_files(chosen, runs, options), args.force)
+    if "torchscript" in options.formats:
+        print("note: TorchScript is deprecated by PyTorch; the .pt2 program (torch.export) replaces it",
+              file=sys.stderr, flush=True)
     done = []
 
     def progress(name: str) -> None:

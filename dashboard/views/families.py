@@ -18,13 +18,13 @@ from db.trials import trial_points
 from effnas.records import Family, SearchRow, TrainingRun
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from scaling.compare import compare_families
-from scaling.export import FORMATS, export_family, load_family
+from scaling.export import FORMATS, ExportOptions, export_family, load_family
 from scaling.family import trained_runs
 
 
-def family_zip(family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> bytes:
+def family_zip(db: Database, family: Family, runs: dict[str, TrainingRun], formats: tuple[str, ...]) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
-        paths = export_family(family, runs, Path(folder), formats)
+        paths = export_family(db, family, runs, Path(folder) / "family", ExportOptions(formats))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in paths:
@@ -70,7 +70,7 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     key = f"zip-{family.id}-{','.join(formats)}"
     if st.button("Prepare download", disabled=not formats):
         with st.spinner("Exporting the family ..."):
-            st.session_state[key] = family_zip(*load_family(db, family.id), tuple(formats))
+            st.session_state[key] = family_zip(db, *load_family(db, family.id), tuple(formats))
     if key in st.session_state:
         st.download_button("Download family (zip)", st.session_state[key], file_name=f"family-{family.id}.zip",
                            mime="application/zip")

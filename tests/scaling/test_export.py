@@ -215,11 +215,20 @@ def test_load_member_and_predict_serve_the_export_folder(exported, tmp_path):
     assert top == [int(i) for i in logits[:5].argmax(1)]
 
 
-def test_an_export_folder_that_exists_is_refused_without_force(exported):
+def in_process(main, *argv, capsys):
+    """A command run in this process (its imports already paid for): exit code and stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    return exited.value.code, capsys.readouterr().err
+
+
+def test_an_export_folder_that_exists_is_refused_without_force(exported, capsys):
+    from scaling.export import main
+
     before = {p.name: p.stat().st_mtime_ns for p in exported["out"].iterdir()}
-    result = cli("scaling.export", "--family", str(exported["family"]), "--out", str(exported["out"]), "--db",
-                 str(exported["db"]), cwd=exported["folder"])
-    assert result.returncode == 2 and "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    code, stderr = in_process(main, "--family", str(exported["family"]), "--out", str(exported["out"]), "--db",
+                              str(exported["db"]), capsys=capsys)
+    assert code == 2 and "--force" in stderr and len(stderr.strip().splitlines()) == 1
     assert {p.name: p.stat().st_mtime_ns for p in exported["out"].iterdir()} == before
 
 
@@ -228,11 +237,13 @@ def test_an_export_folder_that_exists_is_refused_without_force(exported):
     (["--quantize", "int8", "--files", "json,pt2"], "keep onnx in --files"),
     (["--members", "B5"], "has no member B5"),
 ])
-def test_bad_export_options_exit_2_and_write_nothing(exported, tmp_path, args, message):
+def test_bad_export_options_exit_2_and_write_nothing(exported, tmp_path, capsys, args, message):
+    from scaling.export import main
+
     out = tmp_path / "new"
-    result = cli("scaling.export", "--family", str(exported["family"]), "--out", str(out), *args, "--db",
-                 str(exported["db"]), cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    code, stderr = in_process(main, "--family", str(exported["family"]), "--out", str(out), *args, "--db",
+                              str(exported["db"]), capsys=capsys)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not out.exists()
 
 
@@ -256,8 +267,12 @@ def test_a_weights_file_gone_missing_fails_the_export_and_leaves_no_folder(expor
     ("b0.safetensors", "B0", "does not match the SHA-256"),
     ("family.json", "B0", "cannot read"),
 ])
-def test_a_folder_without_the_member_or_with_a_changed_file_is_one_line(exported, tmp_path, damage, member, message):
+def test_a_folder_without_the_member_or_with_a_changed_file_is_one_line(exported, tmp_path, capsys, damage, member,
+                                                                         message):
+    from PIL import Image
+
     from scaling.exported import ExportFolderError, load_member
+    from scaling.predict import main
 
     folder = tmp_path / "copy"
     shutil.copytree(exported["out"], folder)
@@ -268,8 +283,6 @@ def test_a_folder_without_the_member_or_with_a_changed_file_is_one_line(exported
     with pytest.raises(ExportFolderError, match=message):
         load_member(folder, member)
     image = tmp_path / "x.png"
-    from PIL import Image
-
     Image.new("L", (28, 28)).save(image)
-    result = cli("scaling.predict", "--export", str(folder), "--member", member, str(image), cwd=tmp_path)
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    code, stderr = in_process(main, "--export", str(folder), "--member", member, str(image), capsys=capsys)
+    assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1

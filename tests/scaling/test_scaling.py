@@ -116,7 +116,7 @@ def test_family_from_a_search_links_its_best_trial_and_members_can_be_evaluated(
 
 
 @pytest.mark.slow
-def test_export_round_trip_json_onnx_torchscript(tmp_path):
+def test_export_round_trip_json_onnx_program_torchscript(tmp_path):
     import onnxruntime as ort
 
     db = tmp_path / "e.db"
@@ -124,8 +124,8 @@ def test_export_round_trip_json_onnx_torchscript(tmp_path):
     grown = json.loads(cli("scaling.grow", "--arch", str(arch), "--phi-max", "2", "--db", str(db), "--format", "json",
                            cwd=tmp_path, check=True).stdout)
     out = tmp_path / "family"
-    cli("scaling.export", "--family", str(grown["family_id"]), "--out", str(out), "--db", str(db), cwd=tmp_path,
-        check=True)
+    cli("scaling.export", "--family", str(grown["family_id"]), "--out", str(out), "--files",
+        "json,onnx,pt2,torchscript", "--db", str(db), cwd=tmp_path, check=True)
     manifest = json.loads((out / "family.json").read_text())
     assert [m["name"] for m in manifest["members"]] == ["B0", "B1", "B2"]
     for member in manifest["members"]:
@@ -139,10 +139,12 @@ def test_export_round_trip_json_onnx_torchscript(tmp_path):
         session = ort.InferenceSession(str(out / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         onnx_out = session.run(None, {"image": x.numpy()})[0]
         scripted = torch.jit.load(str(out / f"{name}.torchscript.pt")).eval()
+        program = torch.export.load(str(out / f"{name}.pt2")).module()
         with torch.no_grad():
-            torch_out = scripted(x).numpy()
-        assert onnx_out.shape == (2, spec.num_classes)
+            torch_out, program_out = scripted(x).numpy(), program(x).numpy()
+        assert onnx_out.shape == (2, spec.num_classes) and not member["trained"]
         np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(program_out, torch_out, rtol=1e-4, atol=1e-5)
     again = cli("scaling.export", "--family", str(grown["family_id"]), "--out", str(out), "--db", str(db),
                 cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
@@ -154,13 +156,12 @@ def test_export_round_trip_json_onnx_torchscript(tmp_path):
 def test_onnx_matches_pytorch_on_the_same_weights(tmp_path):
     import onnxruntime as ort
 
-    from scaling.export import export_member
+    from scaling.model_files import write_onnx
 
     spec = TINY_ARCH
-    torch.manual_seed(0)
     model = build_model(spec).eval()
-    torch.manual_seed(0)
-    export_member(spec, "B0", tmp_path, ("onnx",))
+    write_onnx(model, torch.zeros(2, spec.in_channels, spec.resolution, spec.resolution), tmp_path / "b0.onnx",
+               {"member": "B0"})
     x = torch.randn(3, spec.in_channels, spec.resolution, spec.resolution)
     with torch.no_grad():
         expected = model(x).numpy()

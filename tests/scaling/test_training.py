@@ -152,40 +152,6 @@ def test_resume_continues_from_the_checkpoint_to_the_uninterrupted_result(traine
     assert after["test_accuracy"] == reference["test_accuracy"]
 
 
-def test_exported_onnx_with_trained_weights_reproduces_pytorch(trained, tmp_path):
-    import onnxruntime as ort
-
-    from nas.training.weights import load_weights
-
-    folder = trained["folder"]
-    db = trained["db"]
-    [run] = runs(db)
-    grown = cli("scaling.grow", "--arch", str(trained["arch"]), "--phi-max", "1", "--db", str(db), "--format",
-                "json", cwd=folder)
-    assert grown.returncode == 0, grown.stderr
-    family = json.loads(grown.stdout)["family_id"]
-    trained_b0 = cli("scaling.train", "--family", str(family), "--members", "B0", "--dataset", "idx", "--data-dir",
-                     str(trained["data"]), "--subset", "600", "--epochs", "1", "--val-images", "300", "--threads", "1",
-                     "--db", str(db), cwd=folder)
-    assert trained_b0.returncode == 0, trained_b0.stderr
-    out = tmp_path / "family"
-    exported = cli("scaling.export", "--family", str(family), "--out", str(out), "--db", str(db), cwd=folder)
-    assert exported.returncode == 0, exported.stderr
-    manifest = json.loads((out / "family.json").read_text())
-    b0, b1 = manifest["members"]
-    assert b0["trained"] and not b1["trained"] and "weights" in b0["files"] and "weights" not in b1["files"]
-    assert b0["training_run"]["run_id"] == runs(db)[-1]["id"] and b0["test_accuracy"] is not None
-    assert b0["input"]["shape"] == ["N", 1, 32, 32]
-    weights = load_weights(runs(db)[-1]["weights_path"], runs(db)[-1]["weights_sha256"])
-    pixels = torch.rand(5, 1, 32, 32)
-    with torch.no_grad():
-        expected = weights.model()(pixels).numpy()
-    session = ort.InferenceSession(str(out / "b0.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(None, {"image": pixels.numpy()})[0], expected, rtol=1e-4, atol=1e-5)
-    scripted = torch.jit.load(str(out / "b0.torchscript.pt"))
-    np.testing.assert_allclose(scripted(pixels).detach().numpy(), expected, rtol=1e-4, atol=1e-5)
-
-
 def test_predict_classifies_image_files_with_a_trained_run(trained, tmp_path):
     from PIL import Image
 
