@@ -242,7 +242,7 @@ def export_int8(r: dict[str, Any]) -> str:
              f"{m['float_bytes'] / 1e6:.2f} MB", f"{m['int8_bytes'] / 1e6:.2f} MB"] for m in r["members"]]
     return (f"The family of the {setup['network']}, B0-B{setup['phi_max']} by the paper's coefficients, each trained {setup['epochs']} epochs on "
             f"{setup['subset']:,} Fashion-MNIST images (seed {setup['seed']}); accuracy on the 10k test images. "
-            f"{setup['flops']}.\n\n"
+            f"FLOPs: {setup['flops']}.\n\n"
             + table(["member", "FLOPs", "params", "px", "float test acc.", "int8 test acc.", "points", "float size",
                      "int8 size"], rows))
 

@@ -245,7 +245,8 @@ def _write_members(db: Database, family: Family, runs: dict[str, TrainingRun], c
         contract = member_contract(export, made_by)
         export_member(export, contract, staging, formats)
         entry = {**described[name], "trained": export.trained, "run_id": export.run.id if export.run else None,
-                 "tf": tf_params(export.spec), "contract": contract}
+                 "seed": export.run.recipe.get("seed") if export.run else None, "tf": tf_params(export.spec),
+                 "contract": contract}
         if "int8" in formats:
             int8[name] = entry["int8"] = quantize_member(export, staging)
         files = {fmt: member_file(name, fmt) for fmt in formats}

@@ -11,9 +11,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import effnas.cli as cli
 from db import db_argument, open_database, resolve_url
 from db.families import get_family, store_family
-from effnas import cli
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, FamilyMember, GridPoint
 from nas.search.config import SearchConfig

@@ -24,6 +24,10 @@ def _accuracy_text(contract: dict[str, Any]) -> str:
     return f"{test['mean']:.4f}{spread}"
 
 
+def _seeds_text(seeds: list[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {', '.join(map(str, seeds))}"
+
+
 def card_metadata(family_name: str, contracts: list[dict[str, Any]]) -> Any:
     """The YAML metadata: one accuracy per trained member (mean over its seeds), on the data set's test split."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -39,7 +43,7 @@ def card_metadata(family_name: str, contracts: list[dict[str, Any]]) -> Any:
         results.append(EvalResult(
             task_type="image-classification", dataset_type=dataset_id, dataset_name=dataset_name,
             dataset_split="test", metric_type="accuracy", metric_value=round(test["mean"], 6),
-            metric_name=f"{contract['member']} test accuracy (mean of {len(test['seeds'])} seed(s))",
+            metric_name=f"{contract['member']} test accuracy ({_seeds_text(test['seeds'])})",
             metric_args={"member": contract["member"], "sd": test["sd"], "seeds": test["seeds"],
                          "run_ids": test["run_ids"]}))
     return ModelCardData(model_name=family_name, eval_results=results or None, datasets=sorted(datasets) or None,
@@ -59,6 +63,13 @@ def _member_table(contracts: list[dict[str, Any]], int8: dict[str, dict[str, Any
                      f"{arch['resolution']} | {_accuracy_text(contract)} | {seeds} | {int8_text} | "
                      f"{', '.join(contract['files'])} |")
     return lines
+
+
+def _baseline_text(contract: dict[str, Any]) -> str:
+    if contract["search"] is not None:
+        return "a neural architecture search over MnasNet's factorized MBConv space found the baseline B0"
+    baseline = contract["baseline"]
+    return f"the baseline B0 is {'the official' if baseline['kind'] == 'name' else 'the network of'} {baseline['ref']}"
 
 
 def _how_made(contract: dict[str, Any]) -> list[str]:
@@ -139,9 +150,8 @@ def model_card(family_name: str, contracts: list[dict[str, Any]], int8: dict[str
     arch = first["architecture"]
     lines = [
         "---", metadata.to_yaml(), "---", "", f"# {family_name}", "",
-        f"An image classifier family found and grown by effnas (version "
-        f"{first['effnas_version']}): a neural architecture search over MnasNet's factorized MBConv space found the "
-        "baseline B0, and a scaling rule grew it into the larger members.", "",
+        f"An image classifier family made by effnas {first['effnas_version']}: {_baseline_text(first)}, and a "
+        "scaling rule grew it into the larger members.", "",
         "## Members", "", *_member_table(contracts, int8), "",
         f"{arch['flops_convention'].split(', at ')[0]}, at each member's resolution. Test accuracy: mean ± sample "
         "standard deviation over the seeds trained.", "",
@@ -157,6 +167,7 @@ def model_card(family_name: str, contracts: list[dict[str, Any]], int8: dict[str
                   "|---|---:|---:|---:|---:|"]
         lines += [f"| {name} | {q['float_test_accuracy']:.4f} | {q['test_accuracy']:.4f} | "
                   f"{q['float_bytes'] / 1e6:.2f} MB | {q['bytes'] / 1e6:.2f} MB |" for name, q in int8.items()]
-        lines += ["", *_int8_losses(int8), ""]
+        losses = _int8_losses(int8)
+        lines += ["", *losses, ""] if losses else [""]
     lines += ["## Limitations", "", *_limitations(contracts, native_resolution), ""]
     return "\n".join(lines)

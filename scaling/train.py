@@ -21,8 +21,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import effnas.cli as cli
 from db import Database, db_argument, open_database, resolve_url
-from effnas import cli
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import TrainingRun
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import effnas.cli as cli
 from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches
-from effnas import cli
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import (

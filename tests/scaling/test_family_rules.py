@@ -240,7 +240,7 @@ def test_train_bad_seeds_and_members_are_one_line_and_the_database_unchanged(que
 @pytest.mark.slow
 def test_export_names_each_members_run_seed_and_test_accuracy(queue, tmp_path):
     out = tmp_path / "family"
-    result = cli("scaling.export", "--family", "2", "--out", str(out), "--files", "json,weights", "--db",
+    result = cli("scaling.export", "--family", "2", "--out", str(out), "--files", "json,safetensors", "--db",
                  str(queue["db"]), cwd=queue["folder"])
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "family.json").read_text())
@@ -251,4 +251,8 @@ def test_export_names_each_members_run_seed_and_test_accuracy(queue, tmp_path):
         assert member["trained"] and member["run_id"] == best["id"]
         assert member["seed"] == json.loads(best["recipe"])["seed"]
         assert member["test_accuracy"] == best["test_accuracy"]
-        assert (out / member["files"]["weights"]).is_file()
+        assert (out / member["files"]["safetensors"]).is_file()
+        test = member["contract"]["accuracy"]["test"]
+        by_id = {r["id"]: r for r in candidates}
+        assert best["id"] in test["run_ids"] and set(test["run_ids"]) <= set(by_id) and len(test["seeds"]) == 2
+        assert test["mean"] == pytest.approx(sum(by_id[i]["test_accuracy"] for i in test["run_ids"]) / 2)
