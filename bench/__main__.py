@@ -41,7 +41,7 @@ BENCHES = (
     Bench("flops_counters", 1, "analytic vs. thop FLOPs counter per spec (B0 at 224 px): equal counts, microseconds"),
     Bench("dashboard_pareto", 3, "the Pareto page with 10,000 trials: front, page script and browser seconds",
           needs="make browser for --browser"),
-    Bench("export_memory", 3, "peak memory and seconds of exporting EfficientNet B0-B7"),
+    Bench("export_memory", 6, "peak memory and seconds of exporting EfficientNet B0-B7 (ONNX and .pt2)"),
     Bench("export_int8", 15, "a trained Fashion-MNIST family exported with --quantize int8: float and int8 accuracy, "
           "size", needs="make fashion-mnist; bench/final_training.py's search database"),
     Bench("distributed_training", 6, "data-parallel training: 1 process x all cores against one process per core",
