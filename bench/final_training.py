@@ -1,7 +1,7 @@
 """The found B0 against EfficientNet-B0, both trained to the end on Fashion-MNIST with the same recipe.
 
 Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--stem-stride auto] [--weight-decay W]
-     [--subset N] [--keep-baseline]
+     [--subset N] [--keep-baseline] [--resume]
 1. `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops 8M` (stem stride auto: 1) finds a B0 (the
    search reads only Fashion-MNIST's 60k training images; a stride-1 stem keeps a 2x2 map before the head at
    32 px, where B0's own stem leaves 1x1);
@@ -10,7 +10,7 @@ Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--ste
 It prints test accuracy, params, FLOPs at 32 px, wall time and images/s of each, checks the targets (found B0:
 >= 0.94 test accuracy on CPU / 0.95 on a GPU, <= 1M params, at least EfficientNet-B0's accuracy at fewer FLOPs),
 and writes everything to bench/final_training.json (or --out). Each step is an effnas command, as a user runs it,
-into a fresh database (--db, replaced at the start).
+into a fresh database (--db, replaced at the start unless --resume keeps it).
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep-baseline", action="store_true",
                         help="take EfficientNet-B0's result from --out when it was trained with the same recipe, "
                              "epochs, subset and device (it does not depend on the search), instead of training it")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep --db from an earlier run of this bench: a finished search is not run again, and "
+                             "scaling.train continues an interrupted training from its last epoch (so the hours of "
+                             "training on a CPU can span sessions on one machine)")
     parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     return parser.parse_args()
@@ -101,6 +105,20 @@ def kept_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
     return {**b0, "measured": b0.get("measured") or {"date": previous["date"], "commit": previous["commit"]}}
 
 
+def finished_search_seconds(db_path: Path) -> float | None:
+    """How long search 1 of an earlier run of this bench took, if it finished."""
+    from db import open_database
+    from db.searches import get_search
+    from effnas.records import SearchStatus
+
+    if not db_path.is_file():
+        return None
+    search = get_search(open_database(f"sqlite:///{db_path}", create=False), 1)
+    if search is None or search.status is not SearchStatus.FINISHED:
+        return None
+    return (search.finished_at - search.started_at).total_seconds()
+
+
 def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, checks: dict[str, bool], out: str) -> None:
     print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
     for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
@@ -116,15 +134,21 @@ def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, che
 def main() -> int:
     args = parse_args()
     baseline = kept_baseline(args)
-    folder = Path(args.db).resolve().parent
+    db_path = Path(args.db).resolve()
+    folder = db_path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob(Path(args.db).name + "*"):
-        stale.unlink()
-    db = ["--db", str(Path(args.db).resolve())]
+    search_seconds = finished_search_seconds(db_path) if args.resume else None
+    if not args.resume:
+        for stale in folder.glob(db_path.name + "*"):
+            stale.unlink()
+    db = ["--db", str(db_path)]
     search_args = ["nas.search", "--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M",
                    "--stem-stride", args.stem_stride, "--trials", str(args.trials), "--time-budget", args.time_budget,
                    "--device", args.device, *db]
-    _, search_seconds = run(search_args, folder)
+    if search_seconds is None:
+        _, search_seconds = run(search_args, folder)
+    else:
+        print(f"--resume: search 1 in {db_path.name} finished ({search_seconds:.0f} s); not run again", flush=True)
     common = training_args(args, folder, db)
     found = train(["--search", "1", *common], folder)
     b0 = baseline or train(["--baseline", "efficientnet-b0", "--resolution", "32", *common], folder)
