@@ -13,30 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench_json import default_path, read_json, write_json
+from final_training import run
 
 from nas.space.flops import count_flops, count_params
 from nas.space.spec import ArchSpec, decode, to_json
 
 HERE = Path(__file__).resolve().parent
-
-
-def run(args: list[str], cwd: Path) -> tuple[str, float]:
-    print("running: python -m", " ".join(args), flush=True)
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "EFFNAS_DB": ""})
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result.stdout, time.perf_counter() - start
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,7 +69,7 @@ def main() -> int:
     seconds = {}
     grown, seconds["grow"] = run(["scaling.grow", "--arch", str(arch), "--phi-max", str(args.phi_max), "--format",
                                   "json", "--db", str(db)], work)
-    family = json.loads(grown)["family_id"]
+    family = json.loads(grown.stdout)["family_id"]
     _, seconds["train"] = run(["scaling.train", "--family", str(family), "--dataset", "fashion-mnist", "--epochs",
                                str(args.epochs), "--subset", str(args.subset), "--db", str(db), "--out-dir",
                                str(work / "runs")], work)
