@@ -42,12 +42,16 @@ docs-build: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
+# One pytest worker per core: tests train with one thread and spend much of their time waiting on the processes
+# they start. A file stays on one worker, so its module fixtures are built once.
+PYTEST := $(PY) -m pytest -n logical --dist loadfile
+
 test: setup browser lint docs-build
-	$(PY) -m pytest
+	$(PYTEST)
 
 # About 12 minutes on 2 cores: no long searches, no browser, no PostgreSQL.
 test-fast: setup lint
-	$(PY) -m pytest -m "not slow and not browser and not postgres"
+	$(PYTEST) -m "not slow and not browser and not postgres"
 
 # Every bench whose budget on 2 cores fits BUDGET (`make bench BUDGET=2h`); `python -m bench` lists them all.
 BUDGET ?= 15m
