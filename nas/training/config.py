@@ -60,6 +60,23 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True)
+class SupernetConfig:
+    """Training a weight-sharing supernet of the search space (`nas.training.supernet`) with the sandwich rule and
+    in-place distillation, on the proxy's optimizer, batch, learning rate and seed; and scoring its paths."""
+
+    epochs: int = 6
+    # Per step, besides the largest and the smallest path: BigNAS's two.
+    random_paths: int = 2
+    # OFA's learned transform from the 5x5 kernel's centre to the 3x3 kernel.
+    kernel_transform: bool = False
+    # Training images a path's BatchNorm statistics are re-estimated on before it is scored.
+    calibration_images: int = 256
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainingRecipe:
     """Final training: SGD with Nesterov momentum, warm-up then cosine, label smoothing, an EMA of the weights,
     crop / flip / erasing augmentation, the member's dropout and this drop-connect."""

@@ -165,7 +165,7 @@ class Trainer:
         self.final = isinstance(recipe, TrainingRecipe)
         self.spec = trained_spec(spec, data, recipe)
         torch.manual_seed(recipe.seed)
-        self.model = build_model(self.spec).to(self.device, memory_format=torch.channels_last)
+        self.model = self.build_network().to(self.device, memory_format=torch.channels_last)
         self.ema: AveragedModel | None = None
         if self.final:
             # The official classifier init (uniform 1/sqrt(classes)) starts ten-class logits so large that the first
@@ -192,6 +192,10 @@ class Trainer:
         self.epoch = 0
         self.best: dict[str, Any] = {"accuracy": -1.0, "epoch": None, "weights": None, "state": None}
 
+    def build_network(self) -> nn.Module:
+        """The network this trainer trains, before it moves to the device."""
+        return build_model(self.spec)
+
     def _autocast(self) -> torch.autocast:
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.final and self.device.type == "cuda")
 
@@ -216,14 +220,8 @@ class Trainer:
                                      shard)
         for step, (images, labels) in enumerate(batches):
             images = self._augment(images).contiguous(memory_format=torch.channels_last)
-            with self._autocast():
-                loss = F.cross_entropy(self.trained_model(images), labels,
-                                       label_smoothing=self.recipe.label_smoothing)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: loss became {loss.item()} in epoch {self.epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = self.backward(images, labels, step)
             self.optimizer.step()
             self.schedule.step()
             if self.ema is not None:
@@ -239,8 +237,21 @@ class Trainer:
         seconds = time.perf_counter() - start
         return total_loss / self.steps_per_epoch, self.steps_per_epoch * self.recipe.batch_size / seconds
 
+    def backward(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        """The loss of one batch, its gradients accumulated; TrainingDiverged when it is not finite."""
+        with self._autocast():
+            loss = F.cross_entropy(self.trained_model(images), labels, label_smoothing=self.recipe.label_smoothing)
+        self.check_finite(loss, step)
+        loss.backward()
+        return loss
+
+    def check_finite(self, loss: torch.Tensor, step: int) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: loss became {loss.item()} in epoch {self.epoch + 1}, step {step + 1}")
+
     @torch.no_grad()
-    def recalibrate(self, model: nn.Module) -> None:
+    def recalibrate(self, model: nn.Module, images: int = RECALIBRATION_IMAGES) -> None:
         """Re-estimate BatchNorm statistics as an exact average over the first training images: TF's slow momentum
         (0.01) leaves them far from the data after a few hundred steps, and an EMA's averaged weights do not
         match the raw network's statistics at all."""
@@ -250,9 +261,9 @@ class Trainer:
             m.reset_running_stats()
             m.momentum = None
         model.train()
-        for images, _ in self.data.in_order(self.data.train, self.eval_batch_size, RECALIBRATION_IMAGES):
+        for batch, _ in self.data.in_order(self.data.train, self.eval_batch_size, images):
             with self._autocast():
-                model(images.contiguous(memory_format=torch.channels_last))
+                model(batch.contiguous(memory_format=torch.channels_last))
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
 
