@@ -87,6 +87,9 @@ class TrialRecord(Base):
     epochs: Mapped[Optional[int]] = mapped_column(Integer)
     partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     first_rung_reward: Mapped[Optional[float]] = mapped_column(Float)
+    # Scored on a supernet path (stored partial, 0 epochs, until proxy-trained): the accuracy and reward there.
+    supernet_accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    supernet_reward: Mapped[Optional[float]] = mapped_column(Float)
     build_seconds: Mapped[Optional[float]] = mapped_column(Float)
     train_seconds: Mapped[Optional[float]] = mapped_column(Float)
     eval_seconds: Mapped[Optional[float]] = mapped_column(Float)
@@ -210,3 +213,26 @@ class TrainingRunRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[Optional[datetime]]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SupernetRecord(Base):
+    __tablename__ = "supernets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset: Mapped[str] = mapped_column(String(200))
+    resolution: Mapped[int] = mapped_column(Integer)
+    stem_stride: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=TrainingStatus.RUNNING.value)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0)
+    curve: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    checkpoint_path: Mapped[Optional[str]] = mapped_column(Text)
+    weights_path: Mapped[Optional[str]] = mapped_column(Text)
+    weights_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    seconds: Mapped[Optional[float]] = mapped_column(Float)
+    worker: Mapped[Optional[str]] = mapped_column(String(200))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[Optional[datetime]]

@@ -55,6 +55,7 @@ def claim_trial(db: Database, search_id: int, trial: NewTrial, status: TrialStat
         row.error = None
         row.finished_at = None
         row.epochs, row.partial, row.first_rung_reward = None, False, None
+        row.supernet_accuracy = row.supernet_reward = None
         row.flops, row.params = trial.flops, trial.params
         if trial.zero_cost_score is not None:
             row.zero_cost_score = trial.zero_cost_score
@@ -95,7 +96,8 @@ def interrupt_in_flight(db: Database, search_id: int, error: str, *, finished: b
 def finished_trials(db: Database, search_id: int) -> list[FinishedTrial]:
     with db.reading() as session:
         rows = session.execute(
-            select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status, TrialRecord.reward).where(
+            select(TrialRecord.role, TrialRecord.arch_key, TrialRecord.status,
+                   func.coalesce(TrialRecord.supernet_reward, TrialRecord.reward)).where(
                 TrialRecord.search_id == search_id, TrialRecord.status.in_([s.value for s in FINISHED])
             )
         ).all()
@@ -159,6 +161,28 @@ def best_trial(db: Database, search_id: int) -> TrialInfo | None:
             .limit(1)
         ).first()
         return None if row is None else _info(row)
+
+
+def best_supernet_scored(db: Database, search_id: int, count: int) -> list[TrialInfo]:
+    """The `count` completed candidates a supernet scored highest (earliest on ties), proxy-trained since or not."""
+    with db.reading() as session:
+        rows = session.scalars(
+            select(TrialRecord)
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.supernet_reward.is_not(None))
+            .order_by(TrialRecord.supernet_reward.desc(), TrialRecord.number)
+            .limit(count)
+        ).all()
+        return [_info(row) for row in rows]
+
+
+def start_trial_again(db: Database, trial_id: int, worker: str) -> None:
+    """Mark a finished trial running again in `worker` (a supernet-scored candidate now proxy-trained), keeping
+    what it has stored."""
+    with db.writing() as session:
+        row = session.get(TrialRecord, trial_id)
+        row.status, row.worker, row.started_at, row.finished_at = TrialStatus.RUNNING.value, worker, utcnow(), None
+        row.attempts += 1
 
 
 def reference_trial(db: Database, search_id: int) -> TrialInfo | None:

@@ -138,6 +138,18 @@ class TrialInfo:
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
+    # Where a supernet scored the trial (`nas.search --evaluator supernet`): its accuracy and reward there. The
+    # strategy saw this reward; `accuracy` and `reward` are the proxy's once the trial was proxy-trained.
+    supernet_accuracy: float | None = None
+    supernet_reward: float | None = None
+
+    @property
+    def fidelity(self) -> str:
+        """What the trial's accuracy measures: `supernet` (a path of the search's supernet, never trained on its
+        own), `partial` (stopped by successive halving) or `proxy` (the full proxy training)."""
+        if self.partial:
+            return "supernet" if self.supernet_accuracy is not None and self.epochs == 0 else "partial"
+        return "proxy"
 
 
 @dataclass(frozen=True)
@@ -157,7 +169,8 @@ class NewTrial:
 
 @dataclass(frozen=True)
 class FinishedTrial:
-    """What a resumed search needs of a finished trial: which architecture, and the reward the strategy saw."""
+    """What a resumed search needs of a finished trial: which architecture, and the reward the strategy saw (the
+    supernet's, for a trial a supernet scored)."""
 
     role: TrialRole
     arch_key: str
@@ -312,3 +325,28 @@ class TrainingRun:
                 "chosen_weights": self.chosen_weights, "best_epoch": self.best_epoch,
                 "weights_path": self.weights_path, "weights_sha256": self.weights_sha256,
                 "block_strings": self.block_strings, "recipe": self.recipe}
+
+
+@dataclass(frozen=True)
+class Supernet:
+    """A trained (or training) supernet of a search space on one task: what defines it (`key`, a SHA-256 of
+    `definition`), where its weights are, and its training, epoch by epoch."""
+
+    key: str
+    definition: dict[str, Any]
+    dataset: str
+    resolution: int
+    stem_stride: int
+    epochs: int
+    id: int | None = None
+    status: TrainingStatus = TrainingStatus.RUNNING
+    epochs_done: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_path: str | None = None
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+    seconds: float | None = None
+    worker: str | None = None
+    error: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None

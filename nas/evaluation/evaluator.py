@@ -38,6 +38,8 @@ class Outcome:
     epochs: int | None = None
     partial: bool = False
     first_rung_reward: float | None = None
+    supernet_accuracy: float | None = None
+    supernet_reward: float | None = None
 
     @property
     def strategy_value(self) -> float:
@@ -45,8 +47,10 @@ class Outcome:
         return self.reward if self.status is TrialStatus.COMPLETE else 0.0
 
     def results(self) -> dict[str, float | str | None]:
-        """The stored results of a trial, keyed by column."""
-        return {
+        """The stored results of a trial, keyed by column; a supernet's scores only where it gave them, so that
+        proxy training a supernet-scored trial keeps them."""
+        supernet = {"supernet_accuracy": self.supernet_accuracy, "supernet_reward": self.supernet_reward}
+        return {**{key: value for key, value in supernet.items() if value is not None},
             "accuracy": self.accuracy, "reward": self.reward, "error": self.error,
             "build_seconds": self.build_seconds, "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds, "epochs": self.epochs, "partial": self.partial,

@@ -21,15 +21,17 @@ from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
 from nas.search.config import (
     DEFAULT_TIME_BUDGET,
+    EVALUATORS,
     FIDELITIES,
     PRESCREEN_STRATEGIES,
     STRATEGIES,
+    SUPERNET_TRIALS,
     SearchConfig,
     check_strategy,
 )
 from nas.space.flops import FLOPS_CONVENTION
 from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
-from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, ProxyConfig, TaskConfig, default
+from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, ProxyConfig, SupernetConfig, TaskConfig, default
 
 if TYPE_CHECKING:
     from db import Database
@@ -124,6 +126,20 @@ def _add_strategy_options(how: _DefiningGroup) -> None:
                      "candidate trains one epoch of the proxy and those whose reward is in the best 1/eta so far "
                      f"train on to the full proxy from where they stopped {_d(SearchConfig, 'fidelity')}")
     how.add_argument("--eta", type=int, help=f"successive halving's ratio, at least 2 {_d(SearchConfig, 'eta')}")
+    how.add_argument("--evaluator", choices=EVALUATORS,
+                     help="proxy: train every candidate on the proxy; supernet: score candidates on a weight-sharing "
+                     "supernet of the space (trained once per task and space, stored, reused for any target), then "
+                     f"proxy-train the best --proxy-train of them {_d(SearchConfig, 'evaluator')}")
+    how.add_argument("--proxy-train", type=int, metavar="K", dest="proxy_trained",
+                     help="with --evaluator supernet: proxy-train the K candidates with the best supernet rewards; "
+                     f"only they can win {_d(SearchConfig, 'proxy_trained')}")
+    how.add_argument("--supernet-epochs", type=int, metavar="N",
+                     help=f"epochs of the supernet's sandwich training {_d(SupernetConfig, 'epochs')}")
+    how.add_argument("--kernel-transform", action="store_true", default=None,
+                     help="learn OFA's transform from the 5x5 kernel's centre to the 3x3 kernel")
+    how.add_argument("--calibration-images", type=int, metavar="N",
+                     help="training images a path's BatchNorm statistics are re-estimated on before it is scored "
+                     f"{_d(SupernetConfig, 'calibration_images')}")
     how.add_argument("--seed", type=int, help=f"same seed, same trials {_d(ProxyConfig, 'seed')}")
     how.add_argument("--no-reference", action="store_true", default=None,
                      help="do not evaluate EfficientNet-B0 for comparison")
@@ -218,6 +234,13 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         **{name: _given(args, name, default(ProxyConfig, name))
            for name in ("epochs", "batch_size", "lr", "seed", "optimizer", "label_smoothing", "weight_decay")},
     )
+    supernet = SupernetConfig(
+        epochs=_given(args, "supernet_epochs", default(SupernetConfig, "epochs")),
+        kernel_transform=bool(_given(args, "kernel_transform", default(SupernetConfig, "kernel_transform"))),
+        calibration_images=_given(args, "calibration_images", default(SupernetConfig, "calibration_images")),
+    )
+    evaluator = _given(args, "evaluator", default(SearchConfig, "evaluator"))
+    trials = SUPERNET_TRIALS if evaluator == "supernet" else default(SearchConfig, "trials")
     try:
         fixed = parse_fixed(args.fix or [])
     except SpaceError as exc:
@@ -225,7 +248,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     config = SearchConfig(
         reward=reward, task=task, proxy=proxy,
         strategy=_given(args, "strategy", default(SearchConfig, "strategy")),
-        trials=_given(args, "trials", default(SearchConfig, "trials")),
+        trials=_given(args, "trials", trials),
         time_budget=cli.parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
         fixed=fixed,
         stem_stride=stem_stride_from_args(args, reward.resolution)[0],
@@ -234,6 +257,8 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         prescreen_score=_given(args, "prescreen_score", default(SearchConfig, "prescreen_score")),
         fidelity=_given(args, "fidelity", default(SearchConfig, "fidelity")),
         eta=_given(args, "eta", default(SearchConfig, "eta")),
+        evaluator=evaluator, supernet=supernet,
+        proxy_trained=_given(args, "proxy_trained", default(SearchConfig, "proxy_trained")),
     )
     if args.strategy is None and config.prescreen > 1 and config.strategy not in PRESCREEN_STRATEGIES:
         raise UsageError(f"--prescreen needs a strategy that proposes one candidate at a time, and the default "
@@ -257,6 +282,7 @@ def _check(config: SearchConfig) -> None:
         raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
     if config.eta < 2:
         raise UsageError(f"--eta must be at least 2, got {config.eta}")
+    _check_supernet(config)
     if config.fidelity == "halving" and proxy.epochs < 2:
         raise UsageError("--fidelity halving needs a proxy of at least 2 epochs (--epochs)")
     if proxy.lr <= 0:
@@ -270,6 +296,18 @@ def _check(config: SearchConfig) -> None:
                        config.prescreen, config.prescreen_score)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_supernet(config: SearchConfig) -> None:
+    for flag, value in {"--proxy-train": config.proxy_trained, "--supernet-epochs": config.supernet.epochs,
+                        "--calibration-images": config.supernet.calibration_images}.items():
+        cli.at_least(flag, value, 1)
+    if config.evaluator != "supernet":
+        return
+    if config.fidelity == "halving":
+        raise UsageError("--evaluator supernet scores every candidate once; it does not go with --fidelity halving")
+    if config.prescreen > 1:
+        raise UsageError("--evaluator supernet scores every proposal; it does not go with --prescreen")
 
 
 def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:
@@ -302,10 +340,14 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
         config = config_from_args(args, trial_options.workers if trial_options is not None else 1)
         from nas.training.data import load_task_data
 
+        _check_supernet_engine(config, trial_options)
         data = load_task_data(config.task, config.proxy.resolution, device=data_device)
         _check_trial_machines(config, trial_options, db_url)
         db = open_database(db_url)
         from nas.search.study import create_search
+        from nas.search.supernet_search import check_stored_supernet
+
+        check_stored_supernet(db, config, data)
 
         return db, create_search(db, config, args.name), config, data
     conflicts = defining_options(parser, args)
@@ -322,6 +364,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if args.time_budget is not None:
         overrides["time_budget"] = cli.parse_duration(args.time_budget)
     config = SearchConfig.from_config({**stored.to_config(), **overrides})
+    _check_supernet_engine(config, trial_options)
     from nas.training.data import load_task_data
 
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
@@ -329,6 +372,11 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if overrides:
         searches.update_search_config(db, args.resume, config.to_config(), config.trials)
     return db, args.resume, config, data
+
+
+def _check_supernet_engine(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+    if config.evaluator == "supernet" and trial_options is not None:
+        raise UsageError("--evaluator supernet scores candidates in this process; drop --workers and --nni-config")
 
 
 def _check_trial_machines(config: SearchConfig, trial_options: TrialProcessOptions | None, db_url: str) -> None:
@@ -366,6 +414,10 @@ def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db
     study.start()
     if trial_options is None and config.reference:
         study.evaluate_reference()
+    if config.evaluator == "supernet":
+        from nas.search.supernet_search import prepare_supernet_scoring, proxy_train_best
+
+        prepare_supernet_scoring(study)
     strategy = make_strategy(
         config.strategy, config.seed, config.trials, study.space,
         batch=1 if trial_options is None else trial_options.workers, prescreen=config.prescreen,
@@ -373,6 +425,8 @@ def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db
     )
     if trial_options is None:
         run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
+        if config.evaluator == "supernet":
+            proxy_train_best(study)
         return
     from nas.search.trial_entry import entry_arguments, train_in_trial_process
 

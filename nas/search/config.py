@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nas.evaluation.config import ZERO_COST_SCORES, RewardConfig
-from nas.training.config import ProxyConfig, TaskConfig
+from nas.training.config import ProxyConfig, SupernetConfig, TaskConfig
 
 STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce", "predictor")
 # Strategies whose proposals can be prescreened: they draw candidates one at a time and learn only from the ones
@@ -20,6 +20,11 @@ GRID_MAX_SIZE = 100_000
 # full: every candidate trains the whole proxy; halving: successive halving (the first epoch, then the best 1/eta
 # of candidates go on to the full proxy).
 FIDELITIES = ("full", "halving")
+# proxy: every candidate is trained; supernet: candidates are scored on a weight-sharing supernet of the space and
+# the best `proxy_trained` of them are then trained (nas.search.supernet_search).
+EVALUATORS = ("proxy", "supernet")
+# What a supernet search weighs when no --trials is given: its time budget ends it first.
+SUPERNET_TRIALS = 5000
 # Keeps the default run (no option but the target) under 10 minutes on a 2-core CPU.
 DEFAULT_TIME_BUDGET = 540.0
 
@@ -31,11 +36,13 @@ _STORED_KEYS: dict[str, tuple[str, str]] = {
     **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed", "label_smoothing", "weight_decay")},
     "proxy_optimizer": ("proxy", "optimizer"),
     **{name: ("reward", name) for name in ("target_flops", "resolution", "constraint", "w", "max_flops_ratio")},
+    "supernet_epochs": ("supernet", "epochs"), "supernet_random_paths": ("supernet", "random_paths"),
+    "kernel_transform": ("supernet", "kernel_transform"), "calibration_images": ("supernet", "calibration_images"),
 }
-_PARTS = {"task": TaskConfig, "proxy": ProxyConfig, "reward": RewardConfig}
+_PARTS = {"task": TaskConfig, "proxy": ProxyConfig, "reward": RewardConfig, "supernet": SupernetConfig}
 # What a search stored before a key existed used, whatever today's default is.
 _LEGACY_VALUES = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1,
-                  "fidelity": "full", "eta": 3}
+                  "fidelity": "full", "eta": 3, "evaluator": "proxy"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class SearchConfig:
     fidelity: str = "full"
     # Successive halving keeps the best 1/eta of candidates (by first-rung reward) for the full proxy.
     eta: int = 3
+    evaluator: str = "proxy"
+    supernet: SupernetConfig = SupernetConfig()
+    # With the supernet evaluator: the candidates with the best supernet rewards that are then proxy-trained.
+    proxy_trained: int = 3
 
     @property
     def seed(self) -> int:

@@ -27,8 +27,11 @@ def trial_label(number: int, role: TrialRole) -> str:
 
 def outcome_text(trial: TrialEnd) -> str:
     if trial.status is TrialStatus.COMPLETE:
-        text = f"proxy acc {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
-        return f"{text} after {trial.epochs} epoch(s), stopped by successive halving" if trial.partial else text
+        scored = "supernet acc" if trial.partial and trial.epochs == 0 else "proxy acc"
+        text = f"{scored} {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
+        if trial.partial and trial.epochs:
+            return f"{text} after {trial.epochs} epoch(s), stopped by successive halving"
+        return text
     if trial.status is TrialStatus.REJECTED:
         return f"rejected without training ({format_flops(trial.flops)} FLOPs)"
     if trial.status is TrialStatus.INTERRUPTED:
@@ -84,6 +87,13 @@ class ProgressDisplay(SearchEvents):
             self._describe_running()
         else:
             print(f"{label}: training ...", file=sys.stderr, flush=True)
+
+    def supernet_step(self, epoch: int, epochs: int, step: int, steps: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(f"supernet epoch {epoch}/{epochs}, step {step}/{steps}")
+
+    def supernet_epoch(self, epoch: int, epochs: int, seconds_left: float) -> None:
+        self.note(f"supernet: epoch {epoch}/{epochs} trained, ~{format_duration(seconds_left)} of its training left")
 
     def epoch_done(self, epoch: int, epochs: int) -> None:
         self._describe_running(f" (epoch {epoch}/{epochs})")

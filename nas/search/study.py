@@ -25,7 +25,7 @@ from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
 from nas.search.predictor import architecture_features
 from nas.space.search_space import SearchSpace
-from nas.space.spec import ArchSpec, spec_to_dict
+from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ class SearchEvents:
     def epoch_done(self, epoch: int, epochs: int) -> None: ...
 
     def trial_finished(self, trial: TrialEnd, done: int, best: TrialEnd | None) -> None: ...
+
+    def supernet_step(self, epoch: int, epochs: int, step: int, steps: int) -> None: ...
+
+    def supernet_epoch(self, epoch: int, epochs: int, seconds_left: float) -> None: ...
+
+    def note(self, text: str) -> None: ...
 
 
 def arch_key(spec: ArchSpec) -> str:
@@ -102,7 +108,12 @@ class Study:
         self.db = db
         self.search_id = search_id
         self.config = config
+        # The proxy trains the reference and every trained candidate; `scorer` scores the strategy's candidates
+        # (the proxy too, unless a supernet scores them), and `reserve` seconds of the time budget are kept for
+        # what follows the strategy.
         self.evaluator = evaluator
+        self.scorer = evaluator
+        self.reserve = 0.0
         self.events = events or SearchEvents()
         self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -134,7 +145,7 @@ class Study:
         config = self.config
         if self._done + self._in_flight >= config.trials:
             return False
-        if config.time_budget is not None and self.elapsed() >= config.time_budget:
+        if config.time_budget is not None and self.elapsed() >= config.time_budget - self.reserve:
             return False
         # A strategy that only proposes architectures already evaluated has run out of new ones.
         return self._idle_hits < 1000 + len(self._results)
@@ -198,9 +209,10 @@ class Study:
                                    self.worker)
         flops = trial.flops
         self.events.trial_started(trial.number, role)
+        evaluator = self.scorer if role is TrialRole.CANDIDATE else self.evaluator
         try:
-            outcome = self.evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
-                                              on_epoch=self.events.epoch_done, promote=self._promotion(trial, role))
+            outcome = evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
+                                         on_epoch=self.events.epoch_done, promote=self._promotion(trial, role))
         except KeyboardInterrupt:
             trials.record_outcome(self.db, trial.id, TrialStatus.INTERRUPTED,
                                   error="interrupted by the user (Ctrl-C)")
@@ -210,6 +222,22 @@ class Study:
         self._count(TrialEnd(trial.number, role, outcome.status, flops, outcome.accuracy, outcome.reward,
                              outcome.error, outcome.partial, outcome.epochs))
         return outcome
+
+    def proxy_train(self, trial: TrialInfo) -> None:
+        """Proxy-train a candidate a supernet scored: its row keeps the supernet's accuracy and reward and takes
+        the proxy's. Ctrl-C leaves it interrupted (a resumed search scores and trains it again)."""
+        trials.start_trial_again(self.db, trial.id, self.worker)
+        self.events.trial_started(trial.number, trial.role)
+        try:
+            outcome = self.evaluator.evaluate(spec_from_dict(trial.arch), capped=False,
+                                              on_epoch=self.events.epoch_done)
+        except KeyboardInterrupt:
+            trials.record_outcome(self.db, trial.id, TrialStatus.INTERRUPTED, error="interrupted by the user (Ctrl-C)")
+            raise
+        trials.record_outcome(self.db, trial.id, outcome.status, **outcome.results())
+        self._done -= 1  # counted when the supernet scored it
+        self._count(TrialEnd(trial.number, trial.role, outcome.status, trial.flops or 0, outcome.accuracy,
+                             outcome.reward, outcome.error, outcome.partial, outcome.epochs))
 
     def _promotion(self, trial: TrialInfo, role: TrialRole) -> Callable[[float], bool] | None:
         """With successive halving, a candidate's decision after the first rung: its first-rung reward is stored

@@ -1,0 +1,166 @@
+"""Supernet scoring in a search (`--evaluator supernet`): the stored supernet of the task and space (trained here
+when there is none, continued from its checkpoint when a run stopped), every candidate scored on it, then the
+candidates with the best supernet rewards proxy-trained. Only those can win.
+
+A supernet is defined by the task (data set, folder, subset, validation fraction), the resolution it trains at,
+the stem stride, the classes and channels, the space's pinned dimensions, the optimizer recipe and its own
+training settings. A search whose definition matches a stored, complete supernet reuses it, whatever its FLOPs
+target, so searching a second target costs no supernet training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from db import Database, supernets, trials
+from effnas.cli import UsageError
+from effnas.records import Supernet, TrainingStatus
+from nas.evaluation.evaluator import error_line
+from nas.evaluation.supernet import SupernetEvaluator
+from nas.search.config import SearchConfig
+from nas.search.study import Study, search_space
+from nas.space.search_space import SearchSpace
+from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from nas.training.data import TaskData
+from nas.training.supernet import SupernetTrainer
+
+SUPERNETS_DIR = Path(".effnas") / "supernets"
+WEIGHTS_NAME = "supernet.pt"
+# Without a reference training to time, the proxy trainings at the end get this share of the time budget.
+RESERVE_SHARE = 0.25
+
+
+def supernet_definition(config: SearchConfig, space: SearchSpace) -> dict[str, Any]:
+    """What makes two supernets the same: everything that changes its weights (not the threads or the device,
+    and not the images a path's statistics are re-estimated on, which only scoring reads)."""
+    task, proxy = config.task, config.proxy
+    training = {k: v for k, v in config.supernet.to_dict().items() if k != "calibration_images"}
+    return {
+        "dataset": task.dataset, "data_dir": task.data_dir, "subset": task.subset, "val_fraction": task.val_fraction,
+        "resolution": proxy.resolution, "stem_stride": space.stem_stride, "classes": space.num_classes,
+        "in_channels": space.in_channels, "fixed": {key: space.fixed[key] for key in sorted(space.fixed)},
+        "optimizer": {name: getattr(proxy, name) for name in ("optimizer", "batch_size", "lr", "momentum",
+                                                              "weight_decay", "seed")},
+        "supernet": training,
+    }
+
+
+def supernet_key(definition: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def stored_weights(supernet: Supernet) -> dict[str, torch.Tensor]:
+    """The weights of a complete stored supernet; UsageError when its file is missing or not what was stored."""
+    path = Path(supernet.weights_path or "")
+    where = f"supernet {supernet.id}'s weights file {path}"
+    if not path.is_file():
+        raise UsageError(f"{where} is missing; restore it, or delete the supernet's row to train it again")
+    if file_sha256(path) != supernet.weights_sha256:
+        raise UsageError(f"{where} is corrupt (its SHA-256 differs from the stored one); restore it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a file with the stored checksum that torch cannot read is corrupt all the same
+        raise UsageError(f"{where} cannot be read: {error_line(exc)}") from None
+
+
+def check_stored_supernet(db: Database, config: SearchConfig, data: TaskData) -> None:
+    """Before a supernet search is stored: UsageError when the supernet it would reuse has a missing or corrupt
+    weights file."""
+    if config.evaluator != "supernet":
+        return
+    space = search_space(config, data.num_classes, data.in_channels)
+    stored = supernets.find_supernet(db, supernet_key(supernet_definition(config, space)))
+    if stored is not None and stored.status is TrainingStatus.COMPLETE:
+        stored_weights(stored)
+
+
+def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Path) -> None:
+    """Train (or continue) the supernet epoch by epoch, a checkpoint and a stored point after each."""
+    db, events = study.db, study.events
+    checkpoint = folder / CHECKPOINT_NAME
+    curve: list[dict[str, Any]] = []
+    if checkpoint.is_file():
+        state, curve = load_checkpoint(checkpoint, trainer.device)
+        trainer.load_state(state)
+    epochs = trainer.recipe.epochs
+    while trainer.epoch < epochs:
+        epoch_start = time.monotonic()
+        trainer.train_epoch(on_step=lambda step, steps, loss: events.supernet_step(trainer.epoch + 1, epochs,
+                                                                                    step, steps))
+        seconds = time.monotonic() - epoch_start
+        curve.append({"epoch": trainer.epoch, "seconds": seconds})
+        save_checkpoint(checkpoint, trainer.state(), curve)
+        supernets.record_epoch(db, stored.id, curve[-1], str(checkpoint))
+        events.supernet_epoch(trainer.epoch, epochs, seconds * (epochs - trainer.epoch))
+    weights = folder / WEIGHTS_NAME
+    partial = weights.with_name(weights.name + ".partial")
+    torch.save(trainer.model.state_dict(), partial)
+    os.replace(partial, weights)
+    supernets.finish_supernet(db, stored.id, str(weights.resolve()), file_sha256(weights),
+                              sum(point["seconds"] for point in curve))
+    # The weights are all a complete supernet needs; its optimizer state would more than double what it keeps.
+    checkpoint.unlink()
+
+
+def obtain_supernet(study: Study, folder: Path = SUPERNETS_DIR) -> SupernetTrainer:
+    """The search's supernet: the stored one when complete, else trained here (continued where a run stopped)."""
+    config, db = study.config, study.db
+    definition = supernet_definition(config, study.space)
+    key = supernet_key(definition)
+    trainer = SupernetTrainer(study.space, study.evaluator.data, config.proxy, config.supernet)
+    stored = supernets.find_supernet(db, key)
+    if stored is not None and stored.status is TrainingStatus.COMPLETE:
+        trainer.model.load_state_dict(stored_weights(stored))
+        study.events.note(f"supernet {stored.id}: reusing its {stored.epochs} trained epoch(s) "
+                          f"({stored.seconds:.0f} s of training)")
+        return trainer
+    if stored is None:
+        stored = supernets.create_supernet(db, Supernet(key, definition, config.task.dataset, config.proxy.resolution,
+                                                        study.space.stem_stride, config.supernet.epochs), study.worker)
+    else:
+        supernets.resume_supernet(db, stored.id, study.worker)
+    target = folder / key[:16]
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        _train(study, trainer, stored, target)
+    except KeyboardInterrupt:
+        supernets.stop_supernet(db, stored.id, TrainingStatus.INTERRUPTED, "interrupted by the user (Ctrl-C)")
+        raise
+    except Exception as exc:
+        supernets.stop_supernet(db, stored.id, TrainingStatus.FAILED, error_line(exc))
+        raise
+    return trainer
+
+
+def prepare_supernet_scoring(study: Study) -> None:
+    """Score the study's candidates on its supernet from now on, and keep back the time its best candidates'
+    proxy trainings will take: as long as the reference's, each, or a share of the budget without one."""
+    config = study.config
+    study.scorer = SupernetEvaluator(config.reward, config.proxy, study.evaluator.data, obtain_supernet(study))
+    if config.time_budget is None:
+        return
+    reference = trials.reference_trial(study.db, study.search_id)
+    seconds = None if reference is None else reference.train_seconds
+    study.reserve = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
+
+
+def proxy_train_best(study: Study) -> None:
+    """Proxy-train the candidates with the best supernet rewards that are not yet; only these can win."""
+    for trial in trials.best_supernet_scored(study.db, study.search_id, study.config.proxy_trained):
+        if trial.partial:
+            study.proxy_train(trial)
