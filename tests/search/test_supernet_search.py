@@ -1,0 +1,171 @@
+"""`nas.search --evaluator supernet`: candidates are scored on a stored supernet of the task and space, the best
+are proxy-trained and only they can win; the supernet is reused for another target and not for another task,
+resolution, stem stride or space; its training resumes exactly after kill -9; bad input stores nothing."""
+
+import hashlib
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from nas.evaluation.config import RewardConfig
+from nas.search.config import SearchConfig
+from nas.search.study import search_space
+from nas.search.supernet_search import supernet_definition, supernet_key
+from nas.training.config import ProxyConfig, TaskConfig
+from tests.search.test_search import TINY, run_search, trials
+
+SUPERNET = ["--target-flops", "8M", "--resolution", "32", "--stem-stride", "2", "--evaluator", "supernet",
+            "--supernet-epochs", "1", "--no-reference", "--time-budget", "none", *TINY]
+
+
+def supernets(db: Path) -> list[dict]:
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        return [dict(r) for r in c.execute("select * from supernets order by id")]
+
+
+def searches(db: Path) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute("select count(*) from searches").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A folder whose database holds one supernet search of 12 candidates, the best 2 proxy-trained."""
+    folder = tmp_path_factory.mktemp("supernet")
+    result = run_search(*SUPERNET, "--trials", "12", "--proxy-train", "2", db=folder / "s.db", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result
+
+
+def test_candidates_are_scored_on_the_supernet_and_only_the_proxy_trained_best_can_win(searched):
+    folder, result = searched
+    rows = trials(folder / "s.db")
+    assert len(rows) == 12 and all(row["supernet_accuracy"] is not None for row in rows)
+    by_supernet = sorted(rows, key=lambda row: (-row["supernet_reward"], row["number"]))
+    trained = [row for row in rows if not row["partial"]]
+    assert {row["number"] for row in trained} == {row["number"] for row in by_supernet[:2]}
+    assert all(row["epochs"] == 1 for row in trained)
+    assert all(row["epochs"] == 0 and row["accuracy"] == row["supernet_accuracy"] for row in rows if row["partial"])
+    winner = max(trained, key=lambda row: (row["reward"], -row["number"]))
+    assert f"winner (trial {winner['number']})" in result.stdout
+    [stored] = supernets(folder / "s.db")
+    assert stored["status"] == "complete" and stored["epochs_done"] == 1
+    weights = Path(stored["weights_path"])
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == stored["weights_sha256"]
+    assert "supernet acc" in result.stderr
+
+
+def test_a_second_target_reuses_the_stored_supernet(searched):
+    folder, _ = searched
+    db = folder / "second.db"
+    shutil.copy(folder / "s.db", db)
+    result = run_search(*[a if a != "8M" else "4M" for a in SUPERNET], "--trials", "3", "--proxy-train", "1",
+                        db=db, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "reusing its 1 trained epoch" in result.stderr and "supernet: epoch" not in result.stderr
+    assert len(supernets(db)) == 1 and len(trials(db, search_id=2)) == 3
+
+
+def test_a_supernet_is_defined_by_task_resolution_stem_stride_and_space_not_by_the_target():
+    config = SearchConfig(reward=RewardConfig(target_flops=8_000_000, resolution=32), stem_stride=2)
+
+    def key(changed: SearchConfig, classes: int = 10) -> str:
+        return supernet_key(supernet_definition(changed, search_space(changed, classes, 1)))
+
+    same = [replace(config, reward=RewardConfig(target_flops=4_000_000, resolution=32)),
+            replace(config, task=replace(config.task, threads=2)), replace(config, strategy="random")]
+    other = [replace(config, task=TaskConfig(dataset="fashion-mnist")), replace(config, proxy=ProxyConfig(resolution=64)),
+             replace(config, stem_stride=1), replace(config, fixed={"kernel": 3}),
+             replace(config, task=replace(config.task, subset=1000))]
+    assert all(key(changed) == key(config) for changed in same)
+    assert len({key(config), key(config, classes=3), *(key(changed) for changed in other)}) == len(other) + 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["tpe", "evolution", "random", "reinforce", "predictor"])
+def test_every_strategy_scores_on_the_supernet_and_resumes_to_the_same_trials(searched, tmp_path, strategy):
+    folder, _ = searched
+    straight, split = tmp_path / "straight.db", tmp_path / "split.db"
+    for db in (straight, split):
+        shutil.copy(folder / "s.db", db)
+    common = [*SUPERNET, "--strategy", strategy, "--proxy-train", "1"]
+    assert run_search(*common, "--trials", "8", db=straight, cwd=tmp_path).returncode == 0
+    assert run_search(*common, "--trials", "4", db=split, cwd=tmp_path).returncode == 0
+    resumed = run_search("--resume", "2", "--trials", "8", db=split, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    scored = [[(row["arch_key"], row["supernet_accuracy"]) for row in trials(db, search_id=2)]
+              for db in (straight, split)]
+    assert len(scored[0]) == 8 and scored[0] == scored[1]
+
+
+@pytest.mark.slow
+def test_supernet_training_killed_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    common = [*SUPERNET, "--trials", "1", "--proxy-train", "1"]
+    common[common.index("--supernet-epochs") + 1] = "2"
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    assert run_search(*common, db=straight / "s.db", cwd=straight).returncode == 0
+    split = tmp_path / "split"
+    split.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(split / "s.db"), *common], cwd=split,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            if (split / "s.db").exists() and any(row["epochs_done"] == 1 for row in supernets(split / "s.db")):
+                break
+        except sqlite3.OperationalError:
+            continue
+    assert proc.poll() is None, "the search ended before its supernet's first epoch was stored"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert supernets(split / "s.db")[0]["status"] == "running"
+    resumed = run_search("--resume", "1", db=split / "s.db", cwd=split)
+    assert resumed.returncode == 0, resumed.stderr
+    weights = [Path(supernets(folder / "s.db")[0]["weights_path"]).read_bytes() for folder in (straight, split)]
+    assert hashlib.sha256(weights[0]).digest() == hashlib.sha256(weights[1]).digest()
+    assert [row["arch_key"] for row in trials(split / "s.db")] == [row["arch_key"] for row in trials(straight / "s.db")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--proxy-train", "0"], "--proxy-train must be at least 1"),
+        (["--fidelity", "halving"], "does not go with --fidelity halving"),
+        (["--workers", "2"], "drop --workers"),
+        (["--strategy", "random", "--prescreen", "4"], "does not go with --prescreen"),
+    ],
+)
+def test_bad_supernet_options_give_one_line_exit_2_and_no_database(tmp_path, args, message):
+    db = tmp_path / "never.db"
+    result = run_search(*SUPERNET, *args, db=db, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not db.exists()
+
+
+def test_a_missing_or_corrupt_supernet_file_gives_one_line_exit_2_and_stores_no_search(searched, tmp_path):
+    folder, _ = searched
+    db = tmp_path / "s.db"
+    shutil.copy(folder / "s.db", db)
+    weights = tmp_path / "supernet.pt"
+    with sqlite3.connect(db) as c:
+        source = c.execute("select weights_path from supernets").fetchone()[0]
+        c.execute("update supernets set weights_path = ?", (str(weights),))
+    for damage, message in ((lambda: None, "is missing"),
+                            (lambda: weights.write_bytes(Path(source).read_bytes()[:1000]), "is corrupt")):
+        damage()
+        result = run_search(*SUPERNET, "--trials", "2", db=db, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert searches(db) == 1
