@@ -212,9 +212,10 @@ class Supernet(nn.Module):
             max_in = max_out
         self.stages = nn.ModuleList(stages)
         self.head = SharedConvBn(max_in, base.head_channels, 1)
+        # Zero logits at the start, as final training starts: the official uniform init makes ten-class logits so
+        # large that the first epoch of the teacher is spent shrinking them (its loss starts above 5).
         self.classifier = nn.Linear(base.head_channels, space.num_classes)
-        bound = 1.0 / space.num_classes**0.5
-        nn.init.uniform_(self.classifier.weight, -bound, bound)
+        nn.init.zeros_(self.classifier.weight)
         nn.init.zeros_(self.classifier.bias)
 
     def path(self, spec: ArchSpec) -> NetworkLayout:
