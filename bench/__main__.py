@@ -69,6 +69,8 @@ BENCHES = (
           resumable=True),
     Bench("surrogate_winners", 10, "each strategy's surrogate winners trained with the real proxy",
           resumable=True, needs="make fashion-mnist"),
+    Bench("supernet_fidelity", 90, "Kendall tau of supernet scores against the evaluation table at 1, 2, 4 "
+          "supernet epochs; seconds per candidate", resumable=True, needs="make fashion-mnist"),
     Bench("search_confirm", 420, "tpe and random on real training, 60 trials x 5 seeds, winners retrained",
           resumable=True, needs="make fashion-mnist"),
 )

@@ -78,7 +78,8 @@ def pareto_figure(series: list[ParetoSeries], cost: str = "flops", show_dominate
         if s.partial and show_dominated:
             figure.add_trace(go.Scattergl(
                 x=[getattr(p, cost) for p in s.partial], y=[p.accuracy for p in s.partial], mode="markers",
-                name=f"{s.name}: stopped by successive halving (first-epoch accuracy)",
+                name=f"{s.name}: " + ("scored on the supernet, not trained" if s.partial[0].supernet_scored
+                                      else "stopped by successive halving (first-epoch accuracy)"),
                 marker={"size": 6, "symbol": "circle-open", "color": "grey"}, text=_hover(s.partial), hoverinfo="text",
             ))
         front = [s.points[i] for i in s.front]

@@ -227,7 +227,7 @@ def trial_points(db: Database, search_ids: list[int]) -> list[TrialPoint]:
             select(
                 TrialRecord.id, TrialRecord.search_id, TrialRecord.number, TrialRecord.role, TrialRecord.status,
                 TrialRecord.flops, TrialRecord.params, TrialRecord.accuracy, TrialRecord.reward,
-                TrialRecord.block_strings, TrialRecord.partial,
+                TrialRecord.block_strings, TrialRecord.partial, TrialRecord.epochs,
             )
             .where(TrialRecord.search_id.in_(search_ids))
             .order_by(TrialRecord.search_id, TrialRecord.number)

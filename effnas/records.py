@@ -193,6 +193,12 @@ class TrialPoint:
     reward: float | None
     block_strings: str
     partial: bool = False
+    epochs: int | None = None
+
+    @property
+    def supernet_scored(self) -> bool:
+        """Scored on a supernet path and never trained on its own (a partial trial of 0 epochs)."""
+        return self.partial and self.epochs == 0
 
 
 @dataclass(frozen=True)

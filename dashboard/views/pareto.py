@@ -35,6 +35,9 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     series = [figures.pareto_series(i, by_id[i].name, by_id[i].target_flops, per_search[i], cost) for i in chosen]
     st.plotly_chart(figures.pareto_figure(series, cost, show_dominated, colour), width="stretch", key="pareto")
     for s in series:
-        stopped = f", {len(s.partial)} stopped early by successive halving (grey, off the front)" if s.partial else ""
+        stopped = ""
+        if s.partial:
+            how = "scored on the supernet only" if s.partial[0].supernet_scored else "stopped early by successive halving"
+            stopped = f", {len(s.partial)} {how} (grey, off the front)"
         st.markdown(f"**{s.name}**: {len(s.points)} trials trained to the full proxy, {len(s.front)} on the front"
                     f"{stopped}")

@@ -12,17 +12,24 @@ from effnas.records import SearchRow
 from nas.space.flops import FLOPS_CONVENTION
 
 COLUMNS = (
-    "id", "number", "role", "status", "accuracy", "reward", "epochs", "partial", "flops", "params", "zero_cost_score",
+    "id", "number", "role", "status", "accuracy", "reward", "epochs", "partial", "supernet_accuracy", "supernet_reward",
+    "flops", "params", "zero_cost_score",
     "train_seconds", "eval_seconds", "attempts", "started_at", "finished_at", "block_strings", "error",
 )
 SHOWN_NAMES = {"accuracy": "proxy accuracy", "zero_cost_score": "zero-cost score", "epochs": "proxy epochs",
-               "partial": "stopped early (halving)"}
+               "partial": "not fully trained", "supernet_accuracy": "supernet accuracy",
+               "supernet_reward": "supernet reward"}
 
 
 def render(db: Database, searches: list[SearchRow]) -> None:
     st.subheader("Trials")
     search = pick_search(searches, "trials-search")
-    frame = pd.DataFrame(trial_columns(db, search.id, COLUMNS), columns=COLUMNS).rename(columns=SHOWN_NAMES)
+    frame = pd.DataFrame(trial_columns(db, search.id, COLUMNS), columns=COLUMNS)
+    # What the accuracy column measures: a supernet path never trained on its own, a candidate stopped by
+    # successive halving, or the full proxy training.
+    frame.insert(4, "scored by", ["supernet" if partial and epochs == 0 else "halving, stopped" if partial else "proxy"
+                                  for partial, epochs in zip(frame["partial"], frame["epochs"])])
+    frame = frame.rename(columns=SHOWN_NAMES)
     left, middle, right = st.columns(3)
     statuses = sorted(frame["status"].unique()) if len(frame) else []
     keep = left.multiselect("Status", statuses, default=statuses)

@@ -191,6 +191,14 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
         lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
                         f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
                         "cannot be the winner."]
+    if config.evaluator == "supernet":
+        rows = trials.trial_columns(db, search_id, ("role", "status", "partial", "supernet_reward"))
+        scored = [row for row in rows if row["role"] == TrialRole.CANDIDATE.value
+                  and row["status"] == TrialStatus.COMPLETE.value and row["supernet_reward"] is not None]
+        trained = sum(not row["partial"] for row in scored)
+        lines[-1:-1] = [f"Supernet scoring ({config.supernet.epochs} supernet epochs): {len(scored)} candidates "
+                        f"scored on the supernet; the best {trained} by supernet reward were proxy-trained, and only "
+                        "proxy-trained candidates can win."]
     columns = []
     if winner is not None:
         columns.append((f"winner (trial {winner.number})", winner))

@@ -158,7 +158,7 @@ def test_a_halving_search_shows_each_trials_fidelity_and_keeps_stopped_trials_of
     table = at.dataframe[0].value
     complete = table[table["status"] == "complete"]
     assert list(complete["proxy epochs"]) == [row[0] for row in stored]
-    assert list(complete["stopped early (halving)"]) == [bool(row[1]) for row in stored]
+    assert list(complete["not fully trained"]) == [bool(row[1]) for row in stored]
     at = go_to(app_for(db, monkeypatch), "Pareto fronts")
     traces = {t["name"]: t for t in figure_json(at)["data"]}
     points = next(t for name, t in traces.items() if name.endswith(": trials"))
