@@ -163,6 +163,21 @@ def best_trial(db: Database, search_id: int) -> TrialInfo | None:
         return None if row is None else _info(row)
 
 
+def most_accurate_within(db: Database, search_id: int, max_flops: int) -> TrialInfo | None:
+    """The completed candidate trained to the full proxy with the highest accuracy among those of at most
+    `max_flops` FLOPs (the higher reward, then the earlier, on ties)."""
+    with db.reading() as session:
+        row = session.scalars(
+            select(TrialRecord)
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False),
+                   TrialRecord.flops <= max_flops)
+            .order_by(TrialRecord.accuracy.desc(), TrialRecord.reward.desc(), TrialRecord.number)
+            .limit(1)
+        ).first()
+        return None if row is None else _info(row)
+
+
 def best_supernet_scored(db: Database, search_id: int, count: int) -> list[TrialInfo]:
     """The `count` completed candidates a supernet scored highest (earliest on ties), proxy-trained since or not."""
     with db.reading() as session:

@@ -40,6 +40,7 @@ class TrainOptions:
     lr: float
     weight_decay: float
     search: int | None = None
+    pick: str = "reward"
     trial: int | None = None
     arch: str | None = None
     baseline: str | None = None

@@ -202,6 +202,11 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
     columns = []
     if winner is not None:
         columns.append((f"winner (trial {winner.number})", winner))
+    # The soft reward is nearly flat in FLOPs, so the winner can lie far from the target; beside it, the answer to
+    # "the best network I can afford".
+    accurate = trials.most_accurate_within(db, search_id, config.reward.target_flops)
+    if accurate is not None and (winner is None or accurate.id != winner.id):
+        columns.append((f"most accurate within target (trial {accurate.number})", accurate))
     if reference is not None and reference.status is TrialStatus.COMPLETE:
         stem = "" if config.stem_stride == 2 else f", stem stride {config.stem_stride}"
         columns.append((f"EfficientNet-B0{stem} (same evaluator)", reference))
@@ -227,7 +232,9 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
     lines += [
         "",
         f"Search id: {search_id}",
-        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}",
+        f"Scale it:  python -m scaling.grow --search {search_id}{db_arg}"
+        + ("" if accurate is None or winner is None or accurate.id == winner.id
+           else "  (--pick accuracy: the most accurate within the target)"),
         f"Dashboard: python -m dashboard{db_arg}",
     ]
     return "\n".join(lines)

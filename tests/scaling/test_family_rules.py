@@ -256,3 +256,37 @@ def test_export_names_each_members_run_seed_and_test_accuracy(queue, tmp_path):
         by_id = {r["id"]: r for r in candidates}
         assert best["id"] in test["run_ids"] and set(test["run_ids"]) <= set(by_id) and len(test["seeds"]) == 2
         assert test["mean"] == pytest.approx(sum(by_id[i]["test_accuracy"] for i in test["run_ids"]) / 2)
+
+
+def test_grow_from_a_search_takes_the_reward_winner_or_with_pick_accuracy_the_best_network_within_the_target(
+        tmp_path):
+    from db import open_database, trials
+    from effnas.records import TrialRole
+    from nas.evaluation.config import RewardConfig
+    from nas.search.config import SearchConfig
+    from nas.search.study import create_search, new_trial
+    from nas.space.search_space import SearchSpace
+
+    db_path = tmp_path / "s.db"
+    db = open_database(f"sqlite:///{db_path}")
+    config = SearchConfig(reward=RewardConfig(target_flops=8_000_000, resolution=32), stem_stride=2)
+    search_id = create_search(db, config, None)
+    space = SearchSpace(10, 1, 32, stem_stride=2)
+    wide = space.decode({**space.b0_sample(), **{f"stage{i}_width": 1.25 for i in range(1, 8)}})
+    narrow = space.decode({**space.b0_sample(), **{f"stage{i}_width": 0.75 for i in range(1, 8)}})
+    # The wide network is over the 8M target and wins the soft reward; the narrow one is within it.
+    costs = [count_flops(spec) for spec in (wide, narrow)]
+    assert costs[0] > 8_000_000 >= costs[1]
+    trials.add_completed_trials(db, search_id, [
+        (new_trial(wide, TrialRole.CANDIDATE, None, costs[0], 1), 0.90, 0.88),
+        (new_trial(narrow, TrialRole.CANDIDATE, None, costs[1], 1), 0.80, 0.81),
+    ])
+    for pick, number, spec in (("reward", 0, wide), ("accuracy", 1, narrow)):
+        result = cli("scaling.grow", "--search", str(search_id), "--pick", pick, "--phi-max", "1", "--format",
+                     "json", "--db", str(db_path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert f"baseline: search {search_id}, trial {number}" in result.stderr
+        other = "accuracy" if pick == "reward" else "reward"
+        assert f"--pick {other} takes" in result.stderr
+        family = json.loads(result.stdout)
+        assert family["members"][0]["flops"] == count_flops(spec)
