@@ -71,6 +71,8 @@ BENCHES = (
           resumable=True, needs="make fashion-mnist"),
     Bench("supernet_fidelity", 90, "Kendall tau of supernet scores against the evaluation table at 1, 2, 4 "
           "supernet epochs; seconds per candidate", resumable=True, needs="make fashion-mnist"),
+    Bench("supernet_search", 570, "supernet scoring against tpe and random at 9 and 30 minutes, 5 seeds, winners "
+          "retrained; reuse of a stored supernet", resumable=True, needs="make fashion-mnist"),
     Bench("search_confirm", 420, "tpe and random on real training, 60 trials x 5 seeds, winners retrained",
           resumable=True, needs="make fashion-mnist"),
 )

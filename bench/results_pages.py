@@ -183,6 +183,23 @@ def surrogate_fit(r: dict[str, Any]) -> str:
             + table(["surrogate", "zero-cost features", "tau"], rows))
 
 
+def supernet_fidelity(r: dict[str, Any]) -> str:
+    rows = []
+    for kind, budgets in r["budgets"].items():
+        for epochs, row in sorted(budgets.items(), key=lambda item: int(item[0])):
+            per = row["seconds_per_candidate"]
+            rows.append([f"supernet, {epochs} epoch(s), kernel {kind}", f"{row['tau_seed0']:.3f}",
+                         f"{row['tau_two_seed_mean']:.3f}", f"{row['seconds_per_epoch']:.0f} s",
+                         f"{per['median']:.2f} s (p90 {per['p90']:.2f} s)"])
+    rows += [[name, f"{ref['tau']:.3f}", "", "", ""] for name, ref in r["references"].items()]
+    first = next(iter(next(iter(r["budgets"].values())).values()))
+    return (f"Kendall tau against the proxy accuracy of the {first['entries']} entries of `{r['table']}` (seed 0) "
+            f"and of the {first['entries_two_seeds']} trained at two seeds (their mean); task `{r['task']}`, stem "
+            f"stride {r['stem_stride']}; a path scored after re-estimating BatchNorm on {r['calibration_images']} "
+            "training images, on the search's 1,000 validation images.\n\n"
+            + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate"], rows))
+
+
 def surrogate_winners(r: dict[str, Any]) -> str:
     rows = [[n["strategy"], str(n["searches"]), millions(n["flops"]), f"{n['reward_seen_on_surrogate']:.3f}",
              f"{n['proxy_reward']:.3f}", f"{n['proxy_accuracy']:.3f}"] for n in r["networks"]]
@@ -286,7 +303,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "parallel_trials": parallel_trials, "flops_counters": flops_counters, "export_memory": export_memory,
     "export_int8": export_int8,
     "dashboard_pareto": dashboard_pareto, "training_memory": training_memory,
-    "distributed_training": distributed_training,
+    "distributed_training": distributed_training, "supernet_fidelity": supernet_fidelity,
 }
 
 

@@ -157,6 +157,9 @@ def prepare_supernet_scoring(study: Study) -> None:
     reference = trials.reference_trial(study.db, study.search_id)
     seconds = None if reference is None else reference.train_seconds
     study.reserve = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
+    if study.elapsed() >= config.time_budget - study.reserve:
+        study.events.note("note: the supernet's training took the time budget, so no candidate is scored in this "
+                          "run; --resume with a longer --time-budget scores them on the stored supernet")
 
 
 def proxy_train_best(study: Study) -> None:

@@ -1,0 +1,174 @@
+"""Does supernet scoring find better networks than proxy training in the same wall time?
+
+Run: .venv/bin/python bench/supernet_search.py [--budgets 9m,30m] [--seeds 0,1,2,3,4]
+                                              [--methods supernet,tpe,random] [--stop-after 3h]
+
+Per method, time budget and seed, one `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops
+8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a
+supernet run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet`, `tpe` today's
+default (every candidate proxy-trained) and `random` `--strategy random`. Per method and budget, mean and sd over
+seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of: candidates weighed (scored or
+trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained (FLOPs, proxy accuracy) front
+(FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test accuracy retrained with
+bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately: after each supernet
+run, a second search at 4M in the same folder reuses its stored supernet; its wall time and candidates weighed
+against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
+
+Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
+about 6 minutes per winner and seed (30 winners x 2 seeds, 6 hours): about 9.5 hours. Results go to
+bench/supernet_search.json after every run and every winner, and a rerun continues from there (a run cut off
+mid-way is started again from scratch: a partial run's wall time means nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_json import default_path, write_json
+from scipy.stats import mannwhitneyu
+from search_confirm import REFERENCE_SEEDS, mean_sd, train_winners
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from effnas.cli import UsageError, parse_duration  # noqa: E402
+
+TARGET_FLOPS = 8e6
+TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--no-reference"]
+METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"], "tpe": ["--strategy", "tpe"],
+           "random": ["--strategy", "random"]}
+OUT = HERE / "out" / "supernet_search"
+METRICS = ("candidates", "best_reward", "hypervolume", "winner_test_accuracy")
+
+
+def run_search(folder: Path, args: list[str]) -> float:
+    """One nas.search run in `folder` (its database s.db); its wall seconds."""
+    started = time.monotonic()
+    with (folder / "search.log").open("a") as log:
+        code = subprocess.run([sys.executable, "-m", "nas.search", "--db", str(folder / "s.db"), *args], cwd=folder,
+                              stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "EFFNAS_DB": "", "PYTHONPATH": str(REPO)}).returncode
+    if code != 0:
+        raise SystemExit(f"nas.search failed in {folder} (exit {code}); see {folder / 'search.log'}")
+    return time.monotonic() - started
+
+
+def search_figures(folder: Path, search_id: int, seconds: float) -> dict[str, Any]:
+    from db import open_database, trials
+    from effnas.records import TrialRole, TrialStatus
+    from nas.evaluation.pareto import hypervolume
+
+    db = open_database(f"sqlite:///{folder / 's.db'}", create=False)
+    candidates = [t for t in trials.list_trials(db, search_id) if t.role is TrialRole.CANDIDATE]
+    weighed = [t for t in candidates if t.status in (TrialStatus.COMPLETE, TrialStatus.REJECTED)]
+    trained = [t for t in candidates if t.status is TrialStatus.COMPLETE and not t.partial]
+    winner = trials.best_trial(db, search_id)
+    return {
+        "seconds": seconds, "candidates": len(weighed), "proxy_trained": len(trained),
+        "hypervolume": hypervolume([t.flops for t in trained], [t.accuracy for t in trained], 4 * TARGET_FLOPS),
+        "best_reward": None if winner is None else winner.reward,
+        "winner": None if winner is None else {"arch": winner.arch, "block_strings": winner.block_strings,
+                                               "flops": winner.flops, "proxy_accuracy": winner.accuracy},
+    }
+
+
+def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
+    """A fresh run of `method` (and, for the supernet, the reuse run at 4M after it)."""
+    folder = OUT / f"{method}-{budget}-seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    common = [*TASK, *METHODS[method], "--time-budget", budget, "--seed", str(seed)]
+    result = search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
+    if method == "supernet":
+        reuse = run_search(folder, [*common, "--target-flops", "4M"])
+        result["reuse_at_4M"] = {k: v for k, v in search_figures(folder, 2, reuse).items() if k != "winner"}
+    return result
+
+
+def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    values: dict[str, dict[str, list[float]]] = {}
+    for key, run in runs.items():
+        method, budget, _ = key.split("/")
+        if run["winner"] is None or len(run.get("reference", {})) < len(REFERENCE_SEEDS):
+            continue
+        row = values.setdefault(f"{method}/{budget}", {metric: [] for metric in METRICS})
+        for metric in METRICS[:3]:
+            row[metric].append(run[metric])
+        row["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
+    summary: dict[str, Any] = {}
+    for key, row in values.items():
+        method, budget = key.split("/")
+        summary[key] = {"seeds": len(row["candidates"]), **{metric: mean_sd(v) for metric, v in row.items()}}
+        baseline = values.get(f"tpe/{budget}")
+        if method != "tpe" and baseline and len(baseline["candidates"]) > 1 and len(row["candidates"]) > 1:
+            summary[key]["p_value_against_tpe"] = {
+                metric: float(mannwhitneyu(row[metric], baseline[metric], alternative="greater").pvalue)
+                for metric in METRICS}
+    return summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", default="9m,30m")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--stop-after", help="start no run or winner training after this long, e.g. 3h")
+    parser.add_argument("--out", type=Path, default=default_path(__file__))
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    try:
+        budgets = [b for b in args.budgets.split(",") if b]
+        for budget in budgets:
+            parse_duration(budget)
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+        deadline = time.monotonic() + (parse_duration(args.stop_after) if args.stop_after else math.inf)
+    except (ValueError, UsageError) as exc:
+        print(f"supernet_search: {exc}", file=sys.stderr)
+        return 2
+    if any(m not in METHODS for m in methods):
+        print(f"supernet_search: --methods takes {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    runs = results.setdefault("runs", {})
+
+    def save() -> None:
+        results["summary"] = summarise(runs)
+        results["setup"] = {"search": " ".join(["nas.search", *TASK, "--target-flops 8M"]),
+                            "methods": {m: " ".join(a) for m, a in METHODS.items()},
+                            "flops": "multiply-accumulates of conv and linear layers at 32 px"}
+        write_json(args.out, {k: v for k, v in results.items() if k not in ("command", "date", "machine")})
+
+    for seed in seeds:
+        for budget in budgets:
+            for method in methods:
+                key = f"{method}/{budget}/{seed}"
+                if key in runs or time.monotonic() >= deadline:
+                    continue
+                runs[key] = {**one_run(method, budget, seed), "reference": {}}
+                print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
+                      flush=True)
+                save()
+    todo = [(key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
+            for reference_seed in REFERENCE_SEEDS if str(reference_seed) not in run["reference"]]
+
+    def trained(key: str, reference_seed: int, test_accuracy: float) -> None:
+        runs[key]["reference"][str(reference_seed)] = test_accuracy
+        save()
+
+    train_winners(todo, 1, deadline, trained)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
