@@ -27,10 +27,10 @@ from nas.search.config import (
     STRATEGIES,
     SUPERNET_TRIALS,
     SearchConfig,
-    check_strategy,
+    check_config,
 )
 from nas.space.flops import FLOPS_CONVENTION
-from nas.space.search_space import DIMENSIONS, SearchSpace, SpaceError, auto_stem_stride, parse_fixed
+from nas.space.search_space import DIMENSIONS, SpaceError, auto_stem_stride, parse_fixed
 from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, ProxyConfig, SupernetConfig, TaskConfig, default
 
 if TYPE_CHECKING:
@@ -263,51 +263,8 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
     if args.strategy is None and config.prescreen > 1 and config.strategy not in PRESCREEN_STRATEGIES:
         raise UsageError(f"--prescreen needs a strategy that proposes one candidate at a time, and the default "
                          f"({config.strategy}) does not: add --strategy {', '.join(PRESCREEN_STRATEGIES)}")
-    _check(config)
+    check_config(config)
     return config
-
-
-def _check(config: SearchConfig) -> None:
-    task, proxy, reward = config.task, config.proxy, config.reward
-    if task.dataset not in ("mnist", "fashion-mnist") and not task.data_dir:
-        raise UsageError(f"--dataset {task.dataset} needs --data-dir")
-    positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
-                "--threads": task.threads}
-    for flag, value in positive.items():
-        cli.at_least(flag, value, 1)
-    if reward.resolution < 32 or proxy.resolution < 32:
-        raise UsageError("--resolution and --proxy-resolution must be at least 32")
-    cli.at_least("--subset", task.subset, 10)
-    if reward.max_flops_ratio <= 1:
-        raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
-    if config.eta < 2:
-        raise UsageError(f"--eta must be at least 2, got {config.eta}")
-    _check_supernet(config)
-    if config.fidelity == "halving" and proxy.epochs < 2:
-        raise UsageError("--fidelity halving needs a proxy of at least 2 epochs (--epochs)")
-    if proxy.lr <= 0:
-        raise UsageError(f"--lr must be positive, got {proxy.lr}")
-    if proxy.weight_decay < 0:
-        raise UsageError(f"--weight-decay must not be negative, got {proxy.weight_decay}")
-    if not 0 <= proxy.label_smoothing < 1:
-        raise UsageError(f"--label-smoothing must be in [0, 1), got {proxy.label_smoothing}")
-    try:
-        check_strategy(config.strategy, SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size(),
-                       config.prescreen, config.prescreen_score)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _check_supernet(config: SearchConfig) -> None:
-    for flag, value in {"--proxy-train": config.proxy_trained, "--supernet-epochs": config.supernet.epochs,
-                        "--calibration-images": config.supernet.calibration_images}.items():
-        cli.at_least(flag, value, 1)
-    if config.evaluator != "supernet":
-        return
-    if config.fidelity == "halving":
-        raise UsageError("--evaluator supernet scores every candidate once; it does not go with --fidelity halving")
-    if config.prescreen > 1:
-        raise UsageError("--evaluator supernet scores every proposal; it does not go with --prescreen")
 
 
 def trial_options_from_args(args: argparse.Namespace, db_url: str) -> TrialProcessOptions | None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from effnas.cli import UsageError, at_least
 from nas.evaluation.config import ZERO_COST_SCORES, RewardConfig
+from nas.space.search_space import SearchSpace
 from nas.training.config import ProxyConfig, SupernetConfig, TaskConfig
 
 STRATEGIES = ("evolution", "random", "tpe", "grid", "reinforce", "predictor")
@@ -108,3 +110,47 @@ def check_strategy(strategy: str, space_size: int, prescreen: int = 1, prescreen
             f"grid search needs a space of at most {GRID_MAX_SIZE:,} architectures, this one has {space_size:.3g}; "
             "pin dimensions with --fix (e.g. --fix block=mbconv_e6 --fix se=0.25)"
         )
+
+
+def check_config(config: SearchConfig) -> None:
+    """UsageError, one line naming the problem, for a configuration no search can run."""
+    task, proxy, reward = config.task, config.proxy, config.reward
+    if task.dataset not in ("mnist", "fashion-mnist") and not task.data_dir:
+        raise UsageError(f"--dataset {task.dataset} needs --data-dir")
+    positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
+                "--threads": task.threads}
+    for flag, value in positive.items():
+        at_least(flag, value, 1)
+    if reward.resolution < 32 or proxy.resolution < 32:
+        raise UsageError("--resolution and --proxy-resolution must be at least 32")
+    at_least("--subset", task.subset, 10)
+    if reward.max_flops_ratio <= 1:
+        raise UsageError(f"--max-flops-ratio must be above 1, got {reward.max_flops_ratio}")
+    if config.eta < 2:
+        raise UsageError(f"--eta must be at least 2, got {config.eta}")
+    _check_supernet(config)
+    if config.fidelity == "halving" and proxy.epochs < 2:
+        raise UsageError("--fidelity halving needs a proxy of at least 2 epochs (--epochs)")
+    if proxy.lr <= 0:
+        raise UsageError(f"--lr must be positive, got {proxy.lr}")
+    if proxy.weight_decay < 0:
+        raise UsageError(f"--weight-decay must not be negative, got {proxy.weight_decay}")
+    if not 0 <= proxy.label_smoothing < 1:
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {proxy.label_smoothing}")
+    try:
+        check_strategy(config.strategy, SearchSpace(num_classes=10, in_channels=3, fixed=config.fixed).size(),
+                       config.prescreen, config.prescreen_score)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _check_supernet(config: SearchConfig) -> None:
+    for flag, value in {"--proxy-train": config.proxy_trained, "--supernet-epochs": config.supernet.epochs,
+                        "--calibration-images": config.supernet.calibration_images}.items():
+        at_least(flag, value, 1)
+    if config.evaluator != "supernet":
+        return
+    if config.fidelity == "halving":
+        raise UsageError("--evaluator supernet scores every candidate once; it does not go with --fidelity halving")
+    if config.prescreen > 1:
+        raise UsageError("--evaluator supernet scores every proposal; it does not go with --prescreen")

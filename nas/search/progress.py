@@ -166,6 +166,29 @@ def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_opt
         print(busy, file=sys.stderr)
 
 
+def _fidelity_lines(db: Database, search_id: int, config: SearchConfig) -> list[str]:
+    """What the summary says of candidates not trained to the full proxy: halving's stopped ones, or the ones a
+    supernet scored."""
+    notes: list[str] = []
+    if config.fidelity == "halving":
+        rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
+        complete = [row for row in rows
+                    if row["role"] == TrialRole.CANDIDATE.value and row["status"] == TrialStatus.COMPLETE.value]
+        stopped = sum(row["partial"] for row in complete)
+        notes.append(f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
+                     f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
+                     "cannot be the winner.")
+    if config.evaluator == "supernet":
+        rows = trials.trial_columns(db, search_id, ("role", "status", "partial", "supernet_reward"))
+        scored = [row for row in rows if row["role"] == TrialRole.CANDIDATE.value
+                  and row["status"] == TrialStatus.COMPLETE.value and row["supernet_reward"] is not None]
+        trained = sum(not row["partial"] for row in scored)
+        notes.append(f"Supernet scoring ({config.supernet.epochs} supernet epochs): {len(scored)} candidates "
+                     f"scored on the supernet; the best {trained} by supernet reward were proxy-trained, and only "
+                     "proxy-trained candidates can win.")
+    return notes
+
+
 def search_summary(db: Database, search_id: int, config: SearchConfig, data: TaskData, seconds: float) -> str:
     search = searches.get_search(db, search_id)
     counts = trials.candidate_status_counts(db, search_id)
@@ -183,22 +206,7 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
         f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
         "",
     ]
-    if config.fidelity == "halving":
-        rows = trials.trial_columns(db, search_id, ("role", "status", "partial"))
-        complete = [row for row in rows
-                    if row["role"] == TrialRole.CANDIDATE.value and row["status"] == TrialStatus.COMPLETE.value]
-        stopped = sum(row["partial"] for row in complete)
-        lines[-1:-1] = [f"Successive halving (eta {config.eta}): {len(complete) - stopped} of {len(complete)} "
-                        f"complete candidates trained the full proxy; {stopped} stopped after the first epoch and "
-                        "cannot be the winner."]
-    if config.evaluator == "supernet":
-        rows = trials.trial_columns(db, search_id, ("role", "status", "partial", "supernet_reward"))
-        scored = [row for row in rows if row["role"] == TrialRole.CANDIDATE.value
-                  and row["status"] == TrialStatus.COMPLETE.value and row["supernet_reward"] is not None]
-        trained = sum(not row["partial"] for row in scored)
-        lines[-1:-1] = [f"Supernet scoring ({config.supernet.epochs} supernet epochs): {len(scored)} candidates "
-                        f"scored on the supernet; the best {trained} by supernet reward were proxy-trained, and only "
-                        "proxy-trained candidates can win."]
+    lines[-1:-1] = _fidelity_lines(db, search_id, config)
     columns = []
     if winner is not None:
         columns.append((f"winner (trial {winner.number})", winner))

@@ -39,6 +39,8 @@ CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 # Decoded image-folder pixels up to this size are held in memory; a larger folder streams from disk.
+# (images, labels) batches of a split.
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
 IN_MEMORY_BYTES = 256 * 2**20
 # The normalisation statistics come from the whole training split when its float pixels at the training
 # resolution fit one chunk of this size, else from a random STATS_IMAGES of its images, chunk by chunk.
@@ -338,16 +340,14 @@ class TaskData:
         mean, std = self._normalisation
         return (_pixels(images.to(self.device, non_blocking=True), self.resolution) - mean) / std
 
-    def batches(self, split: Split, index_batches: Sequence[torch.Tensor]) -> Iterator[tuple[torch.Tensor,
-                                                                                             torch.Tensor]]:
+    def batches(self, split: Split, index_batches: Sequence[torch.Tensor]) -> Batches:
         """(input, labels) per index batch, in order."""
         labels = split.labels
         for index, images in zip(index_batches, split.images.batches(index_batches)):
             yield self.prepare(images), labels[index.to(labels.device)].to(self.device)
 
     def in_order(self, split: Split, batch_size: int, count: int | None = None,
-                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[tuple[torch.Tensor,
-                                                                                               torch.Tensor]]:
+                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Batches:
         """The first `count` (default all) images of a split, `batch_size` at a time; with `shard`, only the
         images it keeps of them."""
         index = torch.arange(len(split) if count is None else min(count, len(split)), device=self._index_device(split))
@@ -355,8 +355,7 @@ class TaskData:
             index = shard(index)
         return self.batches(split, index.split(batch_size))
 
-    def pixel_batches(self, split: Split, batch_size: int, count: int | None = None) -> Iterator[
-            tuple[torch.Tensor, torch.Tensor]]:
+    def pixel_batches(self, split: Split, batch_size: int, count: int | None = None) -> Batches:
         """(pixels, labels) of the first `count` (default all) images of a split, in order: resized and in [0, 1]
         but not normalised, as an exported network takes them (it normalises inside its graph)."""
         index = torch.arange(len(split) if count is None else min(count, len(split)), device=self._index_device(split))
@@ -368,8 +367,7 @@ class TaskData:
         return split.images.pixels.device if isinstance(split.images, TensorImages) else torch.device("cpu")
 
     def shuffled(self, split: Split, generator: torch.Generator, batch_size: int, steps: int,
-                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Iterator[
-            tuple[torch.Tensor, torch.Tensor]]:
+                 shard: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Batches:
         """`steps` batches of a permutation of the split drawn from `generator` (the last partial batch dropped);
         with `shard`, only the part of each batch it keeps is read."""
         order = torch.randperm(len(split), generator=generator).to(self._index_device(split))
