@@ -39,8 +39,7 @@ CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 # Decoded image-folder pixels up to this size are held in memory; a larger folder streams from disk.
-# (images, labels) batches of a split.
-Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
+Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]  # (images, labels) of a split
 IN_MEMORY_BYTES = 256 * 2**20
 # The normalisation statistics come from the whole training split when its float pixels at the training
 # resolution fit one chunk of this size, else from a random STATS_IMAGES of its images, chunk by chunk.
