@@ -303,7 +303,6 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
         db = open_database(db_url)
         from nas.search.study import create_search
         from nas.search.supernet_search import check_stored_supernet
-
         check_stored_supernet(db, config, data)
 
         return db, create_search(db, config, args.name), config, data
@@ -326,6 +325,8 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
 
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
     _check_trial_machines(config, trial_options, db_url)
+    from nas.search.supernet_search import check_stored_supernet
+    check_stored_supernet(db, config, data)
     if overrides:
         searches.update_search_config(db, args.resume, config.to_config(), config.trials)
     return db, args.resume, config, data

@@ -169,3 +169,6 @@ def test_a_missing_or_corrupt_supernet_file_gives_one_line_exit_2_and_stores_no_
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
         assert searches(db) == 1
+    before = trials(db)
+    resumed = run_search("--resume", "1", "--trials", "20", db=db, cwd=tmp_path)
+    assert resumed.returncode == 2 and "is corrupt" in resumed.stderr and trials(db) == before
