@@ -189,7 +189,7 @@ class Job:
     over_cap: int
 
 
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=400, help="scored architectures wanted (400)")
     parser.add_argument("--second-seed-every", type=int, default=4,
@@ -202,109 +202,137 @@ def main() -> int:
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON every ten entries and at the end")
     parser.add_argument("--out", default=str(default_path(__file__)))
     parser.add_argument("search_args", nargs=argparse.REMAINDER, help="-- then nas.search options for the task")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+class TableRun:
+    """One run growing the table at `out`: what it has drawn, what is in flight, and how each result lands."""
+
+    def __init__(self, args: argparse.Namespace, search_args: list[str], table: dict[str, Any]) -> None:
+        self.args, self.table, self.out = args, table, Path(args.out)
+        self.search = " ".join(["nas.search", *search_args])
+        self.limit = parse_duration(args.stop_after) if args.stop_after else None
+        self.started = time.monotonic()
+        self.scorer = Scorer(search_args, None if args.workers == 1 else 1)
+        self.device = self.scorer.evaluator.data.device.type
+        self.executor = InProcess(self.scorer) if args.workers == 1 else Pool(search_args, args.workers)
+        self.in_flight = 1 if args.workers == 1 else 2 * args.workers
+        self.machine = machine_description() + (f", {self.device}" if self.device != "cpu" else "")
+        self.known = {self.key(e["sample"]) for e in table["entries"]}
+        self.stream = draws(self.scorer.space, DRAW_SEED)
+        for _ in range(table["drawn"]):
+            next(self.stream)  # the draws earlier runs consumed
+        self.drawn, self.over_cap = table["drawn"], table["over_cap"]
+        self.jobs: deque[Job] = deque()
+        self.check = table.setdefault("device_check", {}) if args.device_check else {}
+
+    def key(self, sample: dict[str, Any]) -> str:
+        from nas.search.study import arch_key
+
+        return arch_key(self.scorer.space.decode(sample))
+
+    def save(self) -> None:
+        table, config = self.table, self.scorer.config
+        machines = table.get("machines", [])
+        machines = machines + [self.machine] * (self.machine not in machines)
+        table.update(command=" ".join(["bench/evaluation_table.py", *(relative(a) if a.startswith("/") else a
+                                                                      for a in sys.argv[1:])]),
+                     date=time.strftime("%Y-%m-%d", time.gmtime()), machine=" and ".join(machines),
+                     commit=current_commit(), machines=machines)
+        table["setup"] = {"search": self.search, "proxy": config.proxy.__dict__,
+                          "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
+                          "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
+        write_compact(self.out, table)
+
+    def out_of_time(self) -> bool:
+        return self.limit is not None and time.monotonic() - self.started >= self.limit
+
+    def submit(self, kind: str, index: int, sample: dict[str, Any], seed: int | None) -> None:
+        self.jobs.append(Job(kind, index, seed, self.executor.submit(sample, seed), self.drawn, self.over_cap))
+
+    def wants_second_seed(self, index: int, entry: dict[str, Any] | None) -> bool:
+        return index % self.args.second_seed_every == 0 and (entry is None or "1" not in entry["accuracy"])
+
+    def submit_unfinished(self) -> None:
+        """Rechecks asked for on this device, and the seed-1 scores a cut-off run left undone."""
+        entries = self.table["entries"]
+        rechecks = [i for i, e in enumerate(entries) if e["device"] != self.device][:self.args.device_check]
+        for index in rechecks:
+            if str(index) not in self.check.get(self.device, {}):
+                self.submit("recheck", index, entries[index]["sample"], 0)
+        for index, entry in enumerate(entries):
+            if self.wants_second_seed(index, entry):
+                self.submit("seed", index, entry["sample"], 1)
+
+    def submit_next_draw(self, index: int) -> bool:
+        """Draw once; submit the draw as entry `index` unless it is over the cap or known. Whether it was."""
+        sample = next(self.stream)
+        self.drawn += 1
+        evaluator = self.scorer.evaluator
+        if evaluator.over_cap(evaluator.cost(self.scorer.space.decode(sample))[0]):
+            self.over_cap += 1
+            return False
+        if self.key(sample) in self.known:
+            return False
+        self.known.add(self.key(sample))
+        self.submit("entry", index, sample, None)
+        if self.wants_second_seed(index, None):
+            self.submit("seed", index, sample, 1)
+        return True
+
+    def record(self, job: Job, result: Any) -> None:
+        entries = self.table["entries"]
+        if job.kind == "entry":
+            entries.append(result)
+            self.table["drawn"], self.table["over_cap"] = job.drawn, job.over_cap
+            print(f"{len(entries)}/{self.args.count}: proxy accuracy {result['accuracy']['0']:.4f}, "
+                  f"{result['flops'] / 1e6:.1f}M FLOPs, {result['seconds']:.0f} s", flush=True)
+            if self.args.commit and len(entries) % 10 == 0:
+                self.save()
+                commit(self.out, f"{len(entries)} entries")
+        elif job.kind == "recheck":
+            self.check.setdefault(self.device, {})[str(job.index)] = result
+            print(f"  entry {job.index + 1} on {self.device}: {result:.4f} (seed 0 on {entries[job.index]['device']}: "
+                  f"{entries[job.index]['accuracy']['0']:.4f})", flush=True)
+        else:
+            entry = entries[job.index]
+            entry["accuracy"][str(job.seed)] = result
+            print(f"  entry {job.index + 1} at seed {job.seed}: {result:.4f} (seed 0: {entry['accuracy']['0']:.4f})",
+                  flush=True)
+        self.save()
+
+    def run(self) -> None:
+        self.submit_unfinished()
+        pending = len(self.table["entries"])  # entries scored or in flight
+        count = self.args.count
+        try:
+            while self.jobs or (pending < count and not self.out_of_time()):
+                while pending < count and len(self.jobs) < self.in_flight and not self.out_of_time():
+                    pending += self.submit_next_draw(pending)
+                job = self.jobs.popleft()
+                self.record(job, job.future.result())
+        finally:
+            self.executor.shutdown()
+        self.table["drawn"], self.table["over_cap"] = self.drawn, self.over_cap
+        self.save()
+        if self.args.commit:
+            commit(self.out, f"{len(self.table['entries'])} entries")
+
+
+def main() -> int:
+    args = parse_arguments()
     if args.workers < 1 or args.count < 1 or args.second_seed_every < 1 or args.device_check < 0:
         print("evaluation_table: --workers, --count and --second-seed-every must be at least 1, --device-check "
               "at least 0", file=sys.stderr)
         return 2
     search_args = [arg for arg in args.search_args if arg != "--"] or SEARCH_ARGS
-    limit = parse_duration(args.stop_after) if args.stop_after else None
-    started = time.monotonic()
     out = Path(args.out)
     table = json.loads(out.read_text()) if out.is_file() else {"entries": [], "over_cap": 0, "drawn": 0}
     search = " ".join(["nas.search", *search_args])
     if table.get("setup", {}).get("search", search) != search:
         print(f"evaluation_table: {out} was made with `{table['setup']['search']}`, not `{search}`", file=sys.stderr)
         return 2
-    from nas.search.study import arch_key
-
-    scorer = Scorer(search_args, None if args.workers == 1 else 1)
-    config, space, evaluator = scorer.config, scorer.space, scorer.evaluator
-    device = evaluator.data.device.type
-    executor = InProcess(scorer) if args.workers == 1 else Pool(search_args, args.workers)
-    in_flight = 1 if args.workers == 1 else 2 * args.workers
-    known = {arch_key(space.decode(e["sample"])) for e in table["entries"]}
-    stream = draws(space, DRAW_SEED)
-    for _ in range(table["drawn"]):
-        next(stream)  # the draws earlier runs consumed
-    drawn, over_cap = table["drawn"], table["over_cap"]
-    machine = machine_description() + (f", {device}" if device != "cpu" else "")
-
-    def save() -> None:
-        machines = table.get("machines", [])
-        machines = machines + [machine] * (machine not in machines)
-        table.update(command=" ".join(["bench/evaluation_table.py", *(relative(a) if a.startswith("/") else a
-                                                                      for a in sys.argv[1:])]),
-                     date=time.strftime("%Y-%m-%d", time.gmtime()), machine=" and ".join(machines),
-                     commit=current_commit(), machines=machines)
-        table["setup"] = {"search": search, "proxy": config.proxy.__dict__,
-                          "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
-                          "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
-        write_compact(out, table)
-
-    def out_of_time() -> bool:
-        return limit is not None and time.monotonic() - started >= limit
-
-    jobs: deque[Job] = deque()
-
-    def submit(kind: str, index: int, sample: dict[str, Any], seed: int | None) -> None:
-        jobs.append(Job(kind, index, seed, executor.submit(sample, seed), drawn, over_cap))
-
-    def wants_second_seed(index: int, entry: dict[str, Any] | None) -> bool:
-        return index % args.second_seed_every == 0 and (entry is None or "1" not in entry["accuracy"])
-
-    check = table.setdefault("device_check", {}) if args.device_check else {}
-    rechecks = [i for i, e in enumerate(table["entries"]) if e["device"] != device][:args.device_check]
-    for index in rechecks:
-        if str(index) not in check.get(device, {}):
-            submit("recheck", index, table["entries"][index]["sample"], 0)
-    for index, entry in enumerate(table["entries"]):
-        if wants_second_seed(index, entry):
-            submit("seed", index, entry["sample"], 1)  # pairs a cut-off run left unscored
-    pending = len(table["entries"])  # entries scored or in flight
-    try:
-        while jobs or (pending < args.count and not out_of_time()):
-            while pending < args.count and len(jobs) < in_flight and not out_of_time():
-                sample = next(stream)
-                drawn += 1
-                spec = space.decode(sample)
-                if evaluator.over_cap(evaluator.cost(spec)[0]):
-                    over_cap += 1
-                    continue
-                if arch_key(spec) in known:
-                    continue
-                known.add(arch_key(spec))
-                submit("entry", pending, sample, None)
-                if wants_second_seed(pending, None):
-                    submit("seed", pending, sample, 1)
-                pending += 1
-            job = jobs.popleft()
-            result = job.future.result()
-            if job.kind == "entry":
-                table["entries"].append(result)
-                table["drawn"], table["over_cap"] = job.drawn, job.over_cap
-                print(f"{len(table['entries'])}/{args.count}: proxy accuracy {result['accuracy']['0']:.4f}, "
-                      f"{result['flops'] / 1e6:.1f}M FLOPs, {result['seconds']:.0f} s", flush=True)
-                if args.commit and len(table["entries"]) % 10 == 0:
-                    save()
-                    commit(out, f"{len(table['entries'])} entries")
-            elif job.kind == "recheck":
-                check.setdefault(device, {})[str(job.index)] = result
-                print(f"  entry {job.index + 1} on {device}: {result:.4f} (seed 0 on "
-                      f"{table['entries'][job.index]['device']}: "
-                      f"{table['entries'][job.index]['accuracy']['0']:.4f})", flush=True)
-            else:
-                entry = table["entries"][job.index]
-                entry["accuracy"][str(job.seed)] = result
-                print(f"  entry {job.index + 1} at seed {job.seed}: {result:.4f} "
-                      f"(seed 0: {entry['accuracy']['0']:.4f})", flush=True)
-            save()
-    finally:
-        executor.shutdown()
-    table["drawn"], table["over_cap"] = drawn, over_cap
-    save()
-    if args.commit:
-        commit(out, f"{len(table['entries'])} entries")
+    TableRun(args, search_args, table).run()
     return 0
 
 

@@ -261,6 +261,24 @@ def reference_noise(folder: Path, count: int, rng: np.random.Generator) -> dict 
     }
 
 
+def _setup(count: int, args: argparse.Namespace) -> dict:
+    """What the report was measured with."""
+    return {
+        "data": "Fashion-MNIST; proxies: `subset` of the training files, `val_fraction` of them held out for "
+                "validation; zero-cost scores: 5,000 of them; reference: test accuracy on t10k",
+        "reference": f"final-training recipe, {args.ref_epochs} epochs on {args.ref_images} training images, "
+                     "5,000 validation images, flip on, weight decay 5e-5, 32 px",
+        "architectures": f"{count - 1} random (seed {args.seed}, log2 FLOPs/target in [-2, 1]) + "
+                         "EfficientNet-B0",
+        "target_flops": args.target_flops, "resolution": RESOLUTION,
+        "flops": "multiply-accumulates of conv and linear layers at 32x32",
+        "proxies": {name: {"subset": task.subset, "val_fraction": task.val_fraction, **config.__dict__}
+                    for name, (task, config) in PROXIES.items()},
+        "seeds": list(SEEDS), "bootstrap": "1000 resamples of the architectures, 5th-95th percentile",
+        "machine": f"{machine_description()}, 1 thread per process",
+    }
+
+
 def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dict:
     reference_cache = Cache(folder, "reference")
     done = [i for i in range(len(specs)) if reference_cache.get(str(i)) is not None]
@@ -305,20 +323,7 @@ def report(specs: list[ArchSpec], folder: Path, args: argparse.Namespace) -> dic
     b0 = len(specs) - 1
     return {
         "reference_noise": reference_noise(folder, len(specs), rng),
-        "setup": {
-            "data": "Fashion-MNIST; proxies: `subset` of the training files, `val_fraction` of them held out for "
-                    "validation; zero-cost scores: 5,000 of them; reference: test accuracy on t10k",
-            "reference": f"final-training recipe, {args.ref_epochs} epochs on {args.ref_images} training images, "
-                         "5,000 validation images, flip on, weight decay 5e-5, 32 px",
-            "architectures": f"{len(specs) - 1} random (seed {args.seed}, log2 FLOPs/target in [-2, 1]) + "
-                             "EfficientNet-B0",
-            "target_flops": args.target_flops, "resolution": RESOLUTION,
-            "flops": "multiply-accumulates of conv and linear layers at 32x32",
-            "proxies": {name: {"subset": task.subset, "val_fraction": task.val_fraction, **config.__dict__}
-                        for name, (task, config) in PROXIES.items()},
-            "seeds": list(SEEDS), "bootstrap": "1000 resamples of the architectures, 5th-95th percentile",
-            "machine": f"{machine_description()}, 1 thread per process",
-        },
+        "setup": _setup(len(specs), args),
         "architectures_measured": len(done),
         "architectures": [
             {"index": i, "block_strings": " ".join(specs[i].block_strings()), "flops": int(flops[k]),

@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from effnas.cli import parse_duration  # noqa: E402
+from effnas.cli import UsageError, parse_duration  # noqa: E402
 
 TARGET_FLOPS = 8e6
 TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", f"{TARGET_FLOPS / 1e6:g}M"]
@@ -182,7 +182,8 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def main() -> int:
+def parse_arguments() -> tuple[argparse.Namespace, list[str], list[int], float]:
+    """The options, strategies, seeds and time limit; exit 2 with one line on bad input."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", default="tpe,random",
                         help="the new default against random (tpe,random); reinforce and evolution may join")
@@ -201,13 +202,18 @@ def main() -> int:
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
         limit = parse_duration(args.stop_after) if args.stop_after else math.inf
-    except ValueError as exc:
+    except (ValueError, UsageError) as exc:
         print(f"search_confirm: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     if unknown or args.trials < 1 or args.workers < 1:
         print(f"search_confirm: unknown strategy {unknown[0]!r}" if unknown else "search_confirm: --trials and "
               "--workers must be at least 1", file=sys.stderr)
-        return 2
+        raise SystemExit(2)
+    return args, strategies, seeds, limit
+
+
+def main() -> int:
+    args, strategies, seeds, limit = parse_arguments()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     runs = results.setdefault("runs", {})

@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,7 @@ def _run(strategy: str, seed: int) -> dict[str, Any]:
     return _WORKER_BENCH.run(strategy, seed)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=50, help="seeds per strategy, 0..N-1 (50)")
     parser.add_argument("--evaluations", type=int, default=150, help="trials per search (150)")
@@ -287,7 +288,34 @@ def main() -> int:
     parser.add_argument("--stop-after", help="start no new search after this long, e.g. 2h")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON and PNG every 10 searches")
     parser.add_argument("--out", default=str(default_path(__file__, ".json.gz")))
-    args = parser.parse_args()
+    return parser
+
+
+def run_in_pool(args: argparse.Namespace, todo: list[tuple[str, int]],
+                done: Callable[[str, int, dict[str, Any]], None], out_of_time: Callable[[], bool]) -> None:
+    """The searches of `todo`, `args.workers` at a time in spawned processes, none started once out of time."""
+    pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker, initargs=(args,))
+    waiting = iter(todo)
+    running: dict[Future, tuple[str, int]] = {}
+    try:
+        while True:
+            while len(running) < args.workers and not out_of_time():
+                job = next(waiting, None)
+                if job is None:
+                    break
+                running[pool.submit(_run, *job)] = job
+            if not running:
+                break
+            finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished_now:
+                done(*running.pop(future), future.result())
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     from surrogate_fit import SCORE_SETS
 
     from effnas.cli import UsageError
@@ -336,24 +364,7 @@ def main() -> int:
                 break
             done(strategy, seed, bench.run(strategy, seed))
     else:
-        pool = ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_worker, initargs=(args,))
-        waiting = iter(todo)
-        running: dict[Future, tuple[str, int]] = {}
-        try:
-            while True:
-                while len(running) < args.workers and not out_of_time():
-                    job = next(waiting, None)
-                    if job is None:
-                        break
-                    running[pool.submit(_run, *job)] = job
-                if not running:
-                    break
-                finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished_now:
-                    done(*running.pop(future), future.result())
-        finally:
-            pool.shutdown(cancel_futures=True)
+        run_in_pool(args, todo, done, out_of_time)
     bench.save(f"{len(bench.results['runs'])} searches")
     return 0
 

@@ -72,6 +72,20 @@ def learning_curve(features: np.ndarray, targets: np.ndarray, model: str) -> dic
     return curve
 
 
+def learning_curves(features_by_set: dict[str, np.ndarray], targets: np.ndarray) -> list[dict[str, Any]]:
+    """Each ensemble model's learning curve with each of CURVE_SCORE_SETS."""
+    from nas.search.predictor import ENSEMBLE_MODELS
+
+    curves = []
+    for model in ENSEMBLE_MODELS:
+        for name in CURVE_SCORE_SETS:
+            curves.append({"model": model, "zero_cost": name,
+                           "tau_by_entries": learning_curve(features_by_set[name], targets, model)})
+            print(f"{model:>13} + {name:>9}: tau after n entries "
+                  + ", ".join(f"{n}: {t:.3f}" for n, t in curves[-1]["tau_by_entries"].items()), flush=True)
+    return curves
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default=str(HERE / "evaluation_table.json"))
@@ -115,13 +129,7 @@ def main() -> int:
                            "tau_sd": statistics.stdev(taus) if len(taus) > 1 else 0.0, "taus": taus})
             print(f"{model:>13} + {name:>9}: held-out tau {models[-1]['tau_mean']:.3f} +- {models[-1]['tau_sd']:.3f}",
                   flush=True)
-    curves = []
-    for model in ENSEMBLE_MODELS:
-        for name in CURVE_SCORE_SETS:
-            curves.append({"model": model, "zero_cost": name,
-                           "tau_by_entries": learning_curve(features_by_set[name], targets, model)})
-            print(f"{model:>13} + {name:>9}: tau after n entries "
-                  + ", ".join(f"{n}: {t:.3f}" for n, t in curves[-1]["tau_by_entries"].items()), flush=True)
+    curves = learning_curves(features_by_set, targets)
     best = max(models, key=lambda row: row["tau_mean"])
     ceiling = references["proxy seed 0 vs seed 1"]["tau"]
     write_json(args.out, {
