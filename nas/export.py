@@ -18,8 +18,8 @@ from nas.space.flops import FLOPS_CONVENTION
 FORMATS = ("csv", "json")
 
 TRIAL_FIELDS = (
-    "id", "number", "role", "status", "accuracy", "flops", "params", "reward", "epochs", "partial",
-    "first_rung_reward", "zero_cost_score", "build_seconds", "train_seconds", "eval_seconds", "attempts", "worker",
+    "id", "number", "role", "status", "fidelity", "accuracy", "flops", "params", "reward", "epochs", "partial",
+    "first_rung_reward", "supernet_accuracy", "supernet_reward", "zero_cost_score", "build_seconds", "train_seconds", "eval_seconds", "attempts", "worker",
     "started_at", "finished_at", "error",
 )
 

@@ -3,6 +3,7 @@ are proxy-trained and only they can win; the supernet is reused for another targ
 resolution, stem stride or space; its training resumes exactly after kill -9; bad input stores nothing."""
 
 import hashlib
+import json
 import shutil
 import signal
 import sqlite3
@@ -61,6 +62,10 @@ def test_candidates_are_scored_on_the_supernet_and_only_the_proxy_trained_best_c
     weights = Path(stored["weights_path"])
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == stored["weights_sha256"]
     assert "supernet acc" in result.stderr
+    exported = subprocess.run([sys.executable, "-m", "nas.export", "--search", "1", "--format", "json", "--db",
+                               str(folder / "s.db")], cwd=folder, capture_output=True, text=True, timeout=120)
+    fidelity = {row["number"]: row["fidelity"] for row in json.loads(exported.stdout)["trials"]}
+    assert fidelity == {row["number"]: "supernet" if row["partial"] else "proxy" for row in rows}
 
 
 def test_a_second_target_reuses_the_stored_supernet(searched):
