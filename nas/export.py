@@ -19,8 +19,8 @@ FORMATS = ("csv", "json")
 
 TRIAL_FIELDS = (
     "id", "number", "role", "status", "fidelity", "accuracy", "flops", "params", "reward", "epochs", "partial",
-    "first_rung_reward", "supernet_accuracy", "supernet_reward", "zero_cost_score", "build_seconds", "train_seconds", "eval_seconds", "attempts", "worker",
-    "started_at", "finished_at", "error",
+    "first_rung_reward", "supernet_accuracy", "supernet_reward", "zero_cost_score", "build_seconds", "train_seconds",
+    "eval_seconds", "attempts", "worker", "started_at", "finished_at", "error",
 )
 
 
