@@ -517,8 +517,11 @@ def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
     config = SearchConfig.from_config(stored)
     # Keys added later read back as what those versions did, whatever today's defaults are.
     added = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1,
-             "prescreen_score": "naswot", "stem_stride": 2, "fidelity": "full", "eta": 3}
-    assert config.to_config() == {**stored, **added}
+             "prescreen_score": "naswot", "stem_stride": 2, "fidelity": "full", "eta": 3, "evaluator": "proxy"}
+    # A proxy-scored search never reads the supernet's settings: they read back as today's.
+    supernet = {"proxy_trained": 3, "supernet_epochs": 6, "supernet_random_paths": 2, "kernel_transform": False,
+                "calibration_images": 256}
+    assert config.to_config() == {**stored, **added, **supernet}
     assert (config.proxy.optimizer, config.proxy.weight_decay) == ("sgd", 1e-5)
     assert (config.reward.target_flops, config.proxy.resolution, config.task.threads, config.seed) == (
         400000000, 32, 2, 0)
