@@ -109,11 +109,11 @@ class Study:
         self.search_id = search_id
         self.config = config
         # The proxy trains the reference and every trained candidate; `scorer` scores the strategy's candidates
-        # (the proxy too, unless a supernet scores them), and `reserve` seconds of the time budget are kept for
+        # (the proxy too, unless a supernet scores them), and `held_back` seconds of the time budget are kept for
         # what follows the strategy.
         self.evaluator = evaluator
         self.scorer = evaluator
-        self.reserve = 0.0
+        self.held_back = 0.0
         self.events = events or SearchEvents()
         self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -145,7 +145,7 @@ class Study:
         config = self.config
         if self._done + self._in_flight >= config.trials:
             return False
-        if config.time_budget is not None and self.elapsed() >= config.time_budget - self.reserve:
+        if config.time_budget is not None and self.elapsed() >= config.time_budget - self.held_back:
             return False
         # A strategy that only proposes architectures already evaluated has run out of new ones.
         return self._idle_hits < 1000 + len(self._results)

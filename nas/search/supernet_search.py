@@ -156,8 +156,8 @@ def prepare_supernet_scoring(study: Study) -> None:
         return
     reference = trials.reference_trial(study.db, study.search_id)
     seconds = None if reference is None else reference.train_seconds
-    study.reserve = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
-    if study.elapsed() >= config.time_budget - study.reserve:
+    study.held_back = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
+    if study.elapsed() >= config.time_budget - study.held_back:
         study.events.note("note: the supernet's training took the time budget, so no candidate is scored in this "
                           "run; --resume with a longer --time-budget scores them on the stored supernet")
 
