@@ -149,33 +149,30 @@ def first_rung_rewards(db: Database, search_id: int) -> list[float]:
         ))
 
 
-def best_trial(db: Database, search_id: int) -> TrialInfo | None:
-    """The completed candidate trained to the full proxy with the highest reward (earliest on ties): a partial
-    trial, stopped by successive halving, never wins."""
+def _best_trained(db: Database, search_id: int, order: tuple[Any, ...], *where: Any) -> TrialInfo | None:
+    """The first, by `order`, completed candidate trained to the full proxy that also meets `where`."""
     with db.reading() as session:
         row = session.scalars(
             select(TrialRecord)
             .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
-                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False))
-            .order_by(TrialRecord.reward.desc(), TrialRecord.number)
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False), *where)
+            .order_by(*order, TrialRecord.number)
             .limit(1)
         ).first()
         return None if row is None else _info(row)
+
+
+def best_trial(db: Database, search_id: int) -> TrialInfo | None:
+    """The completed candidate trained to the full proxy with the highest reward (earliest on ties): a partial
+    trial, stopped by successive halving or only scored on a supernet, never wins."""
+    return _best_trained(db, search_id, (TrialRecord.reward.desc(),))
 
 
 def most_accurate_within(db: Database, search_id: int, max_flops: int) -> TrialInfo | None:
     """The completed candidate trained to the full proxy with the highest accuracy among those of at most
     `max_flops` FLOPs (the higher reward, then the earlier, on ties)."""
-    with db.reading() as session:
-        row = session.scalars(
-            select(TrialRecord)
-            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
-                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False),
-                   TrialRecord.flops <= max_flops)
-            .order_by(TrialRecord.accuracy.desc(), TrialRecord.reward.desc(), TrialRecord.number)
-            .limit(1)
-        ).first()
-        return None if row is None else _info(row)
+    return _best_trained(db, search_id, (TrialRecord.accuracy.desc(), TrialRecord.reward.desc()),
+                         TrialRecord.flops <= max_flops)
 
 
 def best_supernet_scored(db: Database, search_id: int, count: int) -> list[TrialInfo]:

@@ -30,6 +30,7 @@ from nas.space.search_space import SearchSpace
 from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from nas.training.data import TaskData
 from nas.training.supernet import SupernetTrainer
+from nas.training.weights import sha256_of
 
 SUPERNETS_DIR = Path(".effnas") / "supernets"
 WEIGHTS_NAME = "supernet.pt"
@@ -56,21 +57,13 @@ def supernet_key(definition: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def stored_weights(supernet: Supernet) -> dict[str, torch.Tensor]:
     """The weights of a complete stored supernet; UsageError when its file is missing or not what was stored."""
     path = Path(supernet.weights_path or "")
     where = f"supernet {supernet.id}'s weights file {path}"
     if not path.is_file():
         raise UsageError(f"{where} is missing; restore it, or delete the supernet's row to train it again")
-    if file_sha256(path) != supernet.weights_sha256:
+    if sha256_of(path) != supernet.weights_sha256:
         raise UsageError(f"{where} is corrupt (its SHA-256 differs from the stored one); restore it")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -111,7 +104,7 @@ def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Pat
     partial = weights.with_name(weights.name + ".partial")
     torch.save(trainer.model.state_dict(), partial)
     os.replace(partial, weights)
-    supernets.finish_supernet(db, stored.id, str(weights.resolve()), file_sha256(weights),
+    supernets.finish_supernet(db, stored.id, str(weights.resolve()), sha256_of(weights),
                               sum(point["seconds"] for point in curve))
     # The weights are all a complete supernet needs; its optimizer state would more than double what it keeps.
     checkpoint.unlink()

@@ -10,7 +10,6 @@ accuracy on the validation split, the way the proxy scores a trained candidate.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +73,3 @@ class SupernetTrainer(Trainer):
         network = self.path_network(spec)
         self.recalibrate(network, self.config.calibration_images)
         return self.accuracy(network, self.data.val)
-
-    def state(self) -> dict[str, Any]:
-        return {**super().state(), "supernet": self.config.to_dict()}
