@@ -240,7 +240,7 @@ class TableRun:
                      date=time.strftime("%Y-%m-%d", time.gmtime()), machine=" and ".join(machines),
                      commit=current_commit(), machines=machines)
         table["setup"] = {"search": self.search, "proxy": config.proxy.__dict__,
-                          "target_flops": config.reward.target_flops, "flops_limit": config.reward.flops_limit,
+                          "target_flops": config.reward.target_flops, "flops_limit": config.reward.cost_limit,
                           "flops": "multiply-accumulates of conv and linear layers at 32 px", "draw_seed": DRAW_SEED}
         write_compact(self.out, table)
 

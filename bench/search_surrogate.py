@@ -89,7 +89,7 @@ class Bench:
             args.surrogate_scores]
         self.surrogate = Surrogate(entries, space, self.model, self.scores)
         self.entries = len(entries)
-        self.max_flops = config.reward.flops_limit
+        self.max_flops = config.reward.cost_limit
         # The table's own training-free scores, and those computed here, by architecture: a score is a function
         # of the untrained network, so no architecture is scored twice across strategies and seeds.
         from nas.search.study import arch_key

@@ -15,7 +15,8 @@ from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec
 from scaling.compare import Comparison, MemberResult
 
-COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)"}
+COST_TITLES = {"flops": "FLOPs (multiply-accumulates, log scale)", "params": "parameters (log scale)",
+               "latency_ms": "predicted latency (ms, log scale)"}
 STATUS_SYMBOLS = {TrialStatus.COMPLETE: "circle", TrialStatus.FAILED: "x", TrialStatus.REJECTED: "triangle-down",
                   TrialStatus.RUNNING: "hourglass", TrialStatus.INTERRUPTED: "square-open"}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
@@ -28,27 +29,36 @@ class ParetoSeries:
 
     search_id: int
     name: str
-    target_flops: int | None
+    # The search's target in the chart's cost (FLOPs or ms), None where the cost is not what it targets.
+    target: float | None
     points: list[TrialPoint]
     front: list[int]
     reference: TrialPoint | None
     partial: list[TrialPoint] = field(default_factory=list)
 
 
-def pareto_series(search_id: int, name: str, target_flops: int | None, trials: list[TrialPoint],
+def pareto_series(search_id: int, name: str, target: float | None, trials: list[TrialPoint],
                   cost: str) -> ParetoSeries:
     complete = [t for t in trials
                 if t.role is TrialRole.CANDIDATE and t.status is TrialStatus.COMPLETE and getattr(t, cost)]
     points = [t for t in complete if not t.partial]
     front = pareto_front([getattr(p, cost) for p in points], [p.accuracy for p in points])
     reference = next((t for t in trials if t.role is TrialRole.REFERENCE and t.status is TrialStatus.COMPLETE), None)
-    return ParetoSeries(search_id, name, target_flops, points, front, reference, [t for t in complete if t.partial])
+    return ParetoSeries(search_id, name, target, points, front, reference, [t for t in complete if t.partial])
+
+
+def _latency_text(point: TrialPoint) -> str:
+    if point.latency_ms is None:
+        return ""
+    measured = "" if point.measured_latency_ms is None else f", measured {point.measured_latency_ms:.3f} ms"
+    return f"latency predicted {point.latency_ms:.3f} ms{measured}<br>"
 
 
 def _hover(points: list[TrialPoint]) -> list[str]:
     return [
         f"trial {p.number}: acc {p.accuracy:.4f}, reward {p.reward:.4f}<br>"
-        f"{format_flops(p.flops)} FLOPs, {format_params(p.params)} params<br>" + p.block_strings.replace(" ", "<br>")
+        f"{format_flops(p.flops)} FLOPs, {format_params(p.params)} params<br>{_latency_text(p)}"
+        + p.block_strings.replace(" ", "<br>")
         for p in points
     ]
 
@@ -96,9 +106,9 @@ def pareto_figure(series: list[ParetoSeries], cost: str = "flops", show_dominate
                 text=["EfficientNet-B0"], textposition="top center", name=f"{s.name}: EfficientNet-B0",
                 hovertext=_hover([s.reference]), hoverinfo="text",
             ))
-        if cost == "flops" and s.target_flops:
-            figure.add_vline(x=s.target_flops, line={"dash": "dash", "color": colour},
-                             annotation_text=f"target {format_flops(s.target_flops)}")
+        if s.target:
+            label = format_flops(s.target) if cost == "flops" else f"{s.target:g} ms"
+            figure.add_vline(x=s.target, line={"dash": "dash", "color": colour}, annotation_text=f"target {label}")
     figure.update_layout(
         xaxis={"title": {"text": COST_TITLES[cost]}, "type": "log"},
         yaxis={"title": {"text": "proxy validation accuracy"}},
@@ -158,12 +168,13 @@ class HypervolumeSeries:
     values: list[float]
 
 
-def hypervolume_series(name: str, trials: list[TrialPoint], max_flops: float) -> HypervolumeSeries:
-    """The hypervolume of the (FLOPs, proxy accuracy) front up to each finished candidate; failed, rejected and
-    partly trained (successive halving) candidates count as trials that add nothing."""
+def hypervolume_series(name: str, trials: list[TrialPoint], max_cost: float, cost: str = "flops") -> HypervolumeSeries:
+    """The hypervolume of the (cost, proxy accuracy) front up to each finished candidate, the cost FLOPs or
+    predicted latency; failed, rejected and partly trained (successive halving) candidates count as trials that
+    add nothing."""
     finished = [t for t in trials if t.role is TrialRole.CANDIDATE and t.status not in IN_FLIGHT]
     accuracies = [t.accuracy if t.status is TrialStatus.COMPLETE and not t.partial else 0.0 for t in finished]
-    values = hypervolume_curve([t.flops or 0 for t in finished], accuracies, max_flops)
+    values = hypervolume_curve([getattr(t, cost) or 0 for t in finished], accuracies, max_cost)
     return HypervolumeSeries(name, [t.number for t in finished], values)
 
 
@@ -241,7 +252,8 @@ def family_accuracy_figure(members: list[FamilyMember], front: ParetoSeries | No
 
 
 def comparison_figure(comparison: Comparison, cost: str, highlight: int | None = None) -> go.Figure:
-    """Trained test accuracy (mean, error bars one sd over seeds) against FLOPs or params, one line per family,
+    """Trained test accuracy (mean, error bars one sd over seeds) against FLOPs, params or measured latency
+    (`latency_ms`, with the comparison's front over latency), one line per family,
     the Pareto front across all of them drawn through its members: EfficientNet's Figure 1 for the user's data."""
     figure = go.Figure()
     families: dict[int, list[MemberResult]] = {}
@@ -261,15 +273,15 @@ def comparison_figure(comparison: Comparison, cost: str, highlight: int | None =
                        for r in rows],
             hoverinfo="text",
         ))
-    front = sorted((r for r in comparison.rows if r.on_front), key=lambda r: r.flops)
+    front = sorted((r for r in comparison.rows if r.on_front), key=lambda r: getattr(r, cost))
     figure.add_trace(go.Scatter(
         x=[getattr(r, cost) for r in front], y=[r.mean for r in front], mode="lines+markers", name="Pareto front",
         line={"color": "black", "dash": "dash", "width": 1},
         marker={"symbol": "star", "size": 14, "color": "rgba(0,0,0,0)", "line": {"color": "black", "width": 1.5}},
         hoverinfo="skip",
     ))
-    axis = ("FLOPs at each member's resolution (multiply-accumulates of conv and linear layers, log)"
-            if cost == "flops" else COST_TITLES[cost])
+    axis = {"flops": "FLOPs at each member's resolution (multiply-accumulates of conv and linear layers, log)",
+            "latency_ms": "latency at batch 1, measured by scaling.grow (ms, log)"}.get(cost, COST_TITLES[cost])
     figure.update_layout(xaxis={"title": {"text": axis, "font": {"size": 11}}, "type": "log"},
                          yaxis={"title": {"text": "trained test accuracy (mean +- sd over seeds)"}}, height=460,
                          margin={"t": 30}, legend={"orientation": "h", "y": -0.3})

@@ -45,7 +45,8 @@ class SearchRecord(Base):
     status: Mapped[str] = mapped_column(String(20), default=SearchStatus.RUNNING.value, index=True)
     strategy: Mapped[str] = mapped_column(String(40))
     dataset: Mapped[str] = mapped_column(String(200))
-    target_flops: Mapped[int] = mapped_column(BigInteger)
+    target_flops: Mapped[Optional[int]] = mapped_column(BigInteger)
+    target_latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     resolution: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)
     max_trials: Mapped[Optional[int]] = mapped_column(Integer)
@@ -90,6 +91,9 @@ class TrialRecord(Base):
     # Scored on a supernet path (stored partial, 0 epochs, until proxy-trained): the accuracy and reward there.
     supernet_accuracy: Mapped[Optional[float]] = mapped_column(Float)
     supernet_reward: Mapped[Optional[float]] = mapped_column(Float)
+    # A latency search's: predicted by the latency table (every trial), measured (the winner and the front), in ms.
+    latency_ms: Mapped[Optional[float]] = mapped_column(Float)
+    measured_latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     build_seconds: Mapped[Optional[float]] = mapped_column(Float)
     train_seconds: Mapped[Optional[float]] = mapped_column(Float)
     eval_seconds: Mapped[Optional[float]] = mapped_column(Float)
@@ -151,6 +155,7 @@ class FamilyMemberRecord(Base):
     block_strings: Mapped[str] = mapped_column(Text)
     accuracy: Mapped[Optional[float]] = mapped_column(Float)
     train_seconds: Mapped[Optional[float]] = mapped_column(Float)
+    latency: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     family: Mapped[FamilyRecord] = relationship(back_populates="members")
 
@@ -236,3 +241,22 @@ class SupernetRecord(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[Optional[datetime]]
+
+
+class LatencyMeasurementRecord(Base):
+    """One measured latency of a part (stem, block, head) or a whole network, under one protocol (`protocol_key`,
+    a hash of `protocol`)."""
+
+    __tablename__ = "latency_measurements"
+    __table_args__ = (UniqueConstraint("protocol_key", "item", name="uq_latency_protocol_item"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    protocol_key: Mapped[str] = mapped_column(String(64), index=True)
+    protocol: Mapped[dict[str, Any]] = mapped_column(JSON)
+    item: Mapped[str] = mapped_column(Text)
+    median_ms: Mapped[float] = mapped_column(Float)
+    iqr_ms: Mapped[float] = mapped_column(Float)
+    raw_median_ms: Mapped[Optional[float]] = mapped_column(Float)
+    runs: Mapped[int] = mapped_column(Integer)
+    resolution: Mapped[int] = mapped_column(Integer)
+    measured_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -21,18 +21,20 @@ def _info(record: SearchRecord) -> SearchInfo:
         dataset=record.dataset, target_flops=record.target_flops, resolution=record.resolution, seed=record.seed,
         max_trials=record.max_trials, config=dict(record.config), created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at, worker=record.worker, error=record.error,
+        target_latency_ms=record.target_latency_ms,
     )
 
 
 def create_search(
-    db: Database, *, name: str, strategy: str, dataset: str, target_flops: int, resolution: int, seed: int,
-    max_trials: int, config: dict[str, Any],
+    db: Database, *, name: str, strategy: str, dataset: str, target_flops: int | None, resolution: int, seed: int,
+    max_trials: int, config: dict[str, Any], target_latency_ms: float | None = None,
 ) -> int:
     """A new search in status running; its id."""
     with db.writing() as session:
         record = SearchRecord(
             name=name, status=SearchStatus.RUNNING.value, strategy=strategy, dataset=dataset,
             target_flops=target_flops, resolution=resolution, seed=seed, max_trials=max_trials, config=config,
+            target_latency_ms=target_latency_ms,
         )
         session.add(record)
         session.flush()
@@ -79,7 +81,7 @@ def list_searches(db: Database) -> list[SearchRow]:
                 SearchRecord.id, SearchRecord.name, SearchRecord.target_flops, SearchRecord.strategy,
                 SearchRecord.dataset, SearchRecord.status, func.coalesce(candidates.c.trials, 0),
                 SearchRecord.max_trials, candidates.c.best, SearchRecord.created_at, SearchRecord.started_at,
-                SearchRecord.finished_at, SearchRecord.worker,
+                SearchRecord.finished_at, SearchRecord.worker, SearchRecord.target_latency_ms,
             )
             .outerjoin(candidates, candidates.c.search_id == SearchRecord.id)
             .order_by(SearchRecord.id.desc())

@@ -56,7 +56,7 @@ def claim_trial(db: Database, search_id: int, trial: NewTrial, status: TrialStat
         row.finished_at = None
         row.epochs, row.partial, row.first_rung_reward = None, False, None
         row.supernet_accuracy = row.supernet_reward = None
-        row.flops, row.params = trial.flops, trial.params
+        row.flops, row.params, row.latency_ms = trial.flops, trial.params, trial.latency_ms
         if trial.zero_cost_score is not None:
             row.zero_cost_score = trial.zero_cost_score
         if status is TrialStatus.RUNNING:
@@ -77,6 +77,12 @@ def record_outcome(db: Database, trial_id: int, status: TrialStatus, **values: A
             update(TrialRecord).where(TrialRecord.id == trial_id)
             .values(status=status.value, finished_at=utcnow(), **values)
         )
+
+
+def record_measured_latency(db: Database, trial_id: int, milliseconds: float) -> None:
+    """A finished trial's latency as measured (a latency search measures its winner and front)."""
+    with db.writing() as session:
+        session.execute(update(TrialRecord).where(TrialRecord.id == trial_id).values(measured_latency_ms=milliseconds))
 
 
 def interrupt_in_flight(db: Database, search_id: int, error: str, *, finished: bool) -> None:
@@ -168,11 +174,25 @@ def best_trial(db: Database, search_id: int) -> TrialInfo | None:
     return _best_trained(db, search_id, (TrialRecord.reward.desc(),))
 
 
-def most_accurate_within(db: Database, search_id: int, max_flops: int) -> TrialInfo | None:
-    """The completed candidate trained to the full proxy with the highest accuracy among those of at most
-    `max_flops` FLOPs (the higher reward, then the earlier, on ties)."""
-    return _best_trained(db, search_id, (TrialRecord.accuracy.desc(), TrialRecord.reward.desc()),
-                         TrialRecord.flops <= max_flops)
+def most_accurate_within(db: Database, search_id: int, limit: float, cost: str = "flops") -> TrialInfo | None:
+    """The completed candidate trained to the full proxy with the highest accuracy among those whose cost is at
+    most `limit`: FLOPs, or (`cost` latency) the latency measured where it was, else predicted (the higher reward,
+    then the earlier, on ties)."""
+    column = (TrialRecord.flops if cost == "flops"
+              else func.coalesce(TrialRecord.measured_latency_ms, TrialRecord.latency_ms))
+    return _best_trained(db, search_id, (TrialRecord.accuracy.desc(), TrialRecord.reward.desc()), column <= limit)
+
+
+def trained_candidates(db: Database, search_id: int) -> list[TrialInfo]:
+    """The completed candidates trained to the full proxy, in trial order."""
+    with db.reading() as session:
+        rows = session.scalars(
+            select(TrialRecord)
+            .where(TrialRecord.search_id == search_id, TrialRecord.role == TrialRole.CANDIDATE.value,
+                   TrialRecord.status == TrialStatus.COMPLETE.value, TrialRecord.partial.is_(False))
+            .order_by(TrialRecord.number)
+        ).all()
+        return [_info(row) for row in rows]
 
 
 def best_supernet_scored(db: Database, search_id: int, count: int) -> list[TrialInfo]:
@@ -239,7 +259,8 @@ def trial_points(db: Database, search_ids: list[int]) -> list[TrialPoint]:
             select(
                 TrialRecord.id, TrialRecord.search_id, TrialRecord.number, TrialRecord.role, TrialRecord.status,
                 TrialRecord.flops, TrialRecord.params, TrialRecord.accuracy, TrialRecord.reward,
-                TrialRecord.block_strings, TrialRecord.partial, TrialRecord.epochs,
+                TrialRecord.block_strings, TrialRecord.partial, TrialRecord.epochs, TrialRecord.latency_ms,
+                TrialRecord.measured_latency_ms,
             )
             .where(TrialRecord.search_id.in_(search_ids))
             .order_by(TrialRecord.search_id, TrialRecord.number)

@@ -8,7 +8,7 @@ import sys
 from effnas.cli import USAGE_ERROR
 
 COMMANDS = {
-    "search": ("nas.search.command", "search for a baseline network under a FLOPs budget"),
+    "search": ("nas.search.command", "search for a baseline network under a FLOPs or latency budget"),
     "export": ("nas.export", "every trial of a search as CSV or JSON"),
     "grow": ("scaling.grow", "grow a baseline into a B0..B7 family by a scaling rule"),
     "train": ("scaling.train", "train a found network or a family's members (with seeds) to the end: test accuracy"),

@@ -129,6 +129,20 @@ def parse_flops(text: str) -> int:
     return int(round(value))
 
 
+_LATENCY_UNITS = {"": 1.0, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
+
+
+def parse_latency(text: str) -> float:
+    """'3ms', '0.5 ms', '800us', '0.003s', '3' (milliseconds) -> milliseconds."""
+    match = re.fullmatch(r"\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|us|µs|s)?\s*", str(text), re.I)
+    if match is None:
+        raise UsageError(f"cannot read latency {text!r}; write e.g. 3ms, 800us or 0.003s")
+    value = float(match.group(1)) * _LATENCY_UNITS[(match.group(2) or "").lower()]
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"latency must be positive, got {text!r}")
+    return value
+
+
 def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2): distinct seeds of 0 or more, in the order given."""
     parts = [part.strip() for part in str(text).split(",")]

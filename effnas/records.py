@@ -80,7 +80,8 @@ class SearchInfo:
     status: SearchStatus
     strategy: str
     dataset: str
-    target_flops: int
+    # A search targets FLOPs or, with `target_latency_ms`, a latency measured as its config's `latency_*` say.
+    target_flops: int | None
     resolution: int
     seed: int
     max_trials: int | None
@@ -90,6 +91,16 @@ class SearchInfo:
     finished_at: datetime | None
     worker: str | None
     error: str | None
+    target_latency_ms: float | None = None
+
+    @property
+    def objective(self) -> str:
+        """What the search weighs accuracy against: flops or latency."""
+        return "flops" if self.target_latency_ms is None else "latency"
+
+    @property
+    def target(self) -> float:
+        return self.target_flops if self.target_latency_ms is None else self.target_latency_ms
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class SearchRow:
 
     id: int
     name: str
-    target_flops: int
+    target_flops: int | None
     strategy: str
     dataset: str
     status: SearchStatus
@@ -109,6 +120,7 @@ class SearchRow:
     started_at: datetime | None
     finished_at: datetime | None
     worker: str | None
+    target_latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,10 @@ class TrialInfo:
     # strategy saw this reward; `accuracy` and `reward` are the proxy's once the trial was proxy-trained.
     supernet_accuracy: float | None = None
     supernet_reward: float | None = None
+    # A latency search's figures, in milliseconds under its latency protocol: predicted (by the latency table) for
+    # every trial, measured for the winner and the reported front.
+    latency_ms: float | None = None
+    measured_latency_ms: float | None = None
 
     @property
     def fidelity(self) -> str:
@@ -165,6 +181,7 @@ class NewTrial:
     params: int
     # The training-free score the trial was chosen by, when the search prescreens candidates.
     zero_cost_score: float | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,8 @@ class TrialPoint:
     block_strings: str
     partial: bool = False
     epochs: int | None = None
+    latency_ms: float | None = None
+    measured_latency_ms: float | None = None
 
     @property
     def supernet_scored(self) -> bool:
@@ -221,6 +240,9 @@ class FamilyMember:
     block_strings: str
     accuracy: float | None = None
     train_seconds: float | None = None
+    # Measured inference latency at its resolution: {"batch_1_ms", "batch_32_ms", "measured_on"} (the protocol's
+    # environment at batch 1), where it was measured.
+    latency: dict[str, Any] | None = None
 
     @property
     def ideal_ratio(self) -> float:
@@ -356,3 +378,20 @@ class Supernet:
     error: str | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One measured inference latency of an input at `resolution` px, in milliseconds, under the protocol its table
+    or record names: `median_ms` and `iqr_ms` scaled to the machine's fast end by a reference network timed in
+    turn (nas.evaluation.latency), `raw_median_ms` the plain median of the `runs` timed runs."""
+
+    median_ms: float
+    iqr_ms: float
+    runs: int
+    resolution: int
+    raw_median_ms: float | None = None
+
+    @property
+    def relative_spread(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0

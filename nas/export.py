@@ -13,14 +13,16 @@ from typing import Any
 
 from db import Database, open_database, resolve_url, searches, trials
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
+from nas.evaluation.latency import LATENCY_ENVIRONMENT
 from nas.space.flops import FLOPS_CONVENTION
 
 FORMATS = ("csv", "json")
 
 TRIAL_FIELDS = (
     "id", "number", "role", "status", "fidelity", "accuracy", "flops", "params", "reward", "epochs", "partial",
-    "first_rung_reward", "supernet_accuracy", "supernet_reward", "zero_cost_score", "build_seconds", "train_seconds",
-    "eval_seconds", "attempts", "worker", "started_at", "finished_at", "error",
+    "first_rung_reward", "supernet_accuracy", "supernet_reward", "latency_ms", "measured_latency_ms",
+    "zero_cost_score", "build_seconds", "train_seconds", "eval_seconds", "attempts", "worker", "started_at",
+    "finished_at", "error",
 )
 
 
@@ -41,7 +43,9 @@ def search_export(db: Database, search_id: int) -> dict[str, Any]:
             "dataset": search.dataset, "target_flops": search.target_flops, "resolution": search.resolution,
             "seed": search.seed, "config": search.config, "created_at": _plain(search.created_at),
             "started_at": _plain(search.started_at), "finished_at": _plain(search.finished_at),
-            "flops_convention": FLOPS_CONVENTION,
+            "flops_convention": FLOPS_CONVENTION, "target_latency_ms": search.target_latency_ms,
+            # What the latency figures (latency_ms predicted, measured_latency_ms) were measured on.
+            "latency_measured_on": search.config.get(LATENCY_ENVIRONMENT),
         },
         "trials": [
             {**{name: _plain(getattr(t, name)) for name in TRIAL_FIELDS}, "block_strings": t.block_strings.split(),

@@ -74,7 +74,7 @@ def resolve_baseline(args: argparse.Namespace, db_url: str) -> tuple[Baseline, S
 def _picked_trial(db: Database, search: SearchInfo, pick: str) -> TrialInfo:
     """The search's trial that `pick` names; says on stderr which it took and what the other pick would take."""
     chosen = {"reward": trials.best_trial(db, search.id),
-              "accuracy": trials.most_accurate_within(db, search.id, search.target_flops)}
+              "accuracy": trials.most_accurate_within(db, search.id, search.target, search.objective)}
     trial = chosen[pick]
     if trial is None:
         raise UsageError(f"search {search.id} has no {PICK_LABELS[pick].removeprefix('the ')}"

@@ -53,6 +53,9 @@ class MemberResult:
     test_accuracies: tuple[float, ...]
     run_ids: tuple[int, ...]
     on_front: bool = False
+    # Measured by scaling.grow at the member's resolution (ms), where it was; None otherwise.
+    latency_ms: float | None = None
+    latency_32_ms: float | None = None
 
     @property
     def mean(self) -> float:
@@ -100,9 +103,13 @@ def describe_coefficients(family: Family) -> str:
     return f"{family.coefficient_source} ({family.alpha:.3g}, {family.beta:.3g}, {family.gamma:.3g})"
 
 
+COSTS = ("flops", "latency")
+
+
 def compare_families(db: Database, family_ids: list[int] | None = None,
-                     dataset: str | None = None) -> list[Comparison]:
-    """Every group of complete family runs (largest first), each member's seeds aggregated, the front marked."""
+                     dataset: str | None = None, cost: str = "flops") -> list[Comparison]:
+    """Every group of complete family runs (largest first), each member's seeds aggregated, the front marked: over
+    FLOPs, or over the measured latency at batch 1 (members never measured are then off it)."""
     runs = [run for run in list_runs(db, dataset=dataset)
             if run.status is TrainingStatus.COMPLETE and run.family_id is not None
             and (family_ids is None or run.family_id in family_ids)]
@@ -113,13 +120,14 @@ def compare_families(db: Database, family_ids: list[int] | None = None,
         members = groups.setdefault(key, (data, recipe, defaultdict(dict)))[2]
         # A seed trained twice (an older effnas stored reruns) counts once: its latest run.
         members[(run.family_id, run.member)][run.recipe["seed"]] = run
-    comparisons = [_comparison(key, data, recipe, members, families)
+    comparisons = [_comparison(key, data, recipe, members, families, cost)
                    for key, (data, recipe, members) in groups.items()]
     return sorted(comparisons, key=lambda c: (-len(c.rows), c.key))
 
 
 def _comparison(key: str, data: dict[str, Any], recipe: dict[str, Any],
-                members: dict[tuple[int, str], dict[int, TrainingRun]], families: dict[int, Family]) -> Comparison:
+                members: dict[tuple[int, str], dict[int, TrainingRun]], families: dict[int, Family],
+                cost: str = "flops") -> Comparison:
     rows = []
     for (family_id, name), by_seed in members.items():
         family = families[family_id]
@@ -131,24 +139,35 @@ def _comparison(key: str, data: dict[str, Any], recipe: dict[str, Any],
             member=name, phi=member.phi, resolution=first.resolution, flops=first.flops, params=first.params,
             seeds=seeds, test_accuracies=tuple(by_seed[s].test_accuracy for s in seeds),
             run_ids=tuple(by_seed[s].id for s in seeds),
+            latency_ms=member.latency["batch_1_ms"] if member.latency else None,
+            latency_32_ms=member.latency["batch_32_ms"] if member.latency else None,
         ))
     rows.sort(key=lambda r: (r.family_id, r.phi))
-    front = set(pareto_front([r.flops for r in rows], [r.mean for r in rows]))
+    if cost == "latency":
+        measured = [i for i, r in enumerate(rows) if r.latency_ms is not None]
+        front = {measured[i] for i in pareto_front([rows[i].latency_ms for i in measured],
+                                                   [rows[i].mean for i in measured])}
+    else:
+        front = set(pareto_front([r.flops for r in rows], [r.mean for r in rows]))
     rows = [replace(r, on_front=i in front) for i, r in enumerate(rows)]
     return Comparison(key, data, recipe, rows)
 
 
-def comparison_table(comparison: Comparison) -> str:
+def comparison_table(comparison: Comparison, cost: str = "flops") -> str:
+    front = "FLOPs" if cost == "flops" else "latency at batch 1"
     lines = [comparison.describe(),
-             f"Test accuracy: mean +- sd over seeds. {FLOPS_CONVENTION}, at each member's resolution. "
-             "* = on the Pareto front (FLOPs, mean accuracy).",
+             f"Test accuracy: mean +- sd over seeds. {FLOPS_CONVENTION}, at each member's resolution. Latency: "
+             "measured by scaling.grow at batch 1 and 32 (ms; its family's JSON says on what). "
+             f"* = on the Pareto front ({front}, mean accuracy).",
              f"  {'family':>6}  {'name':30}{'rule':12}{'coefficients':24}{'member':>7}{'res':>5}{'FLOPs':>9}"
-             f"{'params':>9}{'seeds':>7}  {'test accuracy':>16}"]
+             f"{'params':>9}{'ms b1':>8}{'ms b32':>9}{'seeds':>7}  {'test accuracy':>16}"]
     for r in comparison.rows:
         spread = f"{r.mean:.4f} +- {r.sd:.4f}" if r.sd is not None else f"{r.mean:.4f} (1 seed)"
+        latency = (f"{r.latency_ms:>8.2f}{r.latency_32_ms:>9.1f}" if r.latency_ms is not None
+                   else f"{'-':>8}{'-':>9}")
         lines.append(f"{'*' if r.on_front else ' '} {r.family_id:>6}  {r.family[:29]:30}{r.rule:12}"
                      f"{r.coefficients[:23]:24}{r.member:>7}{r.resolution:>5}{format_flops(r.flops):>9}"
-                     f"{format_params(r.params):>9}{len(r.seeds):>7}  {spread:>16}")
+                     f"{format_params(r.params):>9}{latency}{len(r.seeds):>7}  {spread:>16}")
     return "\n".join(lines)
 
 
@@ -158,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{FLOPS_CONVENTION}.")
     parser.add_argument("--families", metavar="ID,ID", help="only these families (default: every trained family)")
     parser.add_argument("--dataset", help="only runs on this data set")
+    parser.add_argument("--cost", choices=COSTS, default="flops",
+                        help="the front's cost: FLOPs, or the latency scaling.grow measured at batch 1 (flops)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="table (default) or JSON")
     add_db_option(parser)
     return parser
@@ -179,13 +200,13 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     missing = [i for i in family_ids or [] if get_family(db, i) is None]
     if missing:
         raise UsageError(f"no family with id {', '.join(map(str, missing))}")
-    comparisons = compare_families(db, family_ids, args.dataset)
+    comparisons = compare_families(db, family_ids, args.dataset, args.cost)
     if args.format == "json":
         print(json.dumps([c.to_json() for c in comparisons], indent=2))
     elif not comparisons:
         print("No trained family members yet: train them with python -m scaling.train --family ID")
     else:
-        print("\n\n".join(comparison_table(c) for c in comparisons))
+        print("\n\n".join(comparison_table(c, args.cost) for c in comparisons))
     return 0
 
 

@@ -109,6 +109,8 @@ def member_contract(export: MemberToExport, made_by: dict[str, Any]) -> dict[str
                          "flops_convention": f"{FLOPS_CONVENTION}, at {spec.resolution}x{spec.resolution}",
                          "width": member.width, "depth": member.depth, "resolution": member.resolution},
         "accuracy": _accuracy(export),
+        # Measured by scaling.grow at batch 1 and 32 on the machine `measured_on` names; None if never measured.
+        "latency": member.latency,
         "recipe": {k: v for k, v in run.recipe.items() if k != "seed"} if run is not None else None,
         "data": ({"dataset": run.dataset, "subset": run.data.get("subset"), "val_images": run.data.get("val_images")}
                  if run is not None else None),

@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from db import Database
 from db.training import list_runs
 from effnas.records import Family, FamilyMember, GridPoint, PointStatus, TrainingRun, TrainingStatus
+from nas.evaluation.latency import LatencyProtocol, measure_latency
 from nas.evaluation.proxy import train_and_evaluate
+from nas.space.builder import build_model
 from nas.space.flops import FLOPS_CONVENTION, count_flops, count_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
 from nas.training.config import ProxyConfig, TaskConfig, TrainingRecipe
@@ -198,6 +200,31 @@ def evaluate_members(family: Family, evaluate: ProxyEvaluator, max_flops: float,
     return replace(family, members=members, config={**family.config, "evaluate_max_flops": max_flops})
 
 
+# The two batches every member is measured at: one image (interactive use) and a batch of 32 (throughput).
+LATENCY_BATCHES = (1, 32)
+
+
+def measure_members(family: Family, protocol: LatencyProtocol, max_flops: float,
+                    on_member: Callable[[FamilyMember], None] | None = None) -> Family:
+    """The measured latency, at its resolution and at batch 1 and 32, under `protocol` (its batch ignored), of each
+    member at or under `max_flops` (a B7 at 600 px takes minutes a run at batch 32 on a CPU)."""
+    members = []
+    for member in family.members:
+        if member.flops > max_flops:
+            members.append(member)
+            continue
+        spec = spec_from_dict(member.arch)
+        model = build_model(spec)
+        shape = (1, spec.in_channels, member.resolution, member.resolution)
+        figures = {f"batch_{batch}_ms": measure_latency(model, shape, replace(protocol, batch=batch)).median_ms
+                   for batch in LATENCY_BATCHES}
+        member = replace(member, latency={**figures, "measured_on": replace(protocol, batch=1).environment()})
+        if on_member is not None:
+            on_member(member)
+        members.append(member)
+    return replace(family, members=members, config={**family.config, "latency_max_flops": max_flops})
+
+
 def trained_runs(db: Database, family_id: int) -> dict[str, TrainingRun]:
     """Member name -> the complete training run it is exported with: of its runs (seeds, recipes), the one with
     the highest validation accuracy (never test), the latest on a tie."""
@@ -229,7 +256,7 @@ def family_json(family: Family, runs: dict[str, TrainingRun] | None = None) -> d
                 "name": m.name, "phi": m.phi, "width": m.width, "depth": m.depth, "resolution_mult": m.resolution_mult,
                 "resolution": m.resolution, "dropout": m.dropout, "params": m.params, "flops": m.flops,
                 "flops_ratio": m.flops_ratio, "ideal_ratio": m.ideal_ratio, "block_strings": m.block_strings.split(),
-                "proxy_accuracy": m.accuracy,
+                "proxy_accuracy": m.accuracy, "latency": m.latency,
                 "test_accuracy": runs[m.name].test_accuracy if m.name in runs else None,
                 "training_run": runs[m.name].to_json() if m.name in runs else None,
             }

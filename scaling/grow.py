@@ -16,6 +16,7 @@ from db import db_argument, open_database, resolve_url
 from db.families import get_family, store_family
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, FamilyMember, GridPoint
+from nas.evaluation.latency import RUNTIMES, LatencyError, LatencyProtocol, describe_environment
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default
@@ -29,11 +30,14 @@ from scaling.family import (
     evaluate_members,
     family_json,
     grow_family,
+    measure_members,
 )
 
 FORMATS = ("table", "json")
 GRID_SCORERS = ("proxy", "training")
 DEFAULT_EVALUATE_MAX_FLOPS = "1G"
+# A member of 1G FLOPs takes about 2 s a run at batch 32 on one thread of this project's 2-core CPU.
+DEFAULT_LATENCY_MAX_FLOPS = "1G"
 # Limits of a grid search's budget: beyond them a CPU would train for days, so the command refuses up front.
 MAX_GRID_POINTS = 100
 MAX_GRID_EPOCHS = 50
@@ -83,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
     grid.add_argument("--grid-tolerance", type=cli.finite_float, default=GRID_TOLERANCE,
                       help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
+    latency = parser.add_argument_group("latency of each member, measured here at batch 1 and 32")
+    latency.add_argument("--latency-runtime", choices=(*RUNTIMES, "none"), default="eager",
+                         help="eager: PyTorch, inference mode, channels-last; onnxruntime: ONNX Runtime; none: do not "
+                         "measure (eager)")
+    latency.add_argument("--latency-threads", type=int, default=1, help="intra-op threads (1)")
+    latency.add_argument("--latency-max-flops", default=DEFAULT_LATENCY_MAX_FLOPS,
+                         help=f"measure members up to this many FLOPs per image ({DEFAULT_LATENCY_MAX_FLOPS})")
     proxy = parser.add_argument_group("the data, and proxy training (grid coefficients and --evaluate)")
     proxy.add_argument("--evaluate", action="store_true", help="train members under --evaluate-max-flops on the proxy")
     proxy.add_argument("--evaluate-max-flops", default=DEFAULT_EVALUATE_MAX_FLOPS,
@@ -117,6 +128,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.subset is not None and args.subset < 10:
         raise UsageError(f"--subset must be at least 10, got {args.subset}")
+    cli.at_least("--latency-threads", args.latency_threads, 1)
 
 
 def _validate_grid(args: argparse.Namespace) -> None:
@@ -211,15 +223,26 @@ def family_table(family: Family, db_arg: str) -> str:
     header = (f"{'name':6}{'phi':>4}{'width':>8}{'depth':>8}{'resolution':>12}{'params':>10}{'FLOPs':>10}"
               f"{'FLOPs/B0':>10}{'2^phi':>8}")
     has_acc = any(m.accuracy is not None for m in family.members)
+    measured = next((m.latency for m in family.members if m.latency), None)
     if has_acc:
         header += f"{'proxy acc':>11}"
+    if measured:
+        header += f"{'ms, batch 1':>13}{'ms, batch 32':>14}"
     lines.append(header)
     for m in family.members:
         row = (f"{m.name:6}{m.phi:>4}{m.width:>8.3f}{m.depth:>8.3f}{m.resolution:>12}{format_params(m.params):>10}"
                f"{format_flops(m.flops):>10}{m.flops_ratio:>10.2f}{m.ideal_ratio:>8.0f}")
         if has_acc:
             row += f"{m.accuracy:>11.4f}" if m.accuracy is not None else f"{'-':>11}"
+        if measured:
+            row += (f"{m.latency['batch_1_ms']:>13.2f}{m.latency['batch_32_ms']:>14.1f}" if m.latency
+                    else f"{'-':>13}{'-':>14}")
         lines.append(row)
+    if measured:
+        limit = format_flops(family.config.get("latency_max_flops", 0))
+        lines.append(f"Latency: median of timed runs at each member's resolution, measured here on "
+                     f"{describe_environment(measured['measured_on']).replace(', batch 1', '')}; members over "
+                     f"{limit} FLOPs not measured (--latency-max-flops).")
     lines += ["", f"Family id: {family.id}",
               f"Train it: python -m scaling.train --family {family.id}{db_arg}",
               f"Export it: python -m scaling.export --family {family.id} --out family-{family.id}{db_arg}"]
@@ -249,6 +272,12 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     db_url = resolve_url(args.db)
     _validate(args)
     max_flops = cli.parse_flops(args.evaluate_max_flops)
+    latency_protocol = LatencyProtocol(runtime="eager" if args.latency_runtime == "none" else args.latency_runtime,
+                                       threads=args.latency_threads)
+    try:
+        latency_protocol.check()
+    except LatencyError as exc:
+        raise UsageError(str(exc)) from None
     baseline, search = resolve_baseline(args, db_url)
     if args.resolution is not None:
         baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
@@ -271,6 +300,12 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
         if not quiet:
             print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
 
+    def latency_progress(member: FamilyMember) -> None:
+        if not quiet:
+            print(f"{member.name}: {member.latency['batch_1_ms']:.2f} ms at batch 1, "
+                  f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)",
+                  file=sys.stderr, flush=True)
+
     source = args.coefficients or "paper"
     name = args.name or (f"{baseline.ref} x {source}" if args.rule == "compound" else f"{baseline.ref} x {args.rule}")
     try:
@@ -278,6 +313,9 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
                              args.grid_tolerance, grid_progress)
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
+        if args.latency_runtime != "none":
+            family = measure_members(family, latency_protocol, cli.parse_flops(args.latency_max_flops),
+                                     latency_progress)
     except ValueError as exc:
         fail(str(exc), prog=parser.prog)
     except KeyboardInterrupt:

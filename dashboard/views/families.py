@@ -16,6 +16,7 @@ from db import Database
 from db.families import get_family, list_families
 from db.trials import trial_points
 from effnas.records import Family, SearchRow, TrainingRun
+from nas.evaluation.latency import describe_environment
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from scaling.compare import compare_families
 from scaling.export import FORMATS, ExportOptions, export_family, load_family
@@ -52,8 +53,14 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         "resolution": m.resolution, "params": format_params(m.params), "FLOPs": format_flops(m.flops),
         "FLOPs/B0": round(m.flops_ratio, 2), "2^phi": m.ideal_ratio, "proxy accuracy": m.accuracy,
         "test accuracy (exported run)": trained[m.name].test_accuracy if m.name in trained else None,
+        "ms, batch 1": m.latency["batch_1_ms"] if m.latency else None,
+        "ms, batch 32": m.latency["batch_32_ms"] if m.latency else None,
     } for m in members])
     st.dataframe(table, hide_index=True, width="stretch")
+    measured = next((m.latency for m in members if m.latency), None)
+    if measured:
+        st.caption("Latency: measured by scaling.grow at each member's resolution on "
+                   f"{describe_environment(measured['measured_on']).replace(', batch 1', '')} (median of timed runs).")
     left, right = st.columns(2)
     with left:
         st.plotly_chart(figures.family_scaling_figure(members), width="stretch", key="family-scaling")
@@ -101,9 +108,13 @@ def trained_section(db: Database, family_id: int) -> None:
     with right:
         st.plotly_chart(figures.comparison_figure(comparison, "params", family_id), width="stretch",
                         key="trained-params")
+    if any(r.latency_ms is not None for r in comparison.rows):
+        by_latency = next(c for c in compare_families(db, cost="latency") if c.key == comparison.key)
+        st.plotly_chart(figures.comparison_figure(by_latency, "latency_ms", family_id), width="stretch",
+                        key="trained-latency")
     st.dataframe(pd.DataFrame([{
         "family": f"{r.family_id}: {r.family}", "rule": r.rule, "coefficients": r.coefficients, "member": r.member,
         "resolution": r.resolution, "FLOPs": format_flops(r.flops), "params": format_params(r.params),
-        "seeds": len(r.seeds), "test accuracy (mean)": round(r.mean, 4),
+        "ms, batch 1": r.latency_ms, "seeds": len(r.seeds), "test accuracy (mean)": round(r.mean, 4),
         "sd": round(r.sd, 4) if r.sd is not None else None, "Pareto front": r.on_front,
     } for r in comparison.rows]), hide_index=True, width="stretch", key="comparison-table")

@@ -40,9 +40,10 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         info = get_search(db, search_id)
         ratio = info.config.get("max_flops_ratio", default(RewardConfig, "max_flops_ratio"))
         series.append(figures.hypervolume_series(names[search_id], trial_points(db, [search_id]),
-                                                 ratio * info.target_flops))
+                                                 ratio * info.target,
+                                                 "flops" if info.objective == "flops" else "latency_ms"))
     st.plotly_chart(figures.hypervolume_figure(series), width="stretch", key="hypervolume")
     st.caption("The share of the box FLOPs in [0, max ratio x target] x proxy accuracy in [0, 1] that a search's "
                "front dominates (pymoo's indicator, reference point: max ratio x target FLOPs, accuracy 0; the max "
                f"ratio is each search's --max-flops-ratio). Compare searches of one task. {FLOPS_CONVENTION}, at "
-               "each search's resolution.")
+               "each search's resolution. A latency search's box is its predicted latency in ms instead.")

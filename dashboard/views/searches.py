@@ -15,7 +15,8 @@ def render(db: Database, searches: list[SearchRow]) -> None:
     st.subheader("Searches")
     st.caption(f"{FLOPS_CONVENTION}. Best reward: proxy accuracy x (FLOPs/target)^w.")
     frame = pd.DataFrame([{
-        "id": s.id, "name": s.name, "target FLOPs": format_flops(s.target_flops), "strategy": s.strategy,
+        "id": s.id, "name": s.name, "target": format_flops(s.target_flops) + " FLOPs" if s.target_latency_ms is None
+        else f"{s.target_latency_ms:g} ms latency", "strategy": s.strategy,
         "data set": s.dataset, "status": shown_status(s), "trials": f"{s.trials}/{s.max_trials or '?'}",
         "best reward": s.best_reward, "started": s.started_at, "finished": s.finished_at,
     } for s in searches])

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 from effnas.records import TrialStatus
 from nas.evaluation.config import RewardConfig
+from nas.evaluation.latency_table import LatencyTable
 from nas.evaluation.proxy import ProxyResult, train_and_evaluate
 from nas.evaluation.reward import reward
 from nas.space.flops import count_flops, count_params
+from nas.space.layout import network_layout
 from nas.space.spec import ArchSpec
 from nas.training.config import ProxyConfig
 from nas.training.data import TaskData
@@ -40,6 +42,7 @@ class Outcome:
     first_rung_reward: float | None = None
     supernet_accuracy: float | None = None
     supernet_reward: float | None = None
+    latency_ms: float | None = None
 
     @property
     def strategy_value(self) -> float:
@@ -54,7 +57,7 @@ class Outcome:
             "accuracy": self.accuracy, "reward": self.reward, "error": self.error,
             "build_seconds": self.build_seconds, "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds, "epochs": self.epochs, "partial": self.partial,
-            "first_rung_reward": self.first_rung_reward,
+            "first_rung_reward": self.first_rung_reward, "latency_ms": self.latency_ms,
         }
 
 
@@ -63,19 +66,35 @@ def error_line(exc: BaseException) -> str:
 
 
 class Evaluator:
-    """Scores specs on one task: the reward's FLOPs at `reward.resolution`, the proxy training on `data`."""
+    """Scores specs on one task: the reward's FLOPs at `reward.resolution` (or, for a latency target, the latency
+    `latency_table` predicts), the proxy training on `data`."""
 
-    def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: TaskData) -> None:
+    def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: TaskData,
+                 latency_table: LatencyTable | None = None) -> None:
+        if reward_config.objective == "latency" and latency_table is None:
+            raise ValueError("a latency target needs a latency table")
         self.reward_config = reward_config
         self.proxy = proxy
         self.data = data
+        self.latency_table = latency_table
 
     def cost(self, spec: ArchSpec) -> tuple[int, int]:
         """FLOPs (multiply-accumulates at the reward's resolution) and parameters."""
         return count_flops(spec, self.reward_config.resolution), count_params(spec)
 
-    def over_cap(self, flops: int) -> bool:
-        return flops > self.reward_config.flops_limit
+    def predicted_latency(self, spec: ArchSpec) -> float | None:
+        """The latency table's prediction (ms) at the reward's resolution, for a latency target; else None."""
+        if self.reward_config.objective != "latency":
+            return None
+        return self.latency_table.predict(network_layout(spec, self.reward_config.resolution))
+
+    def reward_cost(self, spec: ArchSpec, flops: int) -> float:
+        """What the reward weighs accuracy against: FLOPs, or the predicted latency."""
+        latency = self.predicted_latency(spec)
+        return flops if latency is None else latency
+
+    def over_cap(self, cost: float) -> bool:
+        return cost > self.reward_config.cost_limit
 
     def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None,
               promote: Callable[[float], bool] | None = None) -> ProxyResult:
@@ -92,25 +111,32 @@ class Evaluator:
         caught."""
         config = self.reward_config
         flops, params = self.cost(spec)
-        if capped and self.over_cap(flops):
-            return Outcome(
-                TrialStatus.REJECTED, flops, params,
-                error=f"{flops:,} FLOPs exceed {config.max_flops_ratio:g}x the target ({config.flops_limit:,.0f})",
-            )
+        latency = self.predicted_latency(spec)
+        cost = flops if latency is None else latency
+        if capped and self.over_cap(cost):
+            return Outcome(TrialStatus.REJECTED, flops, params, error=self._over_cap_error(cost), latency_ms=latency)
         start = time.perf_counter()
 
         def score(accuracy: float) -> float:
-            return reward(accuracy, flops, config.target_flops, config.constraint, config.w)
+            return reward(accuracy, cost, config.target, config.constraint, config.w)
 
         rung = None if promote is None else (lambda accuracy: promote(score(accuracy)))
         try:
             result = self.train(spec, on_epoch, rung)
         except Exception as exc:  # any failure of one candidate is recorded and the search goes on
             return Outcome(TrialStatus.FAILED, flops, params, error=error_line(exc),
-                           train_seconds=time.perf_counter() - start)
+                           train_seconds=time.perf_counter() - start, latency_ms=latency)
         first_rung = None if result.first_rung_accuracy is None else score(result.first_rung_accuracy)
         return Outcome(
             TrialStatus.COMPLETE, flops, params, accuracy=result.accuracy, reward=score(result.accuracy),
             build_seconds=result.build_seconds, train_seconds=result.train_seconds, eval_seconds=result.eval_seconds,
             epochs=result.epochs, partial=result.epochs < self.proxy.epochs, first_rung_reward=first_rung,
+            latency_ms=latency,
         )
+
+    def _over_cap_error(self, cost: float) -> str:
+        config = self.reward_config
+        if config.objective == "latency":
+            return (f"predicted {cost:.3g} ms exceeds {config.max_flops_ratio:g}x the target "
+                    f"({config.cost_limit:.3g} ms)")
+        return f"{cost:,} FLOPs exceed {config.max_flops_ratio:g}x the target ({config.cost_limit:,.0f})"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from effnas.records import TrialStatus
 from nas.evaluation.config import RewardConfig
 from nas.evaluation.evaluator import Evaluator, Outcome
+from nas.evaluation.latency_table import LatencyTable
 from nas.evaluation.proxy import ProxyResult
 from nas.space.spec import ArchSpec
 from nas.training.config import ProxyConfig
@@ -23,8 +24,8 @@ class SupernetEvaluator(Evaluator):
     reward are the real ones."""
 
     def __init__(self, reward_config: RewardConfig, proxy: ProxyConfig, data: TaskData,
-                 supernet: SupernetTrainer) -> None:
-        super().__init__(reward_config, proxy, data)
+                 supernet: SupernetTrainer, latency_table: LatencyTable | None = None) -> None:
+        super().__init__(reward_config, proxy, data, latency_table)
         self.supernet = supernet
 
     def train(self, spec: ArchSpec, on_epoch: Callable[[int, int], None] | None = None,
@@ -43,4 +44,5 @@ class SupernetEvaluator(Evaluator):
             return outcome
         return Outcome(outcome.status, outcome.flops, outcome.params, accuracy=outcome.accuracy,
                        reward=outcome.reward, eval_seconds=outcome.eval_seconds, epochs=0, partial=True,
-                       supernet_accuracy=outcome.accuracy, supernet_reward=outcome.reward)
+                       supernet_accuracy=outcome.accuracy, supernet_reward=outcome.reward,
+                       latency_ms=outcome.latency_ms)

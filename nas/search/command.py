@@ -1,6 +1,7 @@
-"""`python -m nas.search --target-flops 400M`: search for a baseline network under a FLOPs budget.
+"""`python -m nas.search --target-flops 400M`: search for a baseline network under a FLOPs (or, with
+`--target-latency`, a latency) budget.
 
-Each candidate is scored by ACC x (FLOPs/T)^w on a short proxy training; every trial is written to the database
+Each candidate is scored by ACC x (COST/T)^w on a short proxy training; every trial is written to the database
 as it ends. Ctrl-C stops after saving what has finished; `--resume ID` continues.
 """
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import effnas.cli as cli
 from db import DatabaseError, absolute_url, db_argument, describe_url, open_database, resolve_url, searches
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
-from nas.evaluation.config import CONSTRAINTS, ZERO_COST_SCORES, RewardConfig
+from nas.evaluation.config import ZERO_COST_SCORES
 from nas.search.config import (
     DEFAULT_TIME_BUDGET,
     EVALUATORS,
@@ -29,8 +30,9 @@ from nas.search.config import (
     SearchConfig,
     check_config,
 )
+from nas.search.targets import add_target_options, check_latency_target, reward_from_args
 from nas.space.flops import FLOPS_CONVENTION
-from nas.space.search_space import DIMENSIONS, SpaceError, auto_stem_stride, parse_fixed
+from nas.space.search_space import SpaceError, auto_stem_stride, parse_fixed
 from nas.training.config import DATASETS, DEVICES, PROXY_OPTIMIZERS, ProxyConfig, SupernetConfig, TaskConfig, default
 
 if TYPE_CHECKING:
@@ -79,9 +81,9 @@ def build_parser() -> SearchParser:
     parser = SearchParser(
         prog="python -m nas.search",
         description="Multi-objective architecture search (MnasNet space, EfficientNet-B0 stages) under a FLOPs "
-        f"budget. {FLOPS_CONVENTION}.",
+        f"or latency budget. {FLOPS_CONVENTION}.",
     )
-    _add_target_options(parser.defining_group("what to search for"))
+    add_target_options(parser.defining_group("what to search for"))
     _add_strategy_options(parser.defining_group("how to search"))
     _add_proxy_options(parser.defining_group("proxy task"))
     _add_parallel_options(parser.add_argument_group("parallel trials (NNI's training-service engine)"))
@@ -91,21 +93,6 @@ def build_parser() -> SearchParser:
     run.add_argument("--resume", type=int, default=None, metavar="ID", help="continue search ID from the database")
     run.add_argument("--verbose", action="store_true", help="show NNI's and PyTorch's logs in the terminal")
     return parser
-
-
-def _add_target_options(what: _DefiningGroup) -> None:
-    what.add_argument("--target-flops", help="FLOPs target T, e.g. 400M, 0.4G, 4e8 (multiply-accumulates)")
-    what.add_argument("--resolution", type=int, help=f"input resolution the FLOPs are counted at {_d(RewardConfig, 'resolution')}")
-    what.add_argument("--constraint", choices=CONSTRAINTS,
-                      help=f"soft: w=-0.07 on both sides of T; hard: w=0 below T, -1 above {_d(RewardConfig, 'constraint')}")
-    what.add_argument("--w", type=cli.finite_float, help="override the reward exponent w")
-    what.add_argument("--max-flops-ratio", type=cli.finite_float,
-                      help=f"reject without training candidates above this multiple of T {_d(RewardConfig, 'max_flops_ratio')}")
-    what.add_argument("--fix", action="append", metavar="DIM=VALUE",
-                      help=f"pin a dimension for all stages, e.g. --fix block=mbconv_e6 (dims: {', '.join(DIMENSIONS)})")
-    what.add_argument("--stem-stride", choices=("auto", "1", "2"),
-                      help="stride of the stem conv; auto: 1 where B0's five stride-2 steps would leave under 2x2 "
-                      "before the head at --resolution (32 px and below), else B0's 2 (auto)")
 
 
 def _add_strategy_options(how: _DefiningGroup) -> None:
@@ -214,13 +201,7 @@ def _stem_reason(args: argparse.Namespace, config: SearchConfig) -> str:
 def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig:
     """Validate everything that needs no database or data; UsageError names the first problem. `workers` trials
     train at once."""
-    if args.target_flops is None:
-        raise UsageError("--target-flops is required (e.g. --target-flops 400M)")
-    reward = RewardConfig(
-        target_flops=cli.parse_flops(args.target_flops),
-        **{name: _given(args, name, default(RewardConfig, name))
-           for name in ("resolution", "constraint", "w", "max_flops_ratio")},
-    )
+    reward = reward_from_args(args)
     task = TaskConfig(
         dataset=_given(args, "dataset", default(TaskConfig, "dataset")),
         data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else None,
@@ -297,7 +278,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
         config = config_from_args(args, trial_options.workers if trial_options is not None else 1)
         from nas.training.data import load_task_data
 
-        _check_supernet_engine(config, trial_options)
+        _check_engine(config, trial_options)
         data = load_task_data(config.task, config.proxy.resolution, device=data_device)
         _check_trial_machines(config, trial_options, db_url)
         db = open_database(db_url)
@@ -320,7 +301,7 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     if args.time_budget is not None:
         overrides["time_budget"] = cli.parse_duration(args.time_budget)
     config = SearchConfig.from_config({**stored.to_config(), **overrides})
-    _check_supernet_engine(config, trial_options)
+    _check_engine(config, trial_options)
     from nas.training.data import load_task_data
 
     data = load_task_data(config.task, config.proxy.resolution, device=data_device)
@@ -332,9 +313,11 @@ def _open_search(args: argparse.Namespace, parser: argparse.ArgumentParser, db_u
     return db, args.resume, config, data
 
 
-def _check_supernet_engine(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+def _check_engine(config: SearchConfig, trial_options: TrialProcessOptions | None) -> None:
+    """What must run in this process: supernet scoring and latency measurement."""
     if config.evaluator == "supernet" and trial_options is not None:
         raise UsageError("--evaluator supernet scores candidates in this process; drop --workers and --nni-config")
+    check_latency_target(config.reward, trial_options is not None)
 
 
 def _check_trial_machines(config: SearchConfig, trial_options: TrialProcessOptions | None, db_url: str) -> None:
@@ -366,6 +349,7 @@ def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db
     NNI's trial processes, which store their trials in the database at `db_url`. The study is started here;
     ending it (finished, interrupted, failed) is the caller's."""
     from nas.search.strategies import make_strategy, run_strategy
+    from nas.search.targets import measure_reported
     from nas.search.trial_processes import run_strategy_on_trial_processes
 
     config = study.config
@@ -385,6 +369,7 @@ def run_study(study: Study, trial_options: TrialProcessOptions | None = None, db
         run_strategy(study.space, strategy, study.evaluate_sample, study.budget_available)
         if config.evaluator == "supernet":
             proxy_train_best(study)
+        measure_reported(study)
         return
     from nas.search.trial_entry import entry_arguments, train_in_trial_process
 
@@ -407,7 +392,8 @@ def main(args: argparse.Namespace, parser: SearchParser) -> int:
 
     from nas.evaluation.evaluator import Evaluator
     from nas.search.progress import ProgressDisplay, print_banner, search_summary
-    from nas.search.study import Study
+    from nas.search.study import Study, search_space
+    from nas.search.targets import open_latency_table
 
     log_file = LOG_DIR / f"search-{search_id}.log"
     route_nni_logs(log_file, args.verbose)
@@ -418,7 +404,8 @@ def main(args: argparse.Namespace, parser: SearchParser) -> int:
 
     print_banner(search_id, config, data, trial_options, db_url, log_file, _stem_reason(args, config))
     started = time.monotonic()
-    study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data))
+    study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data,
+                                                   open_latency_table(db, config, search_space(config, data.num_classes, data.in_channels))))
     display = ProgressDisplay(config, study.elapsed)
     study.events = display
 

@@ -37,7 +37,9 @@ _STORED_KEYS: dict[str, tuple[str, str]] = {
     "proxy_resolution": ("proxy", "resolution"),
     **{name: ("proxy", name) for name in ("epochs", "batch_size", "lr", "seed", "label_smoothing", "weight_decay")},
     "proxy_optimizer": ("proxy", "optimizer"),
-    **{name: ("reward", name) for name in ("target_flops", "resolution", "constraint", "w", "max_flops_ratio")},
+    **{name: ("reward", name) for name in ("target_flops", "resolution", "constraint", "w", "max_flops_ratio",
+                                           "target_latency", "latency_runtime", "latency_batch", "latency_threads",
+                                           "latency_device", "latency_calibration")},
     "supernet_epochs": ("supernet", "epochs"), "supernet_random_paths": ("supernet", "random_paths"),
     "kernel_transform": ("supernet", "kernel_transform"), "calibration_images": ("supernet", "calibration_images"),
 }
@@ -118,7 +120,8 @@ def check_config(config: SearchConfig) -> None:
     if task.dataset not in ("mnist", "fashion-mnist") and not task.data_dir:
         raise UsageError(f"--dataset {task.dataset} needs --data-dir")
     positive = {"--trials": config.trials, "--epochs": proxy.epochs, "--batch-size": proxy.batch_size,
-                "--threads": task.threads}
+                "--threads": task.threads, "--latency-batch": reward.latency_batch,
+                "--latency-threads": reward.latency_threads, "--latency-calibration": reward.latency_calibration}
     for flag, value in positive.items():
         at_least(flag, value, 1)
     if reward.resolution < 32 or proxy.resolution < 32:

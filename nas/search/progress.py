@@ -14,6 +14,7 @@ from effnas.cli import format_duration
 from effnas.records import TrialRole, TrialStatus
 from nas.search.config import SearchConfig
 from nas.search.study import SearchEvents, TrialEnd
+from nas.search.targets import describe_target
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 
 if TYPE_CHECKING:
@@ -145,8 +146,7 @@ def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_opt
         f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
         f"{f', successive halving (1 epoch, then the best 1/{config.eta} to {config.proxy.epochs})' if config.fidelity == 'halving' else ''}"
         f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
-        f"target {format_flops(config.reward.target_flops)} FLOPs at {config.reward.resolution}px "
-        f"({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({stem_reason}). "
+        f"{describe_target(config.reward)} ({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({stem_reason}). "
         f"Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. NNI log: {log_file}",
         file=sys.stderr,
     )
@@ -196,12 +196,13 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
     reference = trials.reference_trial(db, search_id)
     total = sum(counts.values())
     resolution = config.reward.resolution
+    target = describe_target(config.reward).replace("target", "Target", 1)
     lines = [
         f"Search {search_id} ({search.name}) {search.status}: {total} trials "
         f"({counts.get(TrialStatus.COMPLETE, 0)} complete, {counts.get(TrialStatus.FAILED, 0)} failed, "
         f"{counts.get(TrialStatus.REJECTED, 0)} rejected) in {format_duration(seconds)}.",
         f"{FLOPS_CONVENTION}, counted at {resolution}x{resolution} with {data.in_channels} input "
-        f"channel(s) and {data.num_classes} classes. Target {format_flops(config.reward.target_flops)}, "
+        f"channel(s) and {data.num_classes} classes. {target}, "
         f"{config.reward.constraint} constraint. Accuracy: proxy validation accuracy on {data.name} "
         f"({config.proxy.epochs} epochs at {config.proxy.resolution}px), not a trained test accuracy.",
         "",
@@ -212,7 +213,7 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
         columns.append((f"winner (trial {winner.number})", winner))
     # The soft reward is nearly flat in FLOPs, so the winner can lie far from the target; beside it, the answer to
     # "the best network I can afford".
-    accurate = trials.most_accurate_within(db, search_id, config.reward.target_flops)
+    accurate = trials.most_accurate_within(db, search_id, config.reward.target, config.reward.objective)
     if accurate is not None and (winner is None or accurate.id != winner.id):
         columns.append((f"most accurate within target (trial {accurate.number})", accurate))
     if reference is not None and reference.status is TrialStatus.COMPLETE:
@@ -234,6 +235,9 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
         ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
         ("reward", lambda t: f"{t.reward:.4f}"),
     ]
+    if config.reward.objective == "latency":
+        rows += [("latency", lambda t: "-" if t.latency_ms is None else f"{t.latency_ms:.3f} ms predicted"),
+                 ("measured", lambda t: "-" if t.measured_latency_ms is None else f"{t.measured_latency_ms:.3f} ms")]
     for label, show in rows:
         lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
     db_arg = db_argument(db.url)

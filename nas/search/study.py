@@ -21,6 +21,7 @@ from typing import Any
 from db import Database, searches, trials
 from effnas.records import NewTrial, SearchStatus, TrialInfo, TrialRole, TrialStatus
 from nas.evaluation.evaluator import Evaluator, Outcome, error_line
+from nas.evaluation.latency import LATENCY_ENVIRONMENT
 from nas.evaluation.zero_cost import zero_cost_score
 from nas.search.config import SearchConfig
 from nas.search.predictor import architecture_features
@@ -67,18 +68,23 @@ def arch_key(spec: ArchSpec) -> str:
 
 
 def new_trial(spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None, flops: int,
-              params: int, zero_cost_score: float | None = None) -> NewTrial:
+              params: int, zero_cost_score: float | None = None, latency_ms: float | None = None) -> NewTrial:
     return NewTrial(role=role, arch=spec_to_dict(spec), block_strings=" ".join(spec.canonical().block_strings()),
                      arch_key=arch_key(spec), sample=sample, flops=flops, params=params,
-                     zero_cost_score=zero_cost_score)
+                     zero_cost_score=zero_cost_score, latency_ms=latency_ms)
 
 
 def create_search(db: Database, config: SearchConfig, name: str | None) -> int:
     reward = config.reward
+    target = f"{reward.target_flops / 1e6:g}M" if reward.objective == "flops" else f"{reward.target_latency:g}ms"
+    # A latency figure is this machine's: the search keeps what it was measured on, for every later reader.
+    measured_on = ({} if reward.objective == "flops"
+                   else {LATENCY_ENVIRONMENT: reward.latency_protocol.environment()})
     return searches.create_search(
-        db, name=name or f"{config.strategy}-{config.task.dataset}-{reward.target_flops / 1e6:g}M",
+        db, name=name or f"{config.strategy}-{config.task.dataset}-{target}",
         strategy=config.strategy, dataset=config.task.dataset, target_flops=reward.target_flops,
-        resolution=reward.resolution, seed=config.seed, max_trials=config.trials, config=config.to_config(),
+        resolution=reward.resolution, seed=config.seed, max_trials=config.trials,
+        config={**config.to_config(), **measured_on}, target_latency_ms=reward.target_latency,
     )
 
 
@@ -176,7 +182,8 @@ class Study:
 
     def _new_trial(self, spec: ArchSpec, role: TrialRole, sample: dict[str, Any] | None) -> NewTrial:
         flops, params = self.evaluator.cost(spec)
-        return new_trial(spec, role, sample, flops, params, self._screen_scores.get(arch_key(spec)))
+        return new_trial(spec, role, sample, flops, params, self._screen_scores.get(arch_key(spec)),
+                         self.evaluator.predicted_latency(spec))
 
     def _count(self, end: TrialEnd) -> None:
         """Counts a finished trial and tells the user."""
@@ -271,7 +278,7 @@ class Study:
         if known is not None:
             return known
         flops, _ = self.evaluator.cost(spec)
-        if self.evaluator.over_cap(flops):
+        if self.evaluator.over_cap(self.evaluator.reward_cost(spec, flops)):
             return self.run_trial(spec, TrialRole.CANDIDATE, sample).strategy_value
         return None
 

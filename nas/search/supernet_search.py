@@ -144,7 +144,8 @@ def prepare_supernet_scoring(study: Study) -> None:
     """Score the study's candidates on its supernet from now on, and keep back the time its best candidates'
     proxy trainings will take: as long as the reference's, each, or a share of the budget without one."""
     config = study.config
-    study.scorer = SupernetEvaluator(config.reward, config.proxy, study.evaluator.data, obtain_supernet(study))
+    study.scorer = SupernetEvaluator(config.reward, config.proxy, study.evaluator.data, obtain_supernet(study),
+                                     study.evaluator.latency_table)
     if config.time_budget is None:
         return
     reference = trials.reference_trial(study.db, study.search_id)

@@ -362,7 +362,11 @@ def test_family_page_compares_trained_families_with_error_bars_and_the_front(fil
     assert not at.exception
     charts = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     trained = [chart for chart in charts if chart["layout"]["yaxis"]["title"]["text"].startswith("trained test accuracy")]
-    assert len(trained) == 2  # against FLOPs and against params
+    # Against FLOPs, params and the latency scaling.grow measured (at batch 1, its front over latency).
+    assert [chart["layout"]["xaxis"]["title"]["text"].split()[0] for chart in trained] == ["FLOPs", "parameters",
+                                                                                          "latency"]
+    latency = {t["name"]: t for t in trained[2]["data"]}
+    assert all(x is None or x > 0 for t in latency.values() for x in t["x"]) and latency["Pareto front"]["x"]
     traces = {t["name"]: t for t in trained[0]["data"]}
     compound = next(t for name, t in traces.items() if name.startswith("1: "))
     width = next(t for name, t in traces.items() if name.startswith("2: "))
@@ -374,7 +378,7 @@ def test_family_page_compares_trained_families_with_error_bars_and_the_front(fil
     comparison = next(d.value for d in at.dataframe if "Pareto front" in d.value.columns)
     assert len(comparison) == 3 and comparison["Pareto front"].any()
     table = at.dataframe[0].value
-    assert "proxy accuracy" in table.columns
+    assert "proxy accuracy" in table.columns and table["ms, batch 1"].notna().any()
 
 
 def test_training_page_shows_the_recipe_as_a_table_and_epochs_on_whole_ticks(filled_db, monkeypatch):

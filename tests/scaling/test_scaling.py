@@ -223,3 +223,24 @@ def test_search_export_json_and_csv(tmp_path):
     for args in (["--search", "9"], ["--search", "1", "--format", "xml"], ["--search", "1", "--out", str(out)]):
         bad = cli("nas.export", *args, "--db", str(db), cwd=tmp_path)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_grow_measures_each_member_at_batch_1_and_32_and_says_on_what(tmp_path):
+    db = tmp_path / "l.db"
+    arch = write_tiny_arch(tmp_path)
+    table = cli("scaling.grow", "--arch", str(arch), "--phi-max", "2", "--latency-max-flops", "8M", "--db", str(db),
+                cwd=tmp_path, check=True).stdout
+    assert "ms, batch 1" in table and "measured here on PyTorch eager" in table and "1 thread" in table
+    cli("scaling.export", "--family", "1", "--out", str(tmp_path / "out"), "--files", "json", "--db", str(db),
+        cwd=tmp_path, check=True)
+    members = json.loads((tmp_path / "out" / "family.json").read_text())["members"]
+    measured = [m for m in members if m["latency"]]
+    assert measured and all(m["flops"] <= 8e6 for m in measured)
+    assert all(m["latency"] is None for m in members if m["flops"] > 8e6)
+    for m in measured:
+        assert 0 < m["latency"]["batch_1_ms"] < m["latency"]["batch_32_ms"]
+        assert m["latency"]["measured_on"]["runtime"] == "eager" and m["latency"]["measured_on"]["cpu"]
+        assert m["contract"]["latency"] == m["latency"]
+    none = json.loads(cli("scaling.grow", "--arch", str(arch), "--phi-max", "1", "--latency-runtime", "none",
+                          "--format", "json", "--db", str(db), cwd=tmp_path, check=True).stdout)
+    assert all(m["latency"] is None for m in none["members"])

@@ -521,7 +521,10 @@ def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
     # A proxy-scored search never reads the supernet's settings: they read back as today's.
     supernet = {"proxy_trained": 3, "supernet_epochs": 6, "supernet_random_paths": 2, "kernel_transform": False,
                 "calibration_images": 256}
-    assert config.to_config() == {**stored, **added, **supernet}
+    # Searches stored before latency targets were all FLOPs searches.
+    latency = {"target_latency": None, "latency_runtime": "eager", "latency_batch": 1, "latency_threads": 1,
+               "latency_device": "cpu", "latency_calibration": 24}
+    assert config.to_config() == {**stored, **added, **supernet, **latency}
     assert (config.proxy.optimizer, config.proxy.weight_decay) == ("sgd", 1e-5)
     assert (config.reward.target_flops, config.proxy.resolution, config.task.threads, config.seed) == (
         400000000, 32, 2, 0)
