@@ -73,7 +73,7 @@ BENCHES = (
           "supernet epochs; seconds per candidate", resumable=True, needs="make fashion-mnist"),
     Bench("supernet_search", 570, "supernet scoring against tpe and random at 9 and 30 minutes, 5 seeds, winners "
           "retrained; reuse of a stored supernet", resumable=True, needs="make fashion-mnist"),
-    Bench("latency", 60, "predicted against measured latency of the 404 table networks (eager, ONNX Runtime), FLOPs "
+    Bench("latency", 90, "predicted against measured latency of the 404 table networks (eager, ONNX Runtime), FLOPs "
           "against latency, noise across processes; a latency-target search beside a FLOPs-target one",
           resumable=True, needs="make fashion-mnist for --parts searches"),
     Bench("search_confirm", 420, "tpe and random on real training, 60 trials x 5 seeds, winners retrained",

@@ -14,7 +14,8 @@ Run: .venv/bin/python bench/latency.py [--parts predictor,noise] [--runtimes eag
 - searches: on the same task, `nas.search --target-latency T --constraint hard` beside `--target-flops F
   --constraint hard`, F the median FLOPs of the table's networks measured within +-10 % of T, same seed (0) and
   time budget (--search-budget, 12 minutes each): each winner's measured latency against T, its proxy accuracy and
-  accuracy per millisecond. The searches' databases live in bench/out/latency/ (a finished search is not rerun).
+  accuracy per millisecond. The searches' databases live in bench/out/latency/ (a finished search is not rerun);
+  the latency search starts from a copy of the predictor part's table, so it measures only parts it has not seen.
 
 Run it alone: a busy machine measures its own load. Results go to bench/latency.json (or --out); each part's
 results are kept when another part is run.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,9 +140,9 @@ def _search(db: Path, target: list[str], budget: str) -> dict[str, Any]:
 
     args = [sys.executable, "-m", "nas.search", "--db", str(db), "--dataset", "fashion-mnist", "--resolution", "32",
             "--constraint", "hard", "--time-budget", budget, "--trials", "500", *target]
-    if not db.exists() or searches.get_search(open_database(f"sqlite:///{db}", create=False), 1).status \
-            is not SearchStatus.FINISHED:
-        if db.exists():
+    stored = searches.get_search(open_database(f"sqlite:///{db}"), 1) if db.exists() else None
+    if stored is None or stored.status is not SearchStatus.FINISHED:
+        if stored is not None:
             args = [sys.executable, "-m", "nas.search", "--db", str(db), "--resume", "1"]
         subprocess.run(args, cwd=REPO, check=True)
     store = open_database(f"sqlite:///{db}", create=False)
@@ -160,7 +162,10 @@ def searches_part(runtime: str, results: dict[str, Any], target_ms: float, budge
 
     flops = flops_at_latency(results["predictor"][runtime]["points"], target_ms)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    latency = _search(OUT_DIR / f"search-latency-{runtime}.db",
+    latency_db = OUT_DIR / f"search-latency-{runtime}.db"
+    if not latency_db.exists():  # the predictor part's table, calibrated on this space: the search reuses it
+        shutil.copy(OUT_DIR / "table.db", latency_db)
+    latency = _search(latency_db,
                       ["--target-latency", f"{target_ms}ms", "--latency-runtime", runtime], budget)
     flops_run = _search(OUT_DIR / f"search-flops-{runtime}.db", ["--target-flops", str(flops)], budget)
     from db import open_database, trials

@@ -45,7 +45,8 @@ class SearchRecord(Base):
     status: Mapped[str] = mapped_column(String(20), default=SearchStatus.RUNNING.value, index=True)
     strategy: Mapped[str] = mapped_column(String(40))
     dataset: Mapped[str] = mapped_column(String(200))
-    target_flops: Mapped[Optional[int]] = mapped_column(BigInteger)
+    # 0 for a latency search (db.searches reads it as None).
+    target_flops: Mapped[int] = mapped_column(BigInteger)
     target_latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     resolution: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(Integer)

@@ -18,7 +18,7 @@ from effnas.records import SearchInfo, SearchRow, SearchStatus, TrialRole
 def _info(record: SearchRecord) -> SearchInfo:
     return SearchInfo(
         id=record.id, name=record.name, status=SearchStatus(record.status), strategy=record.strategy,
-        dataset=record.dataset, target_flops=record.target_flops, resolution=record.resolution, seed=record.seed,
+        dataset=record.dataset, target_flops=record.target_flops or None, resolution=record.resolution, seed=record.seed,
         max_trials=record.max_trials, config=dict(record.config), created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at, worker=record.worker, error=record.error,
         target_latency_ms=record.target_latency_ms,
@@ -33,7 +33,7 @@ def create_search(
     with db.writing() as session:
         record = SearchRecord(
             name=name, status=SearchStatus.RUNNING.value, strategy=strategy, dataset=dataset,
-            target_flops=target_flops, resolution=resolution, seed=seed, max_trials=max_trials, config=config,
+            target_flops=target_flops or 0, resolution=resolution, seed=seed, max_trials=max_trials, config=config,
             target_latency_ms=target_latency_ms,
         )
         session.add(record)
@@ -86,7 +86,7 @@ def list_searches(db: Database) -> list[SearchRow]:
             .outerjoin(candidates, candidates.c.search_id == SearchRecord.id)
             .order_by(SearchRecord.id.desc())
         ).all()
-    return [SearchRow(*row[:5], SearchStatus(row[5]), *row[6:]) for row in rows]
+    return [SearchRow(*row[:2], row[2] or None, *row[3:5], SearchStatus(row[5]), *row[6:]) for row in rows]
 
 
 def change_signature(db: Database) -> tuple[Any, ...]:

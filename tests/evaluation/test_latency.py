@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from db.session import open_database
-from nas.evaluation.latency import LatencyError, LatencyProtocol, cpu_model, measure_latency
+from nas.evaluation.latency import MIN_WINDOWS, LatencyError, LatencyProtocol, cpu_model, measure_latency
 from nas.evaluation.latency_table import LatencyTable, network_parts
 from nas.space.builder import build_model
 from nas.space.layout import network_layout
@@ -26,7 +26,7 @@ def test_a_network_with_twice_the_blocks_measures_slower(runtime):
     shape = (1, 1, 32, 32)
     base, deeper = (measure_latency(build_model(s), shape, protocol) for s in (spec, twice_the_blocks(spec)))
     assert deeper.median_ms > 1.3 * base.median_ms
-    assert base.runs >= 25 and base.resolution == 32 and 0 <= base.iqr_ms < base.median_ms
+    assert base.runs >= MIN_WINDOWS and base.resolution == 32 and 0 <= base.iqr_ms < base.median_ms
 
 
 def test_a_latency_says_what_it_was_measured_on():

@@ -417,7 +417,7 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
         (["--target-flops", "lots"], "cannot read FLOPs"),
         (["--target-flops", "0"], "must be positive"),
         (["--target-flops", "-400M"], "target-flops"),
-        ([], "--target-flops is required"),
+        ([], "give one target: --target-flops"),
         (["--target-flops", "400M", "--strategy", "annealing"], "invalid choice"),
         (["--target-flops", "400M", "--trials", "0"], "--trials must be at least 1"),
         (["--target-flops", "400M", "--strategy", "grid"], "grid search needs"),

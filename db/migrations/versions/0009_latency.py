@@ -1,5 +1,6 @@
 """latency_measurements (the latency table: parts and whole networks measured under one protocol),
-searches.target_latency_ms (a latency search's target; its target_flops is then empty), trials.latency_ms /
+searches.target_latency_ms (a latency search's target; its target_flops is then 0, which db.searches reads as
+none: making the column nullable would recreate the searches table on SQLite, whose drop cascades to the trials), trials.latency_ms /
 trials.measured_latency_ms (predicted and measured latency) and family_members.latency (measured at batch 1 and
 32); searches stored before all targeted FLOPs, and members stored before were never measured
 
@@ -33,7 +34,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("protocol_key", "item", name="uq_latency_protocol_item"),
     )
     with op.batch_alter_table("searches") as batch:
-        batch.alter_column("target_flops", existing_type=sa.BigInteger(), nullable=True)
         batch.add_column(sa.Column("target_latency_ms", sa.Float(), nullable=True))
     with op.batch_alter_table("trials") as batch:
         batch.add_column(sa.Column("latency_ms", sa.Float(), nullable=True))
@@ -43,12 +43,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("family_members") as batch:
-        batch.drop_column("latency")
-    with op.batch_alter_table("trials") as batch:
-        batch.drop_column("measured_latency_ms")
-        batch.drop_column("latency_ms")
-    with op.batch_alter_table("searches") as batch:
-        batch.drop_column("target_latency_ms")
-        batch.alter_column("target_flops", existing_type=sa.BigInteger(), nullable=False)
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35 and later): batch mode would recreate searches and trials, and
+    # on SQLite dropping the old table cascades to the rows that refer to it.
+    for table, column in (("family_members", "latency"), ("trials", "measured_latency_ms"), ("trials", "latency_ms"),
+                          ("searches", "target_latency_ms")):
+        op.drop_column(table, column)
     op.drop_table("latency_measurements")
