@@ -26,15 +26,20 @@ def trial_label(number: int, role: TrialRole) -> str:
     return "EfficientNet-B0 reference" if role is TrialRole.REFERENCE else f"trial {number}"
 
 
+def _cost_text(trial: TrialEnd) -> str:
+    flops = f"{format_flops(trial.flops)} FLOPs"
+    return flops if trial.latency_ms is None else f"{trial.latency_ms:.2f} ms predicted, {flops}"
+
+
 def outcome_text(trial: TrialEnd) -> str:
     if trial.status is TrialStatus.COMPLETE:
         scored = "supernet acc" if trial.partial and trial.epochs == 0 else "proxy acc"
-        text = f"{scored} {trial.accuracy:.3f}, {format_flops(trial.flops)} FLOPs, reward {trial.reward:.4f}"
+        text = f"{scored} {trial.accuracy:.3f}, {_cost_text(trial)}, reward {trial.reward:.4f}"
         if trial.partial and trial.epochs:
             return f"{text} after {trial.epochs} epoch(s), stopped by successive halving"
         return text
     if trial.status is TrialStatus.REJECTED:
-        return f"rejected without training ({format_flops(trial.flops)} FLOPs)"
+        return f"rejected without training ({_cost_text(trial)})"
     if trial.status is TrialStatus.INTERRUPTED:
         return f"interrupted: {trial.error}"
     return f"failed: {trial.error}"
@@ -105,8 +110,7 @@ class ProgressDisplay(SearchEvents):
             self.running.remove(label)
             self._describe_running()
         if best is not None:
-            self.best_text = (f"best reward {best.reward:.4f} (proxy acc {best.accuracy:.3f}, "
-                              f"{format_flops(best.flops)})")
+            self.best_text = f"best reward {best.reward:.4f} (proxy acc {best.accuracy:.3f}, {_cost_text(best)})"
         left = self._left(done)
         candidate = trial.role is TrialRole.CANDIDATE
         if self.bar is not None:

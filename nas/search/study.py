@@ -42,6 +42,7 @@ class TrialEnd:
     error: str | None = None
     partial: bool = False
     epochs: int | None = None
+    latency_ms: float | None = None  # predicted, for a latency target
 
 
 class SearchEvents:
@@ -95,7 +96,7 @@ def search_space(config: SearchConfig, num_classes: int, in_channels: int) -> Se
 
 def _trial_end(trial: TrialInfo) -> TrialEnd:
     return TrialEnd(trial.number, trial.role, trial.status, trial.flops or 0, trial.accuracy, trial.reward,
-                    trial.error, trial.partial, trial.epochs)
+                    trial.error, trial.partial, trial.epochs, trial.latency_ms)
 
 
 def promoted(reward: float, first_rung_rewards: list[float], eta: int) -> bool:
@@ -227,7 +228,7 @@ class Study:
         trials.record_outcome(self.db, trial.id, outcome.status, **outcome.results())
         self._results[(role, trial.arch_key)] = outcome.strategy_value
         self._count(TrialEnd(trial.number, role, outcome.status, flops, outcome.accuracy, outcome.reward,
-                             outcome.error, outcome.partial, outcome.epochs))
+                             outcome.error, outcome.partial, outcome.epochs, outcome.latency_ms))
         return outcome
 
     def proxy_train(self, trial: TrialInfo) -> None:
@@ -244,7 +245,7 @@ class Study:
         trials.record_outcome(self.db, trial.id, outcome.status, **outcome.results())
         self._done -= 1  # counted when the supernet scored it
         self._count(TrialEnd(trial.number, trial.role, outcome.status, trial.flops or 0, outcome.accuracy,
-                             outcome.reward, outcome.error, outcome.partial, outcome.epochs))
+                             outcome.reward, outcome.error, outcome.partial, outcome.epochs, outcome.latency_ms))
 
     def _promotion(self, trial: TrialInfo, role: TrialRole) -> Callable[[float], bool] | None:
         """With successive halving, a candidate's decision after the first rung: its first-rung reward is stored
