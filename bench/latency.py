@@ -65,20 +65,22 @@ def predictor(runtime: str) -> dict[str, Any]:
     protocol = LatencyProtocol(runtime=runtime)
     table = LatencyTable(protocol, db)
     space = SearchSpace(**TASK)
-    table.calibrate(calibration_layouts(space))
-    print(f"{runtime}: calibrated on {len(calibration_layouts(space))} networks: {table.describe_fit()}", flush=True)
+    calibration = calibration_layouts(space)
+    table.calibrate(calibration)
+    print(f"{runtime}: calibrated on {len(calibration)} networks: {table.describe_fit()}", flush=True)
     entries = read_json(TABLE)["entries"]
-    measured, predicted, flops = [], [], []
+    measured, raw, predicted, flops = [], [], [], []
     for index, entry in enumerate(entries):
         layout = network_layout(space.decode(entry["sample"]))
-        measured.append(table.measure(layout).median_ms)
+        latency = table.measure(layout)
+        measured.append(latency.median_ms)
+        raw.append(latency.raw_median_ms)
         predicted.append(table.predict(layout))
         flops.append(entry["flops"])
         if (index + 1) % 50 == 0:
             print(f"{runtime}: {index + 1}/{len(entries)} networks, {table.measured_now} parts or networks measured "
                   "this run", flush=True)
     errors = [(p - m) / m for p, m in zip(predicted, measured)]
-    raw = [table.measure(network_layout(space.decode(entry["sample"]))).raw_median_ms for entry in entries]
     return {
         "protocol": protocol.describe(), "environment": protocol.environment(),
         "networks": len(entries), "reference_ms": table.reference_ms,
