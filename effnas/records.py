@@ -347,7 +347,7 @@ class TrainingRun:
         """The run as effnas prints and exports it (`scaling.train --format json`, `family.json`)."""
         return {"run_id": self.id, "label": self.label, "member": self.member, "family_id": self.family_id,
                 "dataset": self.dataset, "status": self.status.value, "seed": self.recipe.get("seed"),
-                "test_accuracy": self.test_accuracy,
+                "device": self.device, "data": self.data, "test_accuracy": self.test_accuracy,
                 "val_accuracy": self.val_accuracy, "params": self.params, "flops": self.flops,
                 "resolution": self.resolution, "seconds": self.seconds, "epochs": self.epochs_done,
                 "chosen_weights": self.chosen_weights, "best_epoch": self.best_epoch,
