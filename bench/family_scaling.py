@@ -201,7 +201,8 @@ class Bench:
         threads = ["--threads", str(threads)] if threads else []
         return ["scaling.train", "--family", str(self.family_id(family)), "--members", member, "--seeds", str(seed),
                 *self.data, *subset, "--epochs", str(b["epochs"]), "--val-images", str(b["val_images"]),
-                "--device", self.args.device, *threads, "--format", "json", "--out-dir", str(self.folder / "runs"),
+                "--device", self.args.device, *threads, "--format", "json",
+                "--out-dir", str(self.folder / "family_scaling_runs"),
                 *self.db]
 
     def trained(self, family: str, member: str, budget: str, seed: int) -> bool:
