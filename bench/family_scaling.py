@@ -30,6 +30,8 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
 `--budget` trains a medium or full plan at another budget (`tiny`, 200 images x 1 epoch, checks the bench itself);
 `--networks FAMILY/Bk,...` keeps only those networks of the plan.
 
+`--report` recomputes the findings and the PNG from the JSON alone.
+
 Results go to bench/family_scaling.json (per network and budget: family, rule, member, FLOPs, params, resolution,
 per-seed test accuracies, seconds and wall-clock start and end) and bench/family_scaling.png (test accuracy
 against FLOPs, mean +- sd, one panel per budget). Each run is written as it ends (and committed with --commit); a
@@ -377,21 +379,29 @@ def ranking(networks: dict[str, Any], budget: str, member: str = "B2") -> list[d
 
 
 def default_rule(networks: dict[str, Any]) -> dict[str, Any] | None:
-    """The rule `scaling.grow` should default to, by the issue's rule: at the longest budget where at least two
-    rules' B2 have two seeds, the winner if it beats every other beyond the spread, else the cheapest rule (fewest
-    B2 FLOPs; the grid, which trains to fit, last) that no rule beats beyond the spread."""
+    """The rule `scaling.grow` should default to: at the longest budget where at least two fixed rules' B2 have two
+    seeds, the winner if it beats every other beyond the spread, else the cheapest (fewest B2 FLOPs) that none
+    beats beyond the spread. The grid is no candidate (a default cannot train on data it has not been given); it is
+    reported beside the choice."""
     for budget in ("full", "medium", "long", "short"):
         rows = [row for row in ranking(networks, budget) if row["seeds"] >= 2]
-        if len(rows) < 2:
+        fixed = [row for row in rows if row["rule"] != "grid"]
+        if len(fixed) < 2:
             continue
         entries = {row["rule"]: network(networks, family_of_rule(row["rule"]), "B2", budget) for row in rows}
-        best = rows[0]["rule"]
-        if all(above(entries[best], entries[r["rule"]]) for r in rows[1:]):
-            return {"rule": best, "budget": budget, "why": "wins beyond the spread", "ranking": rows}
-        not_worse = [r for r in rows if not any(above(entries[o["rule"]], entries[r["rule"]]) for o in rows)]
-        cheapest = min(not_worse, key=lambda r: (r["rule"] == "grid", r["flops"]))
-        return {"rule": cheapest["rule"], "budget": budget, "ranking": rows,
-                "why": "no rule wins beyond the spread; the cheapest that none beats"}
+        best = fixed[0]["rule"]
+        if all(above(entries[best], entries[r["rule"]]) for r in fixed[1:]):
+            choice, why = best, "wins beyond the spread"
+        else:
+            not_worse = [r for r in fixed if not any(above(entries[o["rule"]], entries[r["rule"]]) for o in fixed)]
+            choice = min(not_worse, key=lambda r: r["flops"])["rule"]
+            why = "no rule wins beyond the spread; the cheapest that none beats"
+        grid = ("not measured" if "grid" not in entries else
+                "above the choice beyond the spread" if above(entries["grid"], entries[choice]) else
+                "below the choice beyond the spread" if above(entries[choice], entries["grid"]) else
+                "within the spread of the choice")
+        return {"rule": choice, "budget": budget, "budget_label": budget_label(budget), "why": why,
+                "grid-fitted B2": grid, "ranking": rows}
     return None
 
 
@@ -524,6 +534,8 @@ def main() -> int:
     parser.add_argument("--dataset", default="fashion-mnist", help="the data set (fashion-mnist)")
     parser.add_argument("--data-dir", help="IDX files to train on instead (the bench's own tests)")
     parser.add_argument("--stop-after", help="start no new run after this long, e.g. 2h (default: run to the end)")
+    parser.add_argument("--report", action="store_true",
+                        help="only recompute the findings and the PNG from the JSON (no training)")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON and PNG after each run")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     parser.add_argument("--work-dir", default=str(HERE / "out"), help="the database, checkpoints and weights")
@@ -533,7 +545,10 @@ def main() -> int:
     if args.budget and args.plan == "short":
         parser.error("--budget goes with --plan medium or full")
     bench = Bench(args)
-    if args.plan == "medium":
+    if args.report:
+        bench.save("findings recomputed")
+        finished = True
+    elif args.plan == "medium":
         finished = run_medium(bench, args.budget or "medium")
     elif args.plan == "full":
         budget = args.budget or "full"

@@ -1,5 +1,5 @@
-"""`python -m scaling.grow --search ID [--rule compound|width|depth|resolution]`: grow a baseline into a B0..B7
-family by a scaling rule, store it."""
+"""`python -m scaling.grow --search ID [--rule width|compound|depth|resolution]`: grow a baseline into a B0..B7
+family by a scaling rule (width alone unless told otherwise: `scaling.compound.DEFAULT_RULE` says why), store it."""
 
 from __future__ import annotations
 
@@ -22,7 +22,16 @@ from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default
 from nas.training.data import native_resolution
 from scaling.baseline import BASELINE_OPTIONS, add_pick_option, resolve_baseline
-from scaling.compound import GRID_STEP, GRID_TOLERANCE, RULES, SOURCES, flops_factor, grid_points
+from scaling.compound import (
+    DEFAULT_RULE,
+    DEFAULT_RULE_BASIS,
+    GRID_STEP,
+    GRID_TOLERANCE,
+    RULES,
+    SOURCES,
+    flops_factor,
+    grid_points,
+)
 from scaling.family import (
     GridScorer,
     ProxyEvaluator,
@@ -59,12 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
     source.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
     add_pick_option(source)
-    parser.add_argument("--rule", choices=RULES, default="compound",
-                        help="compound (default): depth, width and resolution together; width, depth or resolution: "
-                        "that dimension alone, about 2^phi times B0's FLOPs at member phi")
+    parser.add_argument("--rule", choices=RULES, default=None,
+                        help=f"width, depth or resolution: that dimension alone, about 2^phi times B0's FLOPs at member "
+                        f"phi; compound: depth, width and resolution together (default: {DEFAULT_RULE}, or compound "
+                        "with --coefficients; the command says what the default rests on)")
     parser.add_argument("--coefficients", choices=SOURCES, default=None,
-                        help="compound rule: paper (1.2, 1.1, 1.15; default), official (published B1-B7 table) or "
-                        "grid (fitted to your data at phi = 1)")
+                        help="compound rule: paper (1.2, 1.1, 1.15; the default with --rule compound), official "
+                        "(published B1-B7 table) or grid (fitted to your data at phi = 1)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="B0's resolution, the base the members scale from (default: the baseline's own)")
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi, i.e. the last member (7)")
@@ -119,7 +129,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--resolution must be at least 32, got {args.resolution}")
     if args.phi_max > 7:
         raise UsageError(f"--phi-max goes up to 7 (B7), got {args.phi_max}")
-    if args.rule != "compound" and args.coefficients is not None:
+    if args.rule not in (None, "compound") and args.coefficients is not None:
         raise UsageError(f"--coefficients is for the compound rule; --rule {args.rule} scales one dimension by fixed "
                          "coefficients")
     if args.coefficients == "grid":
@@ -306,6 +316,10 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
                   f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)",
                   file=sys.stderr, flush=True)
 
+    if args.rule is None and args.coefficients is None:
+        print(f"Scaling by the default rule, {DEFAULT_RULE} alone: {DEFAULT_RULE_BASIS}. --rule compound "
+              "--coefficients paper gives the paper's.", file=sys.stderr, flush=True)
+    args.rule = args.rule or ("compound" if args.coefficients else DEFAULT_RULE)
     source = args.coefficients or "paper"
     name = args.name or (f"{baseline.ref} x {source}" if args.rule == "compound" else f"{baseline.ref} x {args.rule}")
     try:

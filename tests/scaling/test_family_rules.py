@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from helpers import mnist_idx
 from nas.space.flops import count_flops
 from nas.space.spec import decode, efficientnet_b0, to_json
 from scaling.compound import (
+    DEFAULT_RULE,
+    DEFAULT_RULE_BUDGET,
     PAPER_COEFFICIENTS,
     RULES,
     compound_members,
@@ -29,6 +32,7 @@ from scaling.compound import (
 TINY = decode(["r1_k3_s11_e1_i16_o16_se0.25", "r1_k3_s22_e3_i16_o24", "r1_k3_s22_e3_i24_o32_se0.25"],
               stem_channels=16, head_channels=64, resolution=32, num_classes=10)
 B0_AT_32 = replace(efficientnet_b0(), resolution=32, stem_stride=1)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(module, *args, cwd, timeout=600):
@@ -95,6 +99,15 @@ def test_grow_stores_the_rule_and_reports_flops_against_2_to_the_phi(tmp_path):
     assert [m["ideal_ratio"] for m in shown["members"]] == [1.0, 2.0]
     with sqlite3.connect(db) as c:
         assert [r for (r,) in c.execute("select rule from families order by id")] == [*RULES, "depth"]
+
+
+def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longest_budget():
+    """scaling.grow's default follows bench/family_scaling.json: when a longer budget changes the winner, the
+    default (and the line it prints) must change with it."""
+    chosen = json.loads((ROOT / "bench" / "family_scaling.json").read_text())["findings"]["default rule"]
+    assert (DEFAULT_RULE, DEFAULT_RULE_BUDGET) == (chosen["rule"], chosen["budget_label"])
+    docs = (ROOT / "docs" / "how-to" / "scaling.md").read_text()
+    assert f"default rule is **{DEFAULT_RULE}" in docs and DEFAULT_RULE_BUDGET in docs
 
 
 @pytest.mark.parametrize("args,message", [

@@ -16,7 +16,14 @@ from nas.space.builder import build_model, network_layout
 from nas.space.flops import count_flops, count_params, measure_params
 from nas.space.search_space import SearchSpace
 from nas.space.spec import decode, efficientnet_b0, from_json, named_spec, spec_from_dict, to_json
-from scaling.compound import PAPER_COEFFICIENTS, compound_members, grid_points, official_members
+from scaling.compound import (
+    DEFAULT_RULE,
+    DEFAULT_RULE_BUDGET,
+    PAPER_COEFFICIENTS,
+    compound_members,
+    grid_points,
+    official_members,
+)
 
 # the stated band: FLOPs/B0 stays within a factor sqrt(2) of the ideal 2^phi (|log2(ratio) - phi| <= 0.5)
 BAND = 0.5
@@ -72,6 +79,9 @@ def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
     assert "B7" in table.stdout and "66.35M" in table.stdout and "multiply-accumulates" in table.stdout
     result = cli("scaling.grow", "--baseline", "efficientnet-b0", "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
+    # Neither --rule nor --coefficients: the default rule, and one line saying what it rests on.
+    assert data["rule"] == DEFAULT_RULE and data["coefficients"]["source"] == "fixed"
+    assert f"default rule, {DEFAULT_RULE} alone" in result.stderr and DEFAULT_RULE_BUDGET in result.stderr
     assert data["family_id"] == 2 and [m["name"] for m in data["members"]] == [f"B{i}" for i in range(8)]
     for member in data["members"]:
         for key in ("phi", "width", "depth", "resolution", "params", "flops"):
@@ -79,7 +89,7 @@ def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
     assert data["members"][0]["flops"] == 385_814_752
     with sqlite3.connect(db) as c:
         assert c.execute("select count(*) from family_members").fetchone()[0] == 16
-        assert c.execute("select coefficient_source from families order by id").fetchall() == [("official",), ("paper",)]
+        assert c.execute("select coefficient_source from families order by id").fetchall() == [("official",), ("fixed",)]
 
 
 def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path):
