@@ -322,7 +322,7 @@ def coefficients_of(grid: dict[str, Any]) -> tuple[float, float, float]:
 def budget_label(budget: str, dataset: str = "fashion-mnist") -> str:
     b = BUDGETS[budget]
     images = b["subset"] or TRAINING_FILE_IMAGES.get(dataset, 60_000) - b["val_images"]
-    return f"{images:,} images x {b['epochs']} epochs"
+    return f"{images:,} images x {b['epochs']} epoch{'s' if b['epochs'] != 1 else ''}"
 
 
 def rule_of(family: str) -> str:

@@ -283,8 +283,9 @@ def comparison_figure(comparison: Comparison, cost: str, highlight: int | None =
     axis = {"flops": "FLOPs at each member's resolution (multiply-accumulates of conv and linear layers, log)",
             "latency_ms": "latency at batch 1, measured by scaling.grow (ms, log)"}.get(cost, COST_TITLES[cost])
     figure.update_layout(xaxis={"title": {"text": axis, "font": {"size": 11}}, "type": "log"},
-                         yaxis={"title": {"text": "trained test accuracy (mean +- sd over seeds)"}}, height=460,
-                         margin={"t": 30}, legend={"orientation": "h", "y": -0.3})
+                         yaxis={"title": {"text": "trained test accuracy (mean +- sd over seeds)"}}, height=480,
+                         title={"text": f"trained on {comparison.budget}", "font": {"size": 13}},
+                         margin={"t": 50}, legend={"orientation": "h", "y": -0.3})
     return figure
 
 

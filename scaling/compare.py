@@ -78,15 +78,25 @@ class Comparison:
     recipe: dict[str, Any]
     rows: list[MemberResult]
 
+    @property
+    def budget(self) -> str:
+        """What training each figure had: training images x epochs."""
+        return budget_label(self.data, self.recipe)
+
     def describe(self) -> str:
-        recipe, data = self.recipe, self.data
-        images = f"{data['subset']:,} training images" if data.get("subset") else "all training images"
-        return (f"{data['dataset']}, {images}, {data['val_images']:,} validation; {recipe['epochs']} epochs, batch "
-                f"{recipe['batch_size']}, lr {recipe['lr']:g} (recipe {self.key})")
+        return (f"{self.data['dataset']}, {self.budget} ({self.data['val_images']:,} validation images held out), "
+                f"batch {self.recipe['batch_size']}, lr {self.recipe['lr']:g} (recipe {self.key})")
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "data": self.data, "recipe": self.recipe,
+        return {"key": self.key, "budget": self.budget, "data": self.data, "recipe": self.recipe,
                 "members": [row.to_json() for row in self.rows]}
+
+
+def budget_label(data: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """Training images x epochs: the count the runs stored, else the --subset they were given."""
+    images = data.get("train_images") or data.get("subset")
+    epochs = f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}"
+    return f"{images:,} training images x {epochs}" if images else f"all training images x {epochs}"
 
 
 def group_of(run: TrainingRun) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -117,7 +127,10 @@ def compare_families(db: Database, family_ids: list[int] | None = None,
     groups: dict[str, tuple[dict[str, Any], dict[str, Any], dict[tuple[int, str], dict[int, TrainingRun]]]] = {}
     for run in runs:
         key, data, recipe = group_of(run)
-        members = groups.setdefault(key, (data, recipe, defaultdict(dict)))[2]
+        group = groups.setdefault(key, (data, recipe, defaultdict(dict)))
+        if run.data.get("train_images"):
+            group[0]["train_images"] = run.data["train_images"]
+        members = group[2]
         # A seed trained twice (an older effnas stored reruns) counts once: its latest run.
         members[(run.family_id, run.member)][run.recipe["seed"]] = run
     comparisons = [_comparison(key, data, recipe, members, families, cost)
@@ -206,6 +219,10 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     elif not comparisons:
         print("No trained family members yet: train them with python -m scaling.train --family ID")
     else:
+        if len(comparisons) > 1:
+            print(f"{len(comparisons)} comparisons, one per training budget and recipe "
+                  f"({'; '.join(c.budget for c in comparisons)}): accuracies from different ones are not comparable "
+                  "and are never ranked together.\n")
         print("\n\n".join(comparison_table(c, args.cost) for c in comparisons))
     return 0
 

@@ -196,6 +196,12 @@ def _data_config(task: TaskConfig, options: TrainOptions, resolution: int) -> di
             "processes": options.processes}
 
 
+def _data_choice(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's data configuration as the options chose it, without what was counted once loaded (the number of
+    training images, which older runs lack)."""
+    return {name: value for name, value in data.items() if name != "train_images"}
+
+
 def _stored_run(db: Database, options: TrainOptions, target: Target, data: TaskData, recipe: TrainingRecipe,
                 task: TaskConfig) -> TrainingRun | None:
     """The run of this network, data and recipe (seed included) that an earlier command stored, if any; the
@@ -205,7 +211,7 @@ def _stored_run(db: Database, options: TrainOptions, target: Target, data: TaskD
     arch = spec_to_dict(trained_spec(target.spec, data, recipe))
     wanted = _data_config(task, options, target.spec.resolution)
     runs = [run for run in training.list_runs(db, family_id=target.family_id, recipe_key=recipe.key())
-            if run.arch == arch and {"processes": 1, **run.data} == wanted
+            if run.arch == arch and {"processes": 1, **_data_choice(run.data)} == wanted
             and (run.family_id, run.member, run.trial_id) == (target.family_id, target.member, target.trial_id)]
     if not runs:
         return None
@@ -252,7 +258,8 @@ def _store_job(db: Database, options: TrainOptions, target: Target, data: TaskDa
     device = data.device.type
     run_id = training.create_run(db, TrainingRun(
         label=target.label, arch=spec_to_dict(spec), block_strings=" ".join(spec.block_strings()),
-        dataset=task.dataset, data=_data_config(task, options, spec.resolution), recipe=recipe.to_dict(),
+        dataset=task.dataset, data={**_data_config(task, options, spec.resolution), "train_images": len(data.train)},
+        recipe=recipe.to_dict(),
         recipe_key=recipe.key(), device=device, resolution=spec.resolution, flops=count_flops(spec),
         params=count_params(spec), worker=f"{socket.gethostname()}:{os.getpid()}", family_id=target.family_id,
         member=target.member, trial_id=target.trial_id,

@@ -34,7 +34,8 @@ def filled_db(tmp_path_factory):
     db = folder / "dash.db"
     cli("nas.search", "--target-flops", "200M", "--trials", "5", "--epochs", "1", "--subset", "300",
         "--max-flops-ratio", "1.5", "--strategy", "random", "--db", str(db), cwd=folder)
-    cli("scaling.grow", "--search", "1", "--phi-max", "3", "--evaluate", "--evaluate-max-flops", "100G", "--epochs",
+    cli("scaling.grow", "--search", "1", "--rule", "compound", "--phi-max", "3", "--evaluate", "--evaluate-max-flops",
+        "100G", "--epochs",
         "1", "--subset", "200", "--db", str(db), cwd=folder)
     digits = mnist_idx(folder / "digits")
     recipe = ["--resolution", "32", "--dataset", "idx", "--data-dir", str(digits), "--subset", "300", "--val-images",
@@ -365,6 +366,8 @@ def test_family_page_compares_trained_families_with_error_bars_and_the_front(fil
     # Against FLOPs, params and the latency scaling.grow measured (at batch 1, its front over latency).
     assert [chart["layout"]["xaxis"]["title"]["text"].split()[0] for chart in trained] == ["FLOPs", "parameters",
                                                                                           "latency"]
+    # Every figure says what training it shows.
+    assert {chart["layout"]["title"]["text"] for chart in trained} == {"trained on 300 training images x 2 epochs"}
     latency = {t["name"]: t for t in trained[2]["data"]}
     assert all(x is None or x > 0 for t in latency.values() for x in t["x"]) and latency["Pareto front"]["x"]
     traces = {t["name"]: t for t in trained[0]["data"]}
@@ -379,6 +382,9 @@ def test_family_page_compares_trained_families_with_error_bars_and_the_front(fil
     assert len(comparison) == 3 and comparison["Pareto front"].any()
     table = at.dataframe[0].value
     assert "proxy accuracy" in table.columns and table["ms, batch 1"].notna().any()
+    trained_members = table[table["test accuracy (exported run)"].notna()]
+    assert len(trained_members) >= 1
+    assert set(trained_members["budget (exported run)"]) == {"300 training images x 2 epochs"}
 
 
 def test_training_page_shows_the_recipe_as_a_table_and_epochs_on_whole_ticks(filled_db, monkeypatch):

@@ -235,6 +235,27 @@ def test_the_comparison_aggregates_seeds_and_marks_the_front(queue):
                          for f in front for o in comparison["members"])
     table = cli("scaling.compare", "--db", str(queue["db"]), cwd=queue["folder"]).stdout
     assert "+-" in table and "(1 seed)" in table and "multiply-accumulates" in table
+    assert comparison["budget"] == "400 training images x 3 epochs" and comparison["budget"] in table
+
+
+@pytest.mark.slow
+def test_runs_at_another_budget_are_compared_apart_and_labelled_with_their_budget(queue, tmp_path):
+    db = tmp_path / "budgets.db"
+    with sqlite3.connect(queue["db"]) as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+    digits = mnist_idx(tmp_path / "digits", train=1200, test=300)
+    shorter = cli("scaling.train", "--family", "1", "--members", "B0", "--seeds", "0", "--dataset", "idx",
+                  "--data-dir", str(digits), "--subset", "300", "--val-images", "200", "--epochs", "1", "--threads",
+                  "1", "--db", str(db), "--out-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert shorter.returncode == 0, shorter.stderr
+    comparisons = json.loads(cli("scaling.compare", "--format", "json", "--db", str(db), cwd=tmp_path).stdout)
+    assert sorted(c["budget"] for c in comparisons) == ["300 training images x 1 epoch",
+                                                        "400 training images x 3 epochs"]
+    short = next(c for c in comparisons if c["budget"].startswith("300"))
+    assert [(m["family_id"], m["member"], m["seeds"]) for m in short["members"]] == [(1, "B0", [0])]
+    table = cli("scaling.compare", "--db", str(db), cwd=tmp_path).stdout
+    assert table.startswith("2 comparisons, one per training budget") and "not comparable" in table
+    assert "300 training images x 1 epoch (" in table and "400 training images x 3 epochs (" in table
 
 
 @pytest.mark.slow
