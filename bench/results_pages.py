@@ -65,7 +65,8 @@ FAMILY_LABELS = {
 
 
 def family_scaling(r: dict[str, Any]) -> str:
-    found = r["findings"]["table"]
+    findings = r["findings"]
+    found = findings["table"]
     parts = []
     for budget, spec in r["setup"]["budgets"].items():
         rows = []
@@ -75,12 +76,31 @@ def family_scaling(r: dict[str, Any]) -> str:
                 rows.append([FAMILY_LABELS[family].format(m=member), str(cell["resolution"]), millions(cell["flops"]),
                              f"{cell['params'] / 1e6:.2f}M", f"{cell['mean']:.4f} ± {cell['sd']:.4f}",
                              str(cell["seeds"]), family])
+        if not rows:
+            continue
         order = list(FAMILY_LABELS)
         rows.sort(key=lambda row: (row[0].startswith("Eff"), row[0].split(",")[0], order.index(row[-1])))
         rows = [row[:-1] for row in rows]
-        parts.append(f"**{budget.capitalize()} budget**: {spec['subset']:,} training images x {spec['epochs']} epochs, "
-                     f"{spec['val_images']:,} validation images held out; test accuracy on t10k, mean ± sd over seeds."
+        parts.append(f"**{budget.capitalize()} budget**: {spec['label']}, {spec['val_images']:,} validation images "
+                     "held out; test accuracy on t10k, mean ± sd over seeds."
                      "\n\n" + table(["network", "resolution", "FLOPs", "params", "test accuracy", "seeds"], rows))
+    rankings = []
+    for budget, spec in r["setup"]["budgets"].items():
+        ranked = findings.get(f"rule ranking at phi=2 ({spec['label']})")
+        if ranked:
+            rankings.append([f"{budget} ({spec['label']})", " > ".join(
+                f"{row['rule']} {row['mean']:.4f} ± {row['sd']:.4f}" for row in ranked)])
+    if rankings:
+        parts.append("**The rules at phi = 2** (the found B2 by each rule, best first):\n\n"
+                     + table(["budget", "ranking"], rankings))
+    chosen = findings.get("default rule")
+    if chosen:
+        parts.append(f"**`scaling.grow`'s default**: {chosen['rule']}, from the {chosen['budget']} budget "
+                     f"({chosen['budget_label']}): {chosen['why']}. The grid-fitted B2 is "
+                     f"{chosen['grid-fitted B2']}.")
+    hours = findings.get("medium: CPU hours of training")
+    if hours is not None:
+        parts.append(f"The medium budget's runs so far took {hours:.1f} CPU hours (2 cores, two runs at a time).")
     return f"FLOPs: {r['setup']['flops']}.\n\n" + "\n\n".join(parts)
 
 
