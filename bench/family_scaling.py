@@ -118,6 +118,7 @@ class Bench:
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
         self.results.setdefault("networks", {})
         self.started = time.monotonic()
+        self.done: list[tuple[str, float]] = []
 
     def run(self, args: list[str]) -> str:
         print("running: python -m", " ".join(args), flush=True)
@@ -215,6 +216,7 @@ class Bench:
         """Train the jobs (family, member, budget, seed) not yet in the JSON, `--concurrent` at a time, each stored
         as it ends. False when --stop-after stopped it before the end."""
         jobs = [job for job in dict.fromkeys(jobs) if not self.trained(*job)]
+        total = len(jobs) + len(self.done)
         running: dict[Future, tuple[str, str, str, int]] = {}
         with ThreadPoolExecutor(max_workers=self.args.concurrent) as pool:
             while jobs or running:
@@ -226,8 +228,21 @@ class Bench:
                     return False
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    self.store(*running.pop(future), *future.result())
+                    job, (run, started, ended) = running.pop(future), future.result()
+                    self.store(*job, run, started, ended)
+                    self.progress(job, run, total)
         return True
+
+    def progress(self, job: tuple[str, str, str, int], run: dict[str, Any], total: int) -> None:
+        """One line per finished run: how many of this call's runs are done, the best test accuracy among them,
+        and the time left at the pace so far."""
+        self.done.append((f"{job[0]}/{job[1]}/{job[2]} seed {job[3]}", run["test_accuracy"]))
+        elapsed = time.monotonic() - self.started
+        best = max(self.done, key=lambda item: item[1])
+        left = elapsed / len(self.done) * (total - len(self.done))
+        print(f"[{len(self.done)}/{total} runs] {self.done[-1][0]}: test accuracy {run['test_accuracy']:.4f}; best "
+              f"so far {best[1]:.4f} ({best[0]}); {elapsed / 3600:.1f} h in, ~{left / 3600:.1f} h left at this pace",
+              flush=True)
 
     def train_one(self, command: list[str]) -> tuple[dict[str, Any], float, float]:
         started = time.time()
