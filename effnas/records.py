@@ -306,6 +306,14 @@ class FamilyRow:
     created_at: datetime | None
 
 
+def budget_label(data: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """What training a run had, training images x epochs, from its data configuration and recipe: the image count
+    it stored, else the --subset it was given."""
+    images = data.get("train_images") or data.get("subset")
+    epochs = f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}"
+    return f"{images:,} training images x {epochs}" if images else f"all training images x {epochs}"
+
+
 @dataclass(frozen=True)
 class TrainingRun:
     """One full training of one network: what was trained, on which data, with which recipe, where; then, as
@@ -342,6 +350,10 @@ class TrainingRun:
     weights_sha256: str | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+
+    @property
+    def budget(self) -> str:
+        return budget_label(self.data, self.recipe)
 
     def to_json(self) -> dict[str, Any]:
         """The run as effnas prints and exports it (`scaling.train --format json`, `family.json`)."""

@@ -22,7 +22,7 @@ from db import Database, open_database, resolve_url
 from db.families import get_family
 from db.training import list_runs
 from effnas.cli import CommandParser, UsageError, add_db_option, command
-from effnas.records import Family, TrainingRun, TrainingStatus
+from effnas.records import Family, TrainingRun, TrainingStatus, budget_label
 from nas.evaluation.pareto import pareto_front
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 
@@ -91,12 +91,6 @@ class Comparison:
         return {"key": self.key, "budget": self.budget, "data": self.data, "recipe": self.recipe,
                 "members": [row.to_json() for row in self.rows]}
 
-
-def budget_label(data: dict[str, Any], recipe: dict[str, Any]) -> str:
-    """Training images x epochs: the count the runs stored, else the --subset they were given."""
-    images = data.get("train_images") or data.get("subset")
-    epochs = f"{recipe['epochs']} epoch{'s' if recipe['epochs'] != 1 else ''}"
-    return f"{images:,} training images x {epochs}" if images else f"all training images x {epochs}"
 
 
 def group_of(run: TrainingRun) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -112,7 +112,8 @@ def member_contract(export: MemberToExport, made_by: dict[str, Any]) -> dict[str
         # Measured by scaling.grow at batch 1 and 32 on the machine `measured_on` names; None if never measured.
         "latency": member.latency,
         "recipe": {k: v for k, v in run.recipe.items() if k != "seed"} if run is not None else None,
-        "data": ({"dataset": run.dataset, "subset": run.data.get("subset"), "val_images": run.data.get("val_images")}
+        "data": ({"dataset": run.dataset, "subset": run.data.get("subset"), "val_images": run.data.get("val_images"),
+                  "train_images": run.data.get("train_images"), "budget": run.budget}
                  if run is not None else None),
         **made_by,
         "effnas_version": effnas_version(),

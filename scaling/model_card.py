@@ -88,9 +88,8 @@ def _how_made(contract: dict[str, Any]) -> list[str]:
 
 def _recipe(contract: dict[str, Any]) -> list[str]:
     recipe, data = contract["recipe"], contract["data"]
-    images = f"{data['subset']:,} training images" if data.get("subset") else "all training images"
     settings = ", ".join(f"{key} {value}" for key, value in recipe.items())
-    return [f"Trained by `scaling.train` on {dataset_names(data['dataset'])[1]} ({images}, {data['val_images']:,} "
+    return [f"Trained by `scaling.train` on {dataset_names(data['dataset'])[1]} ({data['budget']}, {data['val_images']:,} "
             f"of the training files held out for validation; test accuracy on the data set's own test split): "
             f"{settings}. The exported weights are the seed with the highest validation accuracy."]
 

@@ -18,7 +18,7 @@ from db.trials import trial_points
 from effnas.records import Family, SearchRow, TrainingRun
 from nas.evaluation.latency import describe_environment
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
-from scaling.compare import budget_label, compare_families
+from scaling.compare import compare_families
 from scaling.export import FORMATS, ExportOptions, export_family, load_family
 from scaling.family import trained_runs
 
@@ -53,13 +53,12 @@ def render(db: Database, searches: list[SearchRow]) -> None:
         "resolution": m.resolution, "params": format_params(m.params), "FLOPs": format_flops(m.flops),
         "FLOPs/B0": round(m.flops_ratio, 2), "2^phi": m.ideal_ratio, "proxy accuracy": m.accuracy,
         "test accuracy (exported run)": trained[m.name].test_accuracy if m.name in trained else None,
-        "budget (exported run)": (budget_label(trained[m.name].data, trained[m.name].recipe) if m.name in trained
-                                  else None),
+        "budget (exported run)": trained[m.name].budget if m.name in trained else None,
         "ms, batch 1": m.latency["batch_1_ms"] if m.latency else None,
         "ms, batch 32": m.latency["batch_32_ms"] if m.latency else None,
     } for m in members])
     st.dataframe(table, hide_index=True, width="stretch")
-    budgets = {budget_label(run.data, run.recipe) for run in trained.values()}
+    budgets = {run.budget for run in trained.values()}
     if len(budgets) > 1:
         st.warning(f"The members' exported runs were trained at different budgets ({'; '.join(sorted(budgets))}): "
                    "their test accuracies are not comparable. The comparison below keeps each budget apart.")

@@ -18,6 +18,7 @@ from helpers import mnist_idx
 from nas.space.spec import decode, to_json
 from nas.training.config import TaskConfig
 from nas.training.data import load_task_data
+from scaling.compound import DEFAULT_RULE
 
 SMALL = decode(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k3_s22_e3_i24_o32"],
                stem_channels=16, head_channels=64, resolution=32, num_classes=10)
@@ -160,7 +161,8 @@ def test_the_contract_gives_accuracy_over_both_seeds_as_the_database_has_it(expo
     assert test["seeds"] == list(SEEDS) and test["run_ids"] == [r["id"] for r in runs]
     assert test["mean"] == pytest.approx(np.mean(accuracies)) and test["sd"] == pytest.approx(np.std(accuracies, ddof=1))
     assert contract["recipe"]["epochs"] == 3 and "seed" not in contract["recipe"]
-    assert contract["family"]["rule"] == "compound" and contract["baseline"]["kind"] == "file"
+    assert contract["family"]["rule"] == DEFAULT_RULE and contract["baseline"]["kind"] == "file"
+    assert contract["data"]["train_images"] == 2000 and contract["data"]["budget"] == "2,000 training images x 3 epochs"
     assert contract["effnas_version"] not in ("", None)
 
 
@@ -193,6 +195,7 @@ def test_the_model_card_lists_trained_members_only_with_the_databases_figures(ex
     assert "| B1 |" in text and "untrained" in text.split("| B1 |")[1].splitlines()[0]
     assert 'ort.InferenceSession("b0.onnx")' in text and 'torch.export.load("b0.pt2")' in text
     assert "upsampled" in text or "resized" in text
+    assert "(2,000 training images x 3 epochs, 300 of the training files held out" in text
 
 
 def test_load_member_and_predict_serve_the_export_folder(exported, tmp_path):
