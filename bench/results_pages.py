@@ -98,9 +98,11 @@ def family_scaling(r: dict[str, Any]) -> str:
         parts.append(f"**`scaling.grow`'s default**: {chosen['rule']}, from the {chosen['budget']} budget "
                      f"({chosen['budget_label']}): {chosen['why']}. The grid-fitted B2 is "
                      f"{chosen['grid-fitted B2']}.")
-    hours = findings.get("medium: CPU hours of training")
+    hours = findings.get("medium: hours of training, summed over runs")
     if hours is not None:
-        parts.append(f"The medium budget's runs so far took {hours:.1f} CPU hours (2 cores, two runs at a time).")
+        parts.append(f"The medium budget's runs so far: {hours:.1f} hours summed over runs, "
+                     f"{findings['medium: wall-clock hours the runs took (2 cores)']:.1f} hours of wall clock on 2 "
+                     "cores (two one-thread runs at a time).")
     return f"FLOPs: {r['setup']['flops']}.\n\n" + "\n\n".join(parts)
 
 
