@@ -26,7 +26,9 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
 - `full` (a GPU's job): 55,000 images x 30 epochs, seeds 0-2, phi 0-2 of every rule's family and of EfficientNet's
   official table. `--concurrent N` trains N runs at once (separate processes sharing the device); the bench prints
   an estimate of its wall time, from a probe of 10 training steps of each network, before it starts:
-      python bench/family_scaling.py --plan full --device cuda --concurrent 8 --commit
+      python bench/family_scaling.py --plan full --device cuda --concurrent auto --commit
+  (`auto` first times 1, 2, 4, ... probe processes training the found B0 at once and takes the count past which
+  the total images per second rises by less than 10 %.)
 `--budget` trains a medium or full plan at another budget (`tiny`, 200 images x 1 epoch, checks the bench itself);
 `--networks FAMILY/Bk,...` keeps only those networks of the plan.
 
@@ -50,7 +52,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench_json import default_path, write_json
 
@@ -104,6 +106,9 @@ FULL_NETWORKS = [("found-paper", "B0"), ("efficientnet-official", "B0"),
 FULL_SEEDS = (0, 1, 2)
 PROBE_STEPS = 10
 PROBE_BATCH = 128
+# Long enough that runs started together overlap for most of their timing.
+CONCURRENCY_PROBE_STEPS = 40
+MAX_CONCURRENT = 16
 
 
 class Bench:
@@ -300,8 +305,10 @@ class Bench:
               flush=True)
 
 
-def probe_seconds_per_image(spec: Any, device: str) -> float:
-    """Seconds per training image of `spec` on `device`: forward, backward and an SGD step on random images."""
+def probe_seconds_per_image(spec: Any, device: str, steps: int = PROBE_STEPS,
+                            before_timing: Callable[[], None] | None = None) -> float:
+    """Seconds per training image of `spec` on `device`: forward, backward and an SGD step on random images.
+    `before_timing` runs after the warm-up steps, just before the clock starts."""
     import torch
 
     from nas.space.builder import build_model
@@ -321,12 +328,62 @@ def probe_seconds_per_image(spec: Any, device: str) -> float:
         step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+    if before_timing is not None:
+        before_timing()
     started = time.perf_counter()
-    for _ in range(PROBE_STEPS):
+    for _ in range(steps):
         step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (time.perf_counter() - started) / (PROBE_STEPS * PROBE_BATCH)
+    return (time.perf_counter() - started) / (steps * PROBE_BATCH)
+
+
+def concurrent_images_per_second(spec: Any, device: str, processes: int) -> float:
+    """Training images per second of `processes` probes of `spec` at once on `device`, each its own process (as
+    the bench's runs are), started together once all are warm."""
+    from nas.space.spec import spec_to_dict
+
+    threads = max(1, (os.cpu_count() or 1) // processes) if device == "cpu" else 1
+    workers = [subprocess.Popen([sys.executable, __file__, "--probe-worker", json.dumps(spec_to_dict(spec)), device,
+                                 str(CONCURRENCY_PROBE_STEPS), str(threads)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    for worker in workers:
+        if worker.stdout.readline().strip() != "ready":
+            raise SystemExit("a concurrency probe failed to start")
+    for worker in workers:
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    return sum(1 / float(worker.communicate()[0]) for worker in workers)
+
+
+def best_concurrency(spec: Any, device: str, limit: int) -> int:
+    """How many runs at once train the most images per second: 1, 2, 4, ... probes at once, doubling while the
+    total rises by at least 10 %."""
+    best, best_rate, processes = 1, 0.0, 1
+    while processes <= limit:
+        rate = concurrent_images_per_second(spec, device, processes)
+        print(f"concurrency probe on {device}: {processes} at once, {rate:,.0f} training images/s in all", flush=True)
+        if rate < best_rate * 1.1:
+            break
+        best, best_rate, processes = processes, rate, processes * 2
+    print(f"training {best} runs at once", flush=True)
+    return best
+
+
+def probe_worker(spec_json: str, device: str, steps: str, threads: str) -> int:
+    """One concurrency probe: warm up, say `ready`, wait for a line on stdin, then print seconds per image."""
+    import torch
+
+    from nas.space.spec import spec_from_dict
+
+    torch.set_num_threads(int(threads))
+
+    def wait_for_go() -> None:
+        print("ready", flush=True)
+        sys.stdin.readline()
+
+    print(probe_seconds_per_image(spec_from_dict(json.loads(spec_json)), device, int(steps), wait_for_go), flush=True)
+    return 0
 
 
 def coefficients_of(grid: dict[str, Any]) -> tuple[float, float, float]:
@@ -557,7 +614,9 @@ def main() -> int:
     parser.add_argument("--budget", choices=tuple(BUDGETS), help="train the medium or full plan at this budget")
     parser.add_argument("--networks", help="only these networks of the plan, e.g. found-paper/B0,found-width/B2")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--concurrent", type=int, default=1, help="train this many runs at once (1)")
+    parser.add_argument("--concurrent", default="1",
+                        help="train this many runs at once (1); auto: as many as train the most images per second, "
+                        "measured on the device first")
     parser.add_argument("--threads", type=int, help="CPU threads per run (default: scaling.train's)")
     parser.add_argument("--dataset", default="fashion-mnist", help="the data set (fashion-mnist)")
     parser.add_argument("--data-dir", help="IDX files to train on instead (the bench's own tests)")
@@ -567,12 +626,23 @@ def main() -> int:
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON and PNG after each run")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     parser.add_argument("--work-dir", default=str(HERE / "out"), help="the database, checkpoints and weights")
+    if sys.argv[1:2] == ["--probe-worker"]:
+        return probe_worker(*sys.argv[2:6])
     args = parser.parse_args()
-    if args.concurrent < 1:
-        parser.error("--concurrent must be at least 1")
+    if args.concurrent != "auto" and not (args.concurrent.isdigit() and int(args.concurrent) >= 1):
+        parser.error(f"--concurrent takes a number of at least 1 or auto, got {args.concurrent!r}")
     if args.budget and args.plan == "short":
         parser.error("--budget goes with --plan medium or full")
     bench = Bench(args)
+    if args.concurrent == "auto":
+        from nas.space.spec import spec_from_dict
+        from nas.training.config import resolve_device
+
+        device = resolve_device(args.device)
+        found = replace(spec_from_dict(json.loads(bench.found_spec().read_text())), in_channels=1, num_classes=10)
+        limit = (os.cpu_count() or 1) if device == "cpu" else MAX_CONCURRENT
+        args.concurrent = best_concurrency(found, device, limit)
+    args.concurrent = int(args.concurrent)
     if args.report:
         bench.save("findings recomputed")
         finished = True
