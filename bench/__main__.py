@@ -77,6 +77,8 @@ BENCHES = (
     Bench("latency", 90, "predicted against measured latency of the 404 table networks (eager, ONNX Runtime), FLOPs "
           "against latency, noise across processes; a latency-target search beside a FLOPs-target one",
           resumable=True, needs="make fashion-mnist for --parts searches"),
+    Bench("nni_patches", 40, "each NNI patch taken out of a copy of the checkout: do the tests its comment names "
+          "fail?", needs="PostgreSQL and OpenSSH's server, as .ci/run sets them up, and $EFFNAS_TEST_PG"),
     Bench("search_confirm", 420, "tpe and random on real training, 60 trials x 5 seeds, winners retrained",
           resumable=True, needs="make fashion-mnist"),
 )
