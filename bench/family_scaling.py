@@ -535,11 +535,12 @@ def findings(networks: dict[str, Any], grid: dict[str, Any] | None = None,
             best, network(networks, "found-paper", "B0", "medium"))
         result["medium: best rule's B2 above EfficientNet-B0 by more than the spread"] = above(
             best, network(networks, "efficientnet-official", "B0", "medium"))
-        medium = [e for e in networks.values() if e["budget"] == "medium"]
+    trained_medium = [e for e in networks.values() if e["budget"] == "medium"]
+    if trained_medium:
         result["medium: hours of training, summed over runs"] = round(
-            sum(s for e in medium for s in e["seconds"].values()) / 3600, 2)
+            sum(s for e in trained_medium for s in e["seconds"].values()) / 3600, 2)
         result["medium: wall-clock hours the runs took (2 cores)"] = round(
-            covered_seconds([span for e in medium for span in e.get("wall", {}).values()]) / 3600, 2)
+            covered_seconds([span for e in trained_medium for span in e.get("wall", {}).values()]) / 3600, 2)
     if grid_medium is not None:
         result["grid-fitted coefficients, 15-epoch runs"] = list(coefficients_of(grid_medium))
         if grid is not None:
