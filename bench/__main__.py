@@ -59,7 +59,7 @@ BENCHES = (
     Bench("search_efficacy", 300, "every strategy at one trial budget, 3 seeds, two tasks: best reward, hypervolume",
           resumable=True, needs="make fashion-mnist"),
     Bench("family_scaling", 300, "the found family against EfficientNet's, by scaling rule (short plan; --plan medium "
-          "is 10 CPU hours more, --plan full a GPU's job with --concurrent N)", resumable=True,
+          "is about 18 hours more, --plan full a GPU's job with --concurrent auto)", resumable=True,
           needs="make fashion-mnist"),
     Bench("proxy_fidelity", 600, "how well each proxy, FLOPs and zero-cost score rank 25 trained architectures",
           resumable=True, needs="make fashion-mnist"),

@@ -17,7 +17,7 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
 - `short` (the default; a few CPU hours, done): 6,000 images x 8 epochs for every network at seeds 0 and 1, a third
   seed wherever two compared networks overlap, and `long`, 24,000 images x 8 epochs, for the found B0-B2. At this
   budget the networks are far from trained (0.78 test accuracy).
-- `medium` (about 10 CPU hours on 2 cores, resumable): all 55,000 images (5,000 held out) x 15 epochs, seeds 0 and 1,
+- `medium` (about 18 hours on 2 cores, resumable): all 55,000 images (5,000 held out) x 15 epochs, seeds 0 and 1,
   for the networks that decide the rule at phi = 2: the found B0, the found B2 by the paper's coefficients, by
   width alone and by the short grid, and EfficientNet-B0; then phi = 1 of the two best rules if their B2s lie within
   each other's spread; then the grid refitted with 15-epoch runs (the short grid's 3,000 images), to see whether
