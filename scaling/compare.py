@@ -92,7 +92,6 @@ class Comparison:
                 "members": [row.to_json() for row in self.rows]}
 
 
-
 def group_of(run: TrainingRun) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(key, data, recipe without the seed): runs with one key differ only in seed, network and resolution."""
     data = {name: run.data.get(name) for name in DATA_FIELDS}

@@ -319,11 +319,11 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     if args.rule is None and args.coefficients is None:
         print(f"Scaling by the default rule, {DEFAULT_RULE} alone: {DEFAULT_RULE_BASIS}. --rule compound "
               "--coefficients paper gives the paper's.", file=sys.stderr, flush=True)
-    args.rule = args.rule or ("compound" if args.coefficients else DEFAULT_RULE)
+    rule = args.rule or ("compound" if args.coefficients else DEFAULT_RULE)
     source = args.coefficients or "paper"
-    name = args.name or (f"{baseline.ref} x {source}" if args.rule == "compound" else f"{baseline.ref} x {args.rule}")
+    name = args.name or (f"{baseline.ref} x {source}" if rule == "compound" else f"{baseline.ref} x {rule}")
     try:
-        family = grow_family(baseline, args.rule, source, args.phi_max, name, scorer, args.grid_step,
+        family = grow_family(baseline, rule, source, args.phi_max, name, scorer, args.grid_step,
                              args.grid_tolerance, grid_progress)
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
