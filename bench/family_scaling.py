@@ -124,6 +124,7 @@ class Bench:
         self.results.setdefault("networks", {})
         self.started = time.monotonic()
         self.done: list[tuple[str, float]] = []
+        self.family_ids: dict[str, int] = {}
 
     def run(self, args: list[str]) -> str:
         print("running: python -m", " ".join(args), flush=True)
@@ -172,9 +173,12 @@ class Bench:
         from db import open_database
         from db.families import list_families
 
+        if name in self.family_ids:
+            return self.family_ids[name]
         db = open_database(self.db[1])
         stored = [row.id for row in list_families(db) if row.name == name]
         if stored:
+            self.family_ids[name] = stored[0]
             return stored[0]
         grow = [str(self.found_spec()) if part == "found" else part for part in FAMILIES[name]]
         if name in GRID_FAMILIES:
@@ -194,6 +198,7 @@ class Bench:
                                      "seconds": self.results.get(key, {}).get("seconds", time.monotonic() - started),
                                      "args": FAMILIES[name]}
             self.save(f"{name} coefficients")
+        self.family_ids[name] = family["family_id"]
         return family["family_id"]
 
     def grid_differs(self) -> bool:
@@ -296,7 +301,7 @@ class Bench:
             arch = next(m.arch for m in get_family(db, self.family_id(family)).members if m.name == member)
             spec = replace(spec_from_dict(arch), in_channels=1, num_classes=10)
             b = BUDGETS[budget]
-            images = (b["subset"] or TRAINING_FILE_IMAGES.get(self.args.dataset, 60_000) - b["val_images"])
+            images = training_images(budget, self.args.dataset)
             runs = sum(1 for job in jobs if job[:3] == (family, member, budget))
             total += probe_seconds_per_image(spec, device) * images * b["epochs"] * runs
         print(f"estimate: {total / self.args.concurrent / 3600:.1f} h for {len(jobs)} runs, {self.args.concurrent} at "
@@ -391,9 +396,14 @@ def coefficients_of(grid: dict[str, Any]) -> tuple[float, float, float]:
     return c["alpha"], c["beta"], c["gamma"]
 
 
+def training_images(budget: str, dataset: str = "fashion-mnist") -> int:
+    b = BUDGETS[budget]
+    return b["subset"] or TRAINING_FILE_IMAGES.get(dataset, 60_000) - b["val_images"]
+
+
 def budget_label(budget: str, dataset: str = "fashion-mnist") -> str:
     b = BUDGETS[budget]
-    images = b["subset"] or TRAINING_FILE_IMAGES.get(dataset, 60_000) - b["val_images"]
+    images = training_images(budget, dataset)
     return f"{images:,} images x {b['epochs']} epoch{'s' if b['epochs'] != 1 else ''}"
 
 
@@ -484,10 +494,6 @@ def family_of_rule(rule: str) -> str:
 def findings(networks: dict[str, Any], grid: dict[str, Any] | None = None,
              grid_medium: dict[str, Any] | None = None) -> dict[str, Any]:
     """The targets, as far as the trained networks answer them (None: not yet measured)."""
-    def mean_of(family: str, member: str, budget: str = "short") -> float | None:
-        entry = network(networks, family, member, budget)
-        return round(stats(entry)[0], 4) if entry else None
-
     result: dict[str, Any] = {"table": {}}
     for key, entry in sorted(networks.items()):
         mean, sd = stats(entry)
@@ -506,11 +512,9 @@ def findings(networks: dict[str, Any], grid: dict[str, Any] | None = None,
         result[f"B2 > B1 > B0 by more than the spread ({budget})"] = (
             None if None in [above(chain[2], chain[1]), above(chain[1], chain[0])]
             else above(chain[2], chain[1]) and above(chain[1], chain[0]))
-    single = {rule: mean_of(f"found-{rule}", "B2") for rule in ("width", "depth", "resolution")}
-    rules = {"compound": mean_of("found-paper", "B2"), **single}
-    measured = {rule: value for rule, value in rules.items() if value is not None}
-    result["best rule at phi=2"] = max(measured, key=measured.get) if measured else None
-    best_single = max((r for r in single if single[r] is not None), key=lambda r: single[r], default=None)
+    fixed = [row["rule"] for row in ranking(networks, "short") if row["rule"] != "grid"]
+    result["best rule at phi=2"] = fixed[0] if fixed else None
+    best_single = next((rule for rule in fixed if rule != "compound"), None)
     result["compound above the best single dimension at phi=2 by more than the spread"] = (
         above(network(networks, "found-paper", "B2"), network(networks, f"found-{best_single}", "B2"))
         if best_single else None)
