@@ -66,9 +66,10 @@ class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
 
     NNI's engine keeps its own bookkeeping of trial ends, which assumes every trial reports a final metric to NNI,
     and has no hook for a free worker (its strategies poll `idle_worker_available` once a second); effnas's trial
-    processes store their results in the database instead. Tests: test_parallel.py's
-    test_two_workers_train_in_separate_processes_with_the_results_of_one and
-    test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on."""
+    processes store their results in the database instead. Test of the trial-end hook:
+    test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on. The worker hook only
+    saves time (without it the strategy waits out its poll for each free worker), so bench/nni_patches.py times a
+    search without it instead."""
 
     def worker_requested(self) -> None:
         """A worker may have come free."""

@@ -30,17 +30,16 @@ setInterval(() => {
 }, 1000).unref();
 
 // Two fixes to NNI 3.0's SSH client of remote machines (training_service/remote_v3/ssh.js):
-// - NNI runs `python -m pip install nni --upgrade` on every remote machine before each search: it fails on a
-//   machine without access to a package index, and would upgrade NNI past the version effnas works with.
+// - NNI runs `python -m pip install nni --upgrade` on every remote machine before each search: it installs into
+//   the user's environment without asking, and would upgrade NNI past the version effnas works with.
 //   nas.search checks beforehand that each machine has the right NNI (nas.search.remote_machines), so that
 //   command is skipped; every other command runs as NNI wrote it.
-// - NNI listens for no "error" on its SSH connection, so a connection that drops mid-search (network, sshd,
+// - NNI listens for no "error" on its SSH connection, so a connection that is reset mid-search (network, sshd,
 //   the machine) throws in the manager and ends it, with every trial. Here the error is logged, and the next
-//   command reconnects: NNI then finds whether the machine's trial keeper lives, and if not, ends its trials
-//   (the search stores them failed) and starts a new keeper.
-// Tests: test_remote.py::test_remote_trials_land_once_with_the_architectures_of_an_in_process_search (the loopback
-// machine's Python has no NNI to upgrade from an index) and
-// test_remote.py::test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them.
+//   command reconnects: when the trial keeper's channel drops too, NNI asks over SSH whether the keeper lives,
+//   and its trials go on; without a connection NNI would take the keeper for dead and end them.
+// Tests: test_remote.py::test_remote_trials_land_once_with_the_architectures_of_an_in_process_search (the machine's
+// Python logs every command; the SSH connection and the keeper's channel are reset mid-search).
 function patchSsh(Ssh) {
   const run = Ssh.prototype.run;
   Ssh.prototype.run = function (command) {
@@ -91,7 +90,7 @@ function patchRemote(RemoteTrainingServiceV3) {
 // asks (a lost machine, a kill while Python starts) leaves its parameter to the next process, which trains the
 // wrong candidate while NNI reports the right one's end. Here each parameter goes to the trial created for it.
 // Tests: test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on and
-// test_remote.py::test_a_trial_killed_on_the_remote_machine_is_recorded_failed_and_the_search_goes_on.
+// test_remote.py::test_remote_trials_dying_at_start_or_in_training_are_recorded_failed_and_the_search_goes_on.
 function patchCompat(V3asV1) {
   const submit = V3asV1.prototype.submitTrialJob;
   V3asV1.prototype.submitTrialJob = async function (form) {

@@ -5,6 +5,10 @@ public-key logins only, one allowed user. The user and both keys are created at 
 with the user's home and whatever NNI left there. The user's Python is a virtual environment of Debian's
 python3 with effnas's dependencies but not effnas itself: trial processes run the code NNI uploads. It is kept
 between runs under REMOTE_PYTHON (rebuilt when the dependencies change), since installing torch takes minutes.
+
+The machine's pythonPath is a folder of wrappers around that Python, which the tests watch and steer: every
+command line the machine's Python is given is logged (`python_commands`), and `end_next_trial_at_start` makes the
+next NNI trial process end before its Python starts, as one killed at start, or on a machine that fails it, does.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ SSHD = Path("/usr/sbin/sshd")
 USER = "effnas-ssh-test"
 REMOTE_PYTHON = Path("/var/cache/effnas-tests/remote-python")
 TORCH = "torch==2.13.0"  # the local CPU wheel, as in the Makefile
+TRIAL_MODULE = "nni.nas.execution.training_service"  # what NNI's trial command runs
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,15 @@ class LoopbackMachine:
     user: str
     key_file: Path
     python_path: Path
+    watch_folder: Path
+
+    def python_commands(self) -> list[str]:
+        """Every command line the machine's Python was given so far, oldest first."""
+        log = self.watch_folder / "commands"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def end_next_trial_at_start(self) -> None:
+        (self.watch_folder / "end-next-trial").touch()
 
     def nni_config(self, **machine: object) -> str:
         """An --nni-config for NNI's remote service with this machine; `machine` overrides its entry's fields."""
@@ -52,6 +66,8 @@ def unavailable() -> str | None:
         return "the loopback SSH server and its user need root"
     if not SSHD.exists():
         return "Debian's openssh-server is not installed (.ci/run installs it)"
+    if shutil.which("ss") is None:
+        return "iproute2's ss is not installed (.ci/run installs it)"
     if shutil.which("/usr/bin/python3") is None:
         return "Debian's python3 is not installed"
     return None
@@ -79,6 +95,24 @@ def remote_python() -> Path:
     for folder in (REMOTE_PYTHON.parent, REMOTE_PYTHON):
         folder.chmod(0o755)
     return REMOTE_PYTHON / "bin"
+
+
+def _watched_python(folder: Path, real: Path) -> tuple[Path, Path]:
+    """A bin folder whose python and python3 run `real`'s, logging each command line into the watch folder and
+    ending the next trial process at start while the watch folder holds "end-next-trial"; both folders."""
+    bin_folder, watch = folder / "bin", folder / "watch"
+    bin_folder.mkdir(parents=True)
+    watch.mkdir()
+    (watch / "commands").touch()
+    script = (f'#!/bin/sh\nprintf "%s\\n" "$*" >> {watch}/commands\n'
+              f'case "$*" in *{TRIAL_MODULE}*) rm {watch}/end-next-trial 2>/dev/null && exit 1 ;; esac\n'
+              f'exec {real}/python3 "$@"\n')
+    for name in ("python", "python3"):
+        (bin_folder / name).write_text(script)
+        (bin_folder / name).chmod(0o755)
+    for path, mode in ((folder, 0o755), (bin_folder, 0o755), (watch, 0o777), (watch / "commands", 0o666)):
+        path.chmod(mode)  # the remote user runs the wrappers, logs, and takes the file that ends a trial
+    return bin_folder, watch
 
 
 def _free_port() -> int:
@@ -134,10 +168,12 @@ def _wait_listening(port: int, server: subprocess.Popen, timeout: float = 20) ->
 @contextlib.contextmanager
 def loopback_machine() -> Iterator[LoopbackMachine]:
     """Starts the server and creates the user; stops and removes both, keys included, on the way out."""
-    python_path = remote_python()
+    real_python = remote_python()
     folder = Path(tempfile.mkdtemp(prefix="effnas-sshd-"))
+    wrappers = Path(tempfile.mkdtemp(prefix="effnas-remote-python-"))
     server = None
     try:
+        python_path, watch = _watched_python(wrappers, real_python)
         for name in ("host_key", "client_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / name)], check=True)
         _create_user((folder / "client_key.pub").read_text())
@@ -146,13 +182,14 @@ def loopback_machine() -> Iterator[LoopbackMachine]:
         server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(_sshd_config(folder, port))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _wait_listening(port, server)
-        yield LoopbackMachine("127.0.0.1", port, USER, folder / "client_key", python_path)
+        yield LoopbackMachine("127.0.0.1", port, USER, folder / "client_key", python_path, watch)
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=10)
         _remove_user()
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(wrappers, ignore_errors=True)
 
 
 if __name__ == "__main__":

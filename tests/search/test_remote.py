@@ -5,6 +5,7 @@ its own that has effnas's dependencies but not effnas: trials run the code NNI u
 both sides reach.
 """
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -55,7 +56,27 @@ def user_pythons() -> list[str]:
             if p.info["username"] == USER and "python" in " ".join(p.info["cmdline"] or [])]
 
 
-def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(tmp_path, pg_url, remote_config):
+def reset_connections(keep) -> int:
+    """Resets the remote user's TCP connections that `keep(connection)` selects, as a network that drops does: the
+    remote end is aborted, and this end gets a reset. How many were reset."""
+    reset = 0
+    for process in psutil.process_iter(["username"]):
+        if process.info["username"] != USER:
+            continue
+        with contextlib.suppress(psutil.Error):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_ESTABLISHED and keep(connection):
+                    subprocess.run(["ss", "-K", "state", "established", "src", connection.laddr.ip, "sport", "=",
+                                    str(connection.laddr.port), "dst", connection.raddr.ip, "dport", "=",
+                                    str(connection.raddr.port)], check=True, capture_output=True)
+                    reset += 1
+    return reset
+
+
+def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(tmp_path, pg_url, machine,
+                                                                                remote_config):
+    """The manager's SSH connection and the trial keeper's channel to the manager are reset mid-search, as by a
+    network that drops for a moment: the search reconnects and nothing it stores changes."""
     serial = f"sqlite:///{tmp_path / 'serial.db'}"
     assert run(search_command(serial, "--trials", "3", "--no-reference", *TINY), tmp_path).returncode == 0
 
@@ -70,6 +91,10 @@ def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(
     # The remote machine is reached over loopback: the manager, which has no authentication, listens there only.
     port = int(re.search(r"port (\d+) on 127\.0\.0\.1", before[-1]).group(1))
     assert set(wait_for(lambda: listening_addresses(port), 60, "NNI's manager to listen")) == {"127.0.0.1"}
+    wait_for(lambda: _training_rows(pg_url) >= 1, 180, "a trial training on the remote machine")
+    assert reset_connections(lambda c: c.laddr.port == machine.port) >= 1  # sshd's end of the manager's SSH
+    time.sleep(2)
+    assert reset_connections(lambda c: c.raddr.port == port) >= 1  # the trial keeper's channel to the manager
     out, err = proc.communicate(timeout=600)
     err = "".join(before) + err
     assert proc.returncode == 0, err
@@ -78,12 +103,19 @@ def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(
     got = [(r["number"], r["arch_key"], r["status"], r["flops"], r["accuracy"]) for r in rows(pg_url)]
     assert got == expected
     assert all(r["attempts"] == 1 for r in rows(pg_url))
+    manager_log = "".join(path.read_text() for path in tmp_path.glob(".effnas/nni-experiments/*/log/nnimanager.log"))
+    assert "SSH connection error" in manager_log
     # NNI uploaded effnas's code, not the folder the search was started from.
     assert not list(tmp_path.glob(".effnas/nni-experiments/trial-code-*"))
+    # The machine's Python ran the trials and was never asked to install anything.
+    commands = machine.python_commands()
+    assert any(TRIAL_PROCESS in command for command in commands)
+    assert not [command for command in commands if "pip" in command.split()]
 
 
-def test_a_trial_killed_on_the_remote_machine_is_recorded_failed_and_the_search_goes_on(tmp_path, pg_url,
-                                                                                      remote_config):
+def test_remote_trials_dying_at_start_or_in_training_are_recorded_failed_and_the_search_goes_on(
+        tmp_path, pg_url, machine, remote_config):
+    machine.end_next_trial_at_start()
     proc = subprocess.Popen(search_command(pg_url, "--trials", "4", "--workers", "2", "--no-reference",
                                            "--nni-config", remote_config, *SLOW),
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -93,10 +125,12 @@ def test_a_trial_killed_on_the_remote_machine_is_recorded_failed_and_the_search_
     assert proc.returncode == 0, err
     stored = rows(pg_url)
     assert len(stored) == 4 and len({r["arch_key"] for r in stored}) == 4
+    # Each candidate trains in the trial process made for it: the trial that never started leaves its candidate
+    # to no other process, so exactly the two trials that died fail.
     failed = [r for r in stored if r["status"] == "failed"]
-    assert len(failed) == 1 and "trial process ended without storing a result" in failed[0]["error"]
+    assert len(failed) == 2 and all("trial process ended without storing a result" in r["error"] for r in failed)
     assert all(r["status"] == "complete" for r in stored if r not in failed)
-    assert "1 failed" in out
+    assert "2 failed" in out
 
 
 def test_ctrl_c_leaves_no_process_of_the_remote_user_and_resume_finishes(tmp_path, pg_url, remote_config):
