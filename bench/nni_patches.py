@@ -7,10 +7,8 @@ OpenSSH's server for the remote tests, as .ci/run sets them up, with $EFFNAS_TES
 For each patch: a copy of the checkout (`git worktree` at HEAD) with that one patch taken out by a text edit, and
 the tests the patch's comment names run against the copy (PYTHONPATH points every process, NNI's trial processes
 included, at it). A patch is guarded when at least one of its tests fails without it; a control run of every test
-in an unedited copy must pass. A patch that only saves time (SPEED_PATCHES) cannot have a test that fails without
-it (the house keeps timing out of tests): it is guarded when a fixed search (SPEED_SEARCH) takes more than
-SPEED_MARGIN longer without it than in the control, each timed SPEED_REPEATS times, the fastest kept. Results go to
-bench/nni_patches.json: per patch, the edit, the tests, which failed, the search seconds where timed, and seconds.
+in an unedited copy must pass. Results go to
+bench/nni_patches.json: per patch, the edit, the tests, which failed, and seconds.
 """
 
 from __future__ import annotations
@@ -44,11 +42,9 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
         PRELOAD, "return / -m pip install nni --upgrade$/.test(command) ? Promise.resolve(\"\") : run.call(this, command);",
         "return run.call(this, command);", [
             f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
-    "SSH reconnects after an error": (
-        PRELOAD, 'client.on("error", (error) => this.log.error("SSH connection error:", error.message));', "", [
+    "SSH error logged": (
+        PRELOAD, '    this.client.on("error", (error) => this.log.error("SSH connection error:", error.message));', "", [
             f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
-    "SSH reconnects on the next command": (PRELOAD, "    if (this.client === null) {", "    if (false) {", [
-        f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
     "lost machine's trials end SYS_CANCELED": (PRELOAD, "        lostTrials.add(trialId);", "", [
         f"{REMOTE}test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them"]),
     "each parameter to its own trial": (PRELOAD, "    if (queued >= 0) {", "    if (false) {", [
@@ -57,9 +53,6 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
     "evaluator gets the sample": (INTERNALS, "    def _execute(self, model: Any) -> Any:",
                                   "    def _execute_unpatched(self, model: Any) -> Any:", [
         f"{INTERNAL_TESTS}test_the_evaluator_gets_the_sample_and_builds_nothing"]),
-    "free worker callback": (INTERNALS, "    def _request_trial_jobs_callback(self, command: Any) -> None:",
-                             "    def _request_trial_jobs_callback_unpatched(self, command: Any) -> None:", [
-        f"{PARALLEL}test_two_workers_train_in_separate_processes_with_the_results_of_one"]),
     "trial end callback": (INTERNALS, "    def _trial_end_callback(self, command: Any) -> None:",
                            "    def _trial_end_callback_unpatched(self, command: Any) -> None:", [
         f"{PARALLEL}test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on"]),
@@ -68,14 +61,6 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
         f"{INTERNAL_TESTS}test_the_trial_command_starts_the_python_given"]),
 }
 
-
-# Patches that only save time, and the search that times them: 8 one-epoch trials on 2 workers.
-SPEED_PATCHES = {"free worker callback"}
-SPEED_SEARCH = ["-m", "nas.search", "--target-flops", "400M", "--strategy", "random", "--trials", "8", "--workers",
-                "2", "--no-reference", "--epochs", "1", "--subset", "300", "--proxy-resolution", "32",
-                "--threads", "1"]
-SPEED_REPEATS = 2
-SPEED_MARGIN = 0.10
 
 # The control: every test above in an unedited copy, where each must pass for the failures to mean anything.
 CONTROL = "none removed (control)"
@@ -114,28 +99,14 @@ def run_tests(folder: Path, tests: list[str]) -> dict[str, str]:
     return outcomes
 
 
-def timed_search(folder: Path) -> float:
-    """The fastest of SPEED_REPEATS runs of SPEED_SEARCH in the checkout, each into a database of its own, seconds."""
-    times = []
-    for repeat in range(SPEED_REPEATS):
-        database = folder / f"speed-{repeat}.db"
-        started = time.monotonic()
-        result = subprocess.run([sys.executable, *SPEED_SEARCH, "--db", f"sqlite:///{database}"], cwd=folder,
-                                capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": str(folder), "EFFNAS_DB": ""})
-        if result.returncode != 0:
-            raise SystemExit(f"the timed search failed: exit {result.returncode}\n{result.stderr[-2000:]}")
-        times.append(time.monotonic() - started)
-    return round(min(times), 1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="only these patches (names as in the JSON), comma-separated")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args = parser.parse_args()
     out = Path(args.out)
-    results = json.loads(out.read_text()).get("patches", {}) if out.is_file() else {}
+    stored = json.loads(out.read_text()).get("patches", {}) if out.is_file() else {}
+    results = {name: result for name, result in stored.items() if name in PATCHES}  # patches since removed go
     names = args.only.split(",") if args.only else [CONTROL, *(name for name in PATCHES if name != CONTROL)]
     for name in names:
         path, text, replacement, tests = PATCHES[name]
@@ -145,20 +116,14 @@ def main() -> int:
             try:
                 mutated_checkout(folder, path, text, replacement)
                 outcomes = run_tests(folder, tests)
-                timed = name in SPEED_PATCHES or name == CONTROL
-                search_seconds = timed_search(folder) if timed else None
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=REPO, check=False)
         failed = [test for test, outcome in outcomes.items() if outcome == "failed"]
-        control_seconds = results.get(CONTROL, {}).get("search seconds")
-        slower = (name in SPEED_PATCHES and control_seconds is not None
-                  and search_seconds > control_seconds * (1 + SPEED_MARGIN))
         results[name] = {"file": path, "removed": text, "replaced_by": replacement,
-                         "without_the_patch": outcomes, "search seconds": search_seconds,
-                         "guarded": bool(failed) or slower, "seconds": round(time.monotonic() - started)}
-        verdict = "control" if name == CONTROL else "guarded" if results[name]["guarded"] else "NOT guarded"
-        timing = "" if search_seconds is None else f"; the timed search {search_seconds} s"
-        print(f"{name}: {verdict} ({len(failed)} of {len(tests)} tests fail without it{timing}; "
+                         "without_the_patch": outcomes, "guarded": bool(failed),
+                         "seconds": round(time.monotonic() - started)}
+        verdict = "control" if name == CONTROL else "guarded" if failed else "NOT guarded"
+        print(f"{name}: {verdict} ({len(failed)} of {len(tests)} tests fail without it; "
               f"{', '.join(sorted(set(outcomes.values())))}; {results[name]['seconds']} s)", flush=True)
         patches = [r for key, r in results.items() if key != CONTROL]
         control = results.get(CONTROL)

@@ -355,15 +355,11 @@ def nni_patches(r: dict[str, Any]) -> str:
         outcomes = (", ".join(f"`{test.split('::')[1]}` {outcome}" for test, outcome in tests.items()) if patch["file"]
                     else ", ".join(f"{list(tests.values()).count(kind)} {kind}" for kind in sorted(set(tests.values())))
                     + f" (all {len(tests)} tests above)")
-        search = patch.get("search seconds")
         verdict = "control" if not patch["file"] else "yes" if patch["guarded"] else "**no**"
-        rows.append([name, f"`{patch['file'].split('/')[-1]}`" if patch["file"] else "", outcomes,
-                     "" if search is None else f"{search:.1f}", verdict])
+        rows.append([name, f"`{patch['file'].split('/')[-1]}`" if patch["file"] else "", outcomes, verdict])
     return ("Each patch taken out of a copy of the checkout, and the tests its comment names run against the copy "
-            "(the control: every test, nothing taken out). A patch that only saves time is also judged by a timed "
-            "search (8 one-epoch trials on 2 workers, the faster of 2 runs): guarded when it takes over 10 % longer "
-            "without the patch than in the control.\n\n"
-            + table(["patch", "file", "tests without it", "timed search (s)", "guarded"], rows))
+            "(the control: every test, nothing taken out).\n\n"
+            + table(["patch", "file", "tests without it", "guarded"], rows))
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

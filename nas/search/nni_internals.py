@@ -2,7 +2,7 @@
 
 NNI 3.0 (September 2023, the last release; its repository was archived in September 2024, so nobody upstream will
 change what is patched here) offers no public way to hand an evaluator the sample instead of a built network, to be
-told when a training-service worker comes free or a trial ends, to learn the parameter id of a submitted model, or
+told when a trial ends, to learn the parameter id of a submitted model, or
 to choose the Python of the trial command. These classes and functions do each through NNI's private methods and
 attributes, behind public names that `nas.search.strategies` and `nas.search.trial_processes` use; each names the
 NNI behaviour it works around and the test that fails without it. (A strategy overrides `Strategy._run`, which
@@ -61,18 +61,12 @@ class SampleEvaluator(FunctionalEvaluator):
 
 
 class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
-    """NNI's training-service engine, telling its subclass when a worker is requested (`worker_requested`) and
-    when a trial ends (`trial_ended`, with NNI's command), both on NNI's listener thread.
+    """NNI's training-service engine, telling its subclass when a trial ends (`trial_ended`, with NNI's command, on
+    NNI's listener thread).
 
-    NNI's engine keeps its own bookkeeping of trial ends, which assumes every trial reports a final metric to NNI,
-    and has no hook for a free worker (its strategies poll `idle_worker_available` once a second); effnas's trial
-    processes store their results in the database instead. Test of the trial-end hook:
-    test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on. The worker hook only
-    saves time (without it the strategy waits out its poll for each free worker), so bench/nni_patches.py times a
-    search without it instead."""
-
-    def worker_requested(self) -> None:
-        """A worker may have come free."""
+    NNI's engine keeps its own bookkeeping of trial ends, which assumes every trial reports a final metric to NNI;
+    effnas's trial processes store their results in the database instead. Test:
+    test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on."""
 
     def trial_ended(self, command: Any) -> None:
         """A trial process ended; `command.parameter_ids` and `command.trial_job_id` name it."""
@@ -86,10 +80,6 @@ class WatchedTrainingServiceEngine(TrainingServiceExecutionEngine):
     def trial_status(self, command: Any) -> ModelStatus:
         """The model status NNI gives an ended trial (NNI's mapping from its trial events, kept private)."""
         return self._interpret_trial_job_status(command.event)
-
-    def _request_trial_jobs_callback(self, command: Any) -> None:
-        super()._request_trial_jobs_callback(command)
-        self.worker_requested()
 
     def _trial_end_callback(self, command: Any) -> None:
         self.trial_ended(command)

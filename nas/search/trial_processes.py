@@ -39,6 +39,7 @@ MANAGER_PRELOAD = Path(__file__).with_name("nni_manager_preload.js")
 FORKSERVER_MODULE = "nas.search.trial_forkserver"
 # How long the engine waits for a worker to come free before it lets the strategy check its budget.
 IDLE_WAIT_SECONDS = 5.0
+WORKER_POLL_SECONDS = 0.2
 # Keys of an NNI experiment configuration that `--nni-config` may set; the rest (search space, trial command,
 # budgets, tuner) belong to effnas.
 NNI_CONFIG_KEYS = {
@@ -228,7 +229,7 @@ class _TrialProcessEngine(WatchedTrainingServiceEngine):
         self._host = host
         self._reference = reference
         self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._news = threading.Event()  # set by NNI's listener thread: a trial ended or a worker came free
+        self._news = threading.Event()  # set by NNI's listener thread: a trial ended
         # NNI parameter id -> the model in a trial process and its role; NNI itself keeps only weak references.
         self._pending: dict[int, tuple[ExecutableModelSpace, TrialRole]] = {}
         super().__init__(binding, fetch_intermediates=False)
@@ -248,8 +249,9 @@ class _TrialProcessEngine(WatchedTrainingServiceEngine):
             self.dispatch_model_event(TrainingEndEvent(model, ModelStatus.Trained))
 
     def idle_worker_available(self) -> bool:
-        # NNI's strategies sleep a second whenever this is false; waiting here for NNI's news instead hands the
-        # next candidate out as soon as a trial process ends.
+        # NNI's strategies sleep a second whenever this is false; waiting here instead hands the next candidate
+        # out as soon as a trial process ends, or within a poll of NNI's count of free workers (NNI has no public
+        # word for a worker coming free).
         deadline = time.monotonic() + IDLE_WAIT_SECONDS
         while True:
             self._news.clear()
@@ -263,10 +265,7 @@ class _TrialProcessEngine(WatchedTrainingServiceEngine):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._news.wait(left)
-
-    def worker_requested(self) -> None:
-        self._news.set()
+            self._news.wait(min(left, WORKER_POLL_SECONDS))
 
     def budget_available(self) -> bool:
         self._handle_ended()
