@@ -43,8 +43,10 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
         "return run.call(this, command);", [
             f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
     "SSH error logged": (
-        PRELOAD, '    this.client.on("error", (error) => this.log.error("SSH connection error:", error.message));', "", [
+        PRELOAD, 'client.on("error", (error) => this.log.error("SSH connection error:", error.message));', "", [
             f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
+    "SSH reconnects on the next command": (PRELOAD, "    if (this.client === null) {", "    if (false) {", [
+        f"{REMOTE}test_remote_trials_land_once_with_the_architectures_of_an_in_process_search"]),
     "lost machine's trials end SYS_CANCELED": (PRELOAD, "        lostTrials.add(trialId);", "", [
         f"{REMOTE}test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them"]),
     "each parameter to its own trial": (PRELOAD, "    if (queued >= 0) {", "    if (false) {", [

@@ -35,9 +35,9 @@ setInterval(() => {
 //   nas.search checks beforehand that each machine has the right NNI (nas.search.remote_machines), so that
 //   command is skipped; every other command runs as NNI wrote it.
 // - NNI listens for no "error" on its SSH connection, so a connection that is reset mid-search (network, sshd,
-//   the machine) throws in the manager and ends it, with every trial. Here the error is logged. NNI needs the
-//   connection again only to ask whether a machine's trial keeper lives when the keeper's channel drops too; that
-//   command then fails, and the keeper's own reconnection keeps its trials going (the test resets both).
+//   the machine) throws in the manager and ends it, with every trial. Here the error is logged, and the next
+//   command reconnects: when the trial keeper's channel drops too, NNI asks over SSH whether the keeper lives;
+//   without a connection that check fails, and NNI takes a live keeper for dead and ends its trials.
 // Tests: test_remote.py::test_remote_trials_land_once_with_the_architectures_of_an_in_process_search (the machine's
 // Python logs every command; the SSH connection and the keeper's channel are reset mid-search).
 function patchSsh(Ssh) {
@@ -48,7 +48,22 @@ function patchSsh(Ssh) {
   const connect = Ssh.prototype.connect;
   Ssh.prototype.connect = async function () {
     await connect.call(this);
-    this.client.on("error", (error) => this.log.error("SSH connection error:", error.message));
+    const client = this.client;
+    client.on("error", (error) => this.log.error("SSH connection error:", error.message));
+    client.on("close", () => {
+      if (this.client === client) {
+        this.log.warning("SSH connection closed; the next command reconnects");
+        this.client = null;
+        this.sftpSession = null;
+      }
+    });
+  };
+  const exec = Ssh.prototype.exec;
+  Ssh.prototype.exec = async function (command) {
+    if (this.client === null) {
+      await connect.call(this);
+    }
+    return exec.call(this, command);
   };
 }
 

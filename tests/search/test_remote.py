@@ -105,6 +105,8 @@ def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(
     assert all(r["attempts"] == 1 for r in rows(pg_url))
     manager_log = "".join(path.read_text() for path in tmp_path.glob(".effnas/nni-experiments/*/log/nnimanager.log"))
     assert "SSH connection error" in manager_log
+    # NNI asked over a new connection whether the machine's trial keeper lived, and did not take it for dead.
+    assert "Trial keeper failed" not in manager_log
     # NNI uploaded effnas's code, not the folder the search was started from.
     assert not list(tmp_path.glob(".effnas/nni-experiments/trial-code-*"))
     # The machine's Python ran the trials and was never asked to install anything.
