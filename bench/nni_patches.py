@@ -51,7 +51,7 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
         f"{REMOTE}test_a_lost_machine_interrupts_its_trials_the_search_goes_on_and_resume_trains_them"]),
     "each parameter to its own trial": (PRELOAD, "    if (queued >= 0) {", "    if (false) {", [
         f"{PARALLEL}test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on",
-        f"{REMOTE}test_remote_trials_dying_at_start_or_in_training_are_recorded_failed_and_the_search_goes_on"]),
+        f"{REMOTE}test_a_remote_trial_process_that_starts_late_trains_its_own_candidate"]),
     "evaluator gets the sample": (INTERNALS, "    def _execute(self, model: Any) -> Any:",
                                   "    def _execute_unpatched(self, model: Any) -> Any:", [
         f"{INTERNAL_TESTS}test_the_evaluator_gets_the_sample_and_builds_nothing"]),

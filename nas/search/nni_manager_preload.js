@@ -86,11 +86,12 @@ function patchRemote(RemoteTrainingServiceV3) {
 }
 
 // NNI 3.0's v3 training services (local and remote, training_service/v3/compat.js) queue the parameters of
-// submitted trials and hand the oldest to whichever trial process asks first. A trial process that dies before it
-// asks (a lost machine, a kill while Python starts) leaves its parameter to the next process, which trains the
-// wrong candidate while NNI reports the right one's end. Here each parameter goes to the trial created for it.
+// submitted trials and hand the oldest to whichever trial process asks first. A trial process that asks before the
+// one made for the oldest (that one starts late, or dies before it asks) trains the other's candidate, and when its
+// trial ends the search reads its own candidate's row, still untrained, and calls it failed. Here each parameter
+// goes to the trial created for it.
 // Tests: test_parallel.py::test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on and
-// test_remote.py::test_remote_trials_dying_at_start_or_in_training_are_recorded_failed_and_the_search_goes_on.
+// test_remote.py::test_a_remote_trial_process_that_starts_late_trains_its_own_candidate.
 function patchCompat(V3asV1) {
   const submit = V3asV1.prototype.submitTrialJob;
   V3asV1.prototype.submitTrialJob = async function (form) {

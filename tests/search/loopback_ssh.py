@@ -7,8 +7,9 @@ python3 with effnas's dependencies but not effnas itself: trial processes run th
 between runs under REMOTE_PYTHON (rebuilt when the dependencies change), since installing torch takes minutes.
 
 The machine's pythonPath is a folder of wrappers around that Python, which the tests watch and steer: every
-command line the machine's Python is given is logged (`python_commands`), and `end_next_trial_at_start` makes the
-next NNI trial process end before its Python starts, as one killed at start, or on a machine that fails it, does.
+command line the machine's Python is given is logged (`python_commands`); `end_next_trial_at_start` makes the
+next NNI trial process end before its Python starts, as one killed at start, or on a machine that fails it, does;
+`start_next_trial_late` makes the next one start LATE_START_SECONDS late, as on a loaded machine.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ USER = "effnas-ssh-test"
 REMOTE_PYTHON = Path("/var/cache/effnas-tests/remote-python")
 TORCH = "torch==2.13.0"  # the local CPU wheel, as in the Makefile
 TRIAL_MODULE = "nni.nas.execution.training_service"  # what NNI's trial command runs
+LATE_START_SECONDS = 15
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class LoopbackMachine:
 
     def end_next_trial_at_start(self) -> None:
         (self.watch_folder / "end-next-trial").touch()
+
+    def start_next_trial_late(self) -> None:
+        (self.watch_folder / "start-next-trial-late").touch()
 
     def nni_config(self, **machine: object) -> str:
         """An --nni-config for NNI's remote service with this machine; `machine` overrides its entry's fields."""
@@ -99,13 +104,15 @@ def remote_python() -> Path:
 
 def _watched_python(folder: Path, real: Path) -> tuple[Path, Path]:
     """A bin folder whose python and python3 run `real`'s, logging each command line into the watch folder and
-    ending the next trial process at start while the watch folder holds "end-next-trial"; both folders."""
+    ending the next trial process at start while the watch folder holds "end-next-trial", and starting it late
+    while it holds "start-next-trial-late"; both folders."""
     bin_folder, watch = folder / "bin", folder / "watch"
     bin_folder.mkdir(parents=True)
     watch.mkdir()
     (watch / "commands").touch()
     script = (f'#!/bin/sh\nprintf "%s\\n" "$*" >> {watch}/commands\n'
-              f'case "$*" in *{TRIAL_MODULE}*) rm {watch}/end-next-trial 2>/dev/null && exit 1 ;; esac\n'
+              f'case "$*" in *{TRIAL_MODULE}*) rm {watch}/end-next-trial 2>/dev/null && exit 1\n'
+              f'  rm {watch}/start-next-trial-late 2>/dev/null && sleep {LATE_START_SECONDS} ;; esac\n'
               f'exec {real}/python3 "$@"\n')
     for name in ("python", "python3"):
         (bin_folder / name).write_text(script)

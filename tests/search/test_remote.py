@@ -135,6 +135,20 @@ def test_remote_trials_dying_at_start_or_in_training_are_recorded_failed_and_the
     assert "2 failed" in out
 
 
+def test_a_remote_trial_process_that_starts_late_trains_its_own_candidate(tmp_path, pg_url, machine,
+                                                                        remote_config):
+    """The other trial process asks NNI for its candidate first; each must still train the one made for it, or the
+    search would read an untrained candidate's row when the other trial ends, and call it failed."""
+    machine.start_next_trial_late()
+    result = run(search_command(pg_url, "--trials", "2", "--workers", "2", "--no-reference",
+                                "--nni-config", remote_config, *TINY), tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert not (machine.watch_folder / "start-next-trial-late").exists()  # a trial process did start late
+    stored = rows(pg_url)
+    assert len(stored) == 2 and all(r["status"] == "complete" for r in stored), stored
+    assert "without storing a result" not in result.stdout + result.stderr
+
+
 def test_ctrl_c_leaves_no_process_of_the_remote_user_and_resume_finishes(tmp_path, pg_url, remote_config):
     proc = subprocess.Popen(search_command(pg_url, "--trials", "6", "--time-budget", "none", "--workers", "2",
                                            "--no-reference", "--nni-config", remote_config, *SLOW),
