@@ -2,10 +2,10 @@
 
 NNI 3.0 (September 2023, the last release; its repository was archived in September 2024, so nobody upstream will
 change what is patched here) offers no public way to hand an evaluator the sample instead of a built network, to be
-told when a trial ends, to learn the parameter id of a submitted model, or
-to choose the Python of the trial command. These classes and functions do each through NNI's private methods and
-attributes, behind public names that `nas.search.strategies` and `nas.search.trial_processes` use; each names the
-NNI behaviour it works around and the test that fails without it. (A strategy overrides `Strategy._run`, which
+told when a trial ends, to learn the parameter id of a submitted model, or to choose the Python of the trial
+command. These classes and functions do each through NNI's private methods and attributes, behind public names
+that `nas.search.strategies` and `nas.search.trial_processes` use; each names the NNI behaviour it works around
+and the test that fails without it. (A strategy overrides `Strategy._run`, which
 NNI's documentation names as the method a strategy implements; that is the one underscore name used elsewhere.)
 They were written against NNI `NNI_VERSION`; importing this module with any other version installed raises
 `NniVersionError`, one line naming both, instead of misbehaving silently.
