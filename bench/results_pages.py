@@ -219,7 +219,24 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
             f"and of the {first['entries_two_seeds']} trained at two seeds (their mean); task `{r['task']}`, stem "
             f"stride {r['stem_stride']}; a path scored after re-estimating BatchNorm on {r['calibration_images']} "
             "training images, on the search's 1,000 validation images.\n\n"
-            + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate"], rows))
+            + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate"], rows)
+            + supernet_interference(r.get("interference", {}))
+            + "".join(f"\n\nOn `{name}`:\n\n" + supernet_fidelity(other)
+                      for name, other in r.get("other_tables", {}).items()))
+
+
+def supernet_interference(by_budget: dict[str, Any]) -> str:
+    """`--interference`: how paths of pinned sub-spaces score on their own supernets."""
+    if not by_budget:
+        return ""
+    rows = [[budget, name, str(row["paths"]), f"{row['mean']:.3f} +- {row['sd']:.3f}",
+             f"{row['min']:.3f}-{row['max']:.3f}", f"{row['seconds_per_epoch']:.0f} s"]
+            for budget, subspaces in by_budget.items() for name, row in subspaces.items()]
+    return ("\n\nInterference (`--interference`): paths drawn uniformly from each sub-space (dimensions pinned in "
+            "every stage, as `nas.search --fix` pins them), scored on a supernet of that sub-space trained at the "
+            "same budget.\n\n"
+            + table(["supernet budget", "sub-space", "paths", "accuracy (mean +- sd)", "range", "per supernet epoch"],
+                    rows))
 
 
 def surrogate_winners(r: dict[str, Any]) -> str:

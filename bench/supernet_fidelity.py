@@ -1,6 +1,7 @@
 """How well a supernet's scores rank the evaluation table's architectures, at several supernet budgets.
 
-Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-transform] [--limit N]
+Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-transform] [--limit N] [--table PATH]
+     .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
 supernet --supernet-epochs N` trains it (the table's task: Fashion-MNIST, 32 px, the stem stride its search gets,
@@ -15,6 +16,16 @@ Each budget trains its own supernet (a one-cycle schedule depends on the number 
 keeps every finished budget, and the supernet of an unfinished one continues from its checkpoint under
 bench/out/supernet_fidelity/ on the same machine. Budget on 2 cores: about 7 minutes per supernet epoch and 15
 minutes per scoring of the 404 entries; 1,2,4 takes about 1.5 hours. Results: bench/supernet_fidelity.json.
+
+`--interference` asks why paths score near chance: for the whole space and for sub-spaces pinned as `nas.search
+--fix` pins them (every stage's skip the identity, every block an MBConv of ratio 6, both, and both with ratio 3),
+it trains the supernet of the sub-space at the same budget and scores 15 paths drawn uniformly from it. A
+sub-space whose paths score far above the whole space's shows which choices' weights interfere. About 5 minutes
+per sub-space and epoch on 2 cores.
+
+`--table PATH` measures on another evaluation table (one of a pinned sub-space, made by bench/evaluation_table.py
+with `-- ... --fix ...`); its results go under `other_tables` in the same JSON, its supernets under a folder of
+its own.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +63,8 @@ def table_task(table: dict[str, Any]):
     return config, data, search_space(config, data.num_classes, data.in_channels)
 
 
-def trained_supernet(config, data, space, epochs: int, kernel_transform: bool, log) -> tuple[Any, float]:
+def trained_supernet(config, data, space, epochs: int, kernel_transform: bool, log,
+                     folder: Path = OUT) -> tuple[Any, float]:
     """The supernet of `epochs` epochs (continued from its checkpoint) and its seconds per epoch."""
     from dataclasses import replace
 
@@ -60,7 +73,7 @@ def trained_supernet(config, data, space, epochs: int, kernel_transform: bool, l
 
     supernet = replace(config.supernet, epochs=epochs, kernel_transform=kernel_transform)
     trainer = SupernetTrainer(space, data, config.proxy, supernet)
-    folder = OUT / f"e{epochs}{'-transform' if kernel_transform else ''}"
+    folder = folder / f"e{epochs}{'-transform' if kernel_transform else ''}"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT_NAME
     curve: list[dict[str, Any]] = []
@@ -90,6 +103,48 @@ def score_entries(trainer, space, entries: list[dict[str, Any]], log) -> tuple[l
     return scores, seconds
 
 
+INTERFERENCE_SUBSPACES = {
+    "whole space": [],
+    "skip=identity": ["skip=identity"],
+    "block=mbconv_e6": ["block=mbconv_e6"],
+    "block=mbconv_e6 skip=identity": ["block=mbconv_e6", "skip=identity"],
+    # The sub-space of the pinned evaluation table: at 8M and 32 px, 199 of 200 uniform draws of the MBConv-6
+    # sub-space are over the 4x FLOPs cap, 22 of 200 of this one.
+    "block=mbconv_e3 skip=identity": ["block=mbconv_e3", "skip=identity"],
+}
+INTERFERENCE_PATHS = 15
+
+
+def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Per sub-space not yet `measured`: the accuracy of paths drawn uniformly from it on its own supernet of
+    `epochs` epochs."""
+    from dataclasses import replace
+
+    import torch
+
+    from nas.search.study import search_space
+    from nas.space.search_space import parse_fixed
+
+    for name, pins in INTERFERENCE_SUBSPACES.items():
+        if name in measured:
+            continue
+        pinned = replace(config, fixed=parse_fixed(pins))
+        space = search_space(pinned, data.num_classes, data.in_channels)
+        trainer, epoch_seconds = trained_supernet(pinned, data, space, epochs, False, log,
+                                                  folder=OUT / f"interference-{'-'.join(pins)}" if pins else OUT)
+        generator = torch.Generator().manual_seed(0)
+        choices = space.choices()
+        scores = []
+        for _ in range(INTERFERENCE_PATHS):
+            picks = torch.randint(0, 2**31 - 1, (len(choices),), generator=generator).tolist()
+            sample = {label: values[pick % len(values)] for (label, values), pick in zip(choices, picks)}
+            scores.append(trainer.path_accuracy(space.decode(sample)))
+        row = {"pins": pins, "paths": len(scores), "mean": statistics.mean(scores), "sd": statistics.stdev(scores),
+               "min": min(scores), "max": max(scores), "seconds_per_epoch": epoch_seconds}
+        log(f"{name}: paths score {row['mean']:.3f} +- {row['sd']:.3f} after {epochs} epochs")
+        yield name, row
+
+
 def budget_result(entries: list[dict[str, Any]], scores: list[float], seconds: list[float],
                   epoch_seconds: float) -> dict[str, Any]:
     seed0 = [entry["accuracy"]["0"] for entry in entries]
@@ -105,43 +160,60 @@ def budget_result(entries: list[dict[str, Any]], scores: list[float], seconds: l
     }
 
 
-def references(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def references(entries: list[dict[str, Any]], surrogate: bool) -> dict[str, Any]:
+    """The proxy's seed-to-seed tau and FLOPs alone; with `surrogate`, the surrogate fitted on this table."""
     twice = [entry for entry in entries if "1" in entry["accuracy"]]
-    surrogate = read_json(HERE / "surrogate_fit.json")["chosen"]
-    return {
+    found = {
         "proxy seed 0 vs seed 1": {"tau": tau([e["accuracy"]["0"] for e in twice], [e["accuracy"]["1"] for e in twice]),
                                    "entries": len(twice)},
-        "surrogate held-out (bench/surrogate_fit.json)": {"tau": surrogate["tau"], "model": surrogate["model"]},
         "FLOPs alone": {"tau": tau([e["flops"] for e in entries], [e["accuracy"]["0"] for e in entries]),
                         "entries": len(entries)},
     }
+    if surrogate:
+        chosen = read_json(HERE / "surrogate_fit.json")["chosen"]
+        found["surrogate held-out (bench/surrogate_fit.json)"] = {"tau": chosen["tau"], "model": chosen["model"]}
+    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", default="1,2,4", help="supernet epochs, comma-separated (1,2,4)")
     parser.add_argument("--kernel-transform", action="store_true", help="with OFA's learned kernel transform")
+    parser.add_argument("--interference", action="store_true",
+                        help="score paths of pinned sub-spaces on their own supernets (at the first budget)")
     parser.add_argument("--limit", type=int, help="score only the first N table entries (a quick look)")
+    parser.add_argument("--table", type=Path, default=TABLE, help="the evaluation table (bench/evaluation_table.json)")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
     args = parser.parse_args()
     budgets = [int(text) for text in args.budgets.split(",")]
-    table = read_json(TABLE)
+    table_path = args.table.resolve()
+    table = read_json(table_path)
     entries = table["entries"][: args.limit]
     results = read_json(args.out) if args.out.is_file() else {}
+    name = str(table_path.relative_to(HERE.parent))
+    main_table = table_path == TABLE
+    section = results if main_table else results.setdefault("other_tables", {}).setdefault(name, {})
+    folder = OUT if main_table else OUT / table_path.stem
     kind = "transform" if args.kernel_transform else "centre"
-    done = results.setdefault("budgets", {}).setdefault(kind, {})
+    done = section.setdefault("budgets", {}).setdefault(kind, {})
     config, data, space = table_task(table)
-    results.update(table=str(TABLE.relative_to(HERE.parent)), task=table["setup"]["search"],
-                   stem_stride=space.stem_stride, calibration_images=config.supernet.calibration_images,
-                   references=references(entries))
+    section.update(table=name, task=table["setup"]["search"], stem_stride=space.stem_stride,
+                   calibration_images=config.supernet.calibration_images,
+                   references=references(entries, surrogate=main_table))
 
     def log(text: str) -> None:
         print(f"[supernet_fidelity {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
+    if args.interference:
+        measured = results.setdefault("interference", {}).setdefault(f"{budgets[0]} epochs", {})
+        for name, row in interference(config, data, budgets[0], log, set(measured)):
+            measured[name] = row
+            write_json(args.out, results)
+        return
     for epochs in budgets:
         if str(epochs) in done and done[str(epochs)]["entries"] == len(entries):
             continue
-        trainer, epoch_seconds = trained_supernet(config, data, space, epochs, args.kernel_transform, log)
+        trainer, epoch_seconds = trained_supernet(config, data, space, epochs, args.kernel_transform, log, folder)
         scores, seconds = score_entries(trainer, space, entries, log)
         done[str(epochs)] = budget_result(entries, scores, seconds, epoch_seconds)
         write_json(args.out, results)

@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import pytest
 from nas.evaluation.config import RewardConfig
 from nas.search.config import SearchConfig
 from nas.search.study import search_space
-from nas.search.supernet_search import supernet_definition, supernet_key
+from nas.search.supernet_search import near_chance_warning, supernet_definition, supernet_key
 from nas.training.config import ProxyConfig, TaskConfig
 from tests.search.test_search import TINY, run_search, trials
 
@@ -62,10 +63,20 @@ def test_candidates_are_scored_on_the_supernet_and_only_the_proxy_trained_best_c
     weights = Path(stored["weights_path"])
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == stored["weights_sha256"]
     assert "supernet acc" in result.stderr
+    # One supernet epoch on the tiny task leaves paths near chance on its ten classes: the user is told.
+    median = statistics.median(row["supernet_accuracy"] for row in rows)
+    assert ("paths score near chance" in result.stderr) == (median < 0.2), (median, result.stderr)
     exported = subprocess.run([sys.executable, "-m", "nas.export", "--search", "1", "--format", "json", "--db",
                                str(folder / "s.db")], cwd=folder, capture_output=True, text=True, timeout=120)
     fidelity = {row["number"]: row["fidelity"] for row in json.loads(exported.stdout)["trials"]}
     assert fidelity == {row["number"]: "supernet" if row["partial"] else "proxy" for row in rows}
+
+
+def test_a_supernet_scoring_its_paths_near_chance_is_called_close_to_random():
+    warning = near_chance_warning([0.11, 0.12, 0.16], classes=10)
+    assert "median accuracy 0.120 over 3 candidates, chance 0.100" in warning and "--supernet-epochs" in warning
+    assert near_chance_warning([0.1, 0.5, 0.6], classes=10) is None
+    assert near_chance_warning([0.3, 0.35], classes=2) is not None
 
 
 def test_a_second_target_reuses_the_stored_supernet(searched):
