@@ -229,7 +229,7 @@ def supernet_interference(by_budget: dict[str, Any]) -> str:
     """`--interference`: how paths of pinned sub-spaces score on their own supernets."""
     if not by_budget:
         return ""
-    rows = [[budget, name, str(row["paths"]), f"{row['mean']:.3f} +- {row['sd']:.3f}",
+    rows = [[f"{budget.split()[0]} epoch(s)", name, str(row["paths"]), f"{row['mean']:.3f} +- {row['sd']:.3f}",
              f"{row['min']:.3f}-{row['max']:.3f}", f"{row['seconds_per_epoch']:.0f} s"]
             for budget, subspaces in by_budget.items() for name, row in subspaces.items()]
     return ("\n\nInterference (`--interference`): paths drawn uniformly from each sub-space (dimensions pinned in "
