@@ -212,14 +212,15 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
             per = row["seconds_per_candidate"]
             rows.append([f"supernet, {epochs} epoch(s), kernel {kind}", f"{row['tau_seed0']:.3f}",
                          f"{row['tau_two_seed_mean']:.3f}", f"{row['seconds_per_epoch']:.0f} s",
-                         f"{per['median']:.2f} s (p90 {per['p90']:.2f} s)"])
-    rows += [[name, f"{ref['tau']:.3f}", "", "", ""] for name, ref in r["references"].items()]
+                         f"{per['median']:.2f} s (p90 {per['p90']:.2f} s)", f"`{row['command']}`"])
+    rows += [[name, f"{ref['tau']:.3f}", "", "", "", ""] for name, ref in r["references"].items()]
     first = next(iter(next(iter(r["budgets"].values())).values()))
     return (f"Kendall tau against the proxy accuracy of the {first['entries']} entries of `{r['table']}` (seed 0) "
             f"and of the {first['entries_two_seeds']} trained at two seeds (their mean); task `{r['task']}`, stem "
             f"stride {r['stem_stride']}; a path scored after re-estimating BatchNorm on {r['calibration_images']} "
             "training images, on the search's 1,000 validation images.\n\n"
-            + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate"], rows)
+            + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate",
+                     "measured by"], rows)
             + supernet_interference(r.get("interference", {}))
             + "".join(f"\n\nOn `{name}`:\n\n" + supernet_fidelity(other)
                       for name, other in r.get("other_tables", {}).items()))
@@ -230,13 +231,13 @@ def supernet_interference(by_budget: dict[str, Any]) -> str:
     if not by_budget:
         return ""
     rows = [[f"{budget.split()[0]} epoch(s)", name, str(row["paths"]), f"{row['mean']:.3f} +- {row['sd']:.3f}",
-             f"{row['min']:.3f}-{row['max']:.3f}", f"{row['seconds_per_epoch']:.0f} s"]
+             f"{row['min']:.3f}-{row['max']:.3f}", f"{row['seconds_per_epoch']:.0f} s", f"`{row['command']}`"]
             for budget, subspaces in by_budget.items() for name, row in subspaces.items()]
     return ("\n\nInterference (`--interference`): paths drawn uniformly from each sub-space (dimensions pinned in "
             "every stage, as `nas.search --fix` pins them), scored on a supernet of that sub-space trained at the "
             "same budget.\n\n"
-            + table(["supernet budget", "sub-space", "paths", "accuracy (mean +- sd)", "range", "per supernet epoch"],
-                    rows))
+            + table(["supernet budget", "sub-space", "paths", "accuracy (mean +- sd)", "range", "per supernet epoch",
+                     "measured by"], rows))
 
 
 def surrogate_winners(r: dict[str, Any]) -> str:

@@ -197,6 +197,8 @@ def main() -> None:
     kind = "transform" if args.kernel_transform else "centre"
     done = section.setdefault("budgets", {}).setdefault(kind, {})
     config, data, space = table_task(table)
+    # The file's provenance names the last run; each part keeps the command that measured it.
+    command = " ".join(["bench/supernet_fidelity.py", *sys.argv[1:]])
     section.update(table=name, task=table["setup"]["search"], stem_stride=space.stem_stride,
                    calibration_images=config.supernet.calibration_images,
                    references=references(entries, surrogate=main_table))
@@ -207,7 +209,7 @@ def main() -> None:
     if args.interference:
         measured = results.setdefault("interference", {}).setdefault(f"{budgets[0]} epochs", {})
         for name, row in interference(config, data, budgets[0], log, set(measured)):
-            measured[name] = row
+            measured[name] = {**row, "command": command}
             write_json(args.out, results)
         return
     for epochs in budgets:
@@ -215,7 +217,7 @@ def main() -> None:
             continue
         trainer, epoch_seconds = trained_supernet(config, data, space, epochs, args.kernel_transform, log, folder)
         scores, seconds = score_entries(trainer, space, entries, log)
-        done[str(epochs)] = budget_result(entries, scores, seconds, epoch_seconds)
+        done[str(epochs)] = {**budget_result(entries, scores, seconds, epoch_seconds), "command": command}
         write_json(args.out, results)
         row = done[str(epochs)]
         log(f"budget {epochs} ({kind}): tau {row['tau_seed0']:.3f} against seed 0, {row['tau_two_seed_mean']:.3f} "
