@@ -133,12 +133,8 @@ def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator
         trainer, epoch_seconds = trained_supernet(pinned, data, space, epochs, False, log,
                                                   folder=OUT / f"interference-{'-'.join(pins)}" if pins else OUT)
         generator = torch.Generator().manual_seed(0)
-        choices = space.choices()
-        scores = []
-        for _ in range(INTERFERENCE_PATHS):
-            picks = torch.randint(0, 2**31 - 1, (len(choices),), generator=generator).tolist()
-            sample = {label: values[pick % len(values)] for (label, values), pick in zip(choices, picks)}
-            scores.append(trainer.path_accuracy(space.decode(sample)))
+        scores = [trainer.path_accuracy(space.decode(trainer.random_sample(generator)))
+                  for _ in range(INTERFERENCE_PATHS)]
         row = {"pins": pins, "paths": len(scores), "mean": statistics.mean(scores), "sd": statistics.stdev(scores),
                "min": min(scores), "max": max(scores), "seconds_per_epoch": epoch_seconds}
         log(f"{name}: paths score {row['mean']:.3f} +- {row['sd']:.3f} after {epochs} epochs")

@@ -163,9 +163,10 @@ def prepare_supernet_scoring(study: Study) -> None:
 def near_chance_warning(accuracies: list[float], classes: int) -> str | None:
     """A warning when the supernet's scored paths are barely better than chance, so its ranking is close to
     random; None when there is nothing to warn about."""
-    if not accuracies or statistics.median(accuracies) >= NEAR_CHANCE / classes:
+    median = statistics.median(accuracies) if accuracies else None
+    if median is None or median >= NEAR_CHANCE / classes:
         return None
-    return (f"warning: the supernet's paths score near chance (median accuracy {statistics.median(accuracies):.3f} "
+    return (f"warning: the supernet's paths score near chance (median accuracy {median:.3f} "
             f"over {len(accuracies)} candidates, chance {1 / classes:.3f}), so it ranks them close to randomly; "
             "train it longer (--supernet-epochs) or pin the block type and skip (e.g. --fix block=mbconv_e3 --fix "
             "skip=identity), whose paths share their weights far better (bench/supernet_fidelity.py --interference)")

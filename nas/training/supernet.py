@@ -10,6 +10,7 @@ accuracy on the validation split, the way the proxy scores a trained candidate.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +46,14 @@ class SupernetTrainer(Trainer):
     def build_network(self) -> nn.Module:
         return Supernet(self.space, self.config.kernel_transform)
 
+    def random_sample(self, generator: torch.Generator) -> dict[str, Any]:
+        """A sample drawn uniformly from the space, each dimension of each stage independently, from `generator`."""
+        picks = torch.randint(0, 2**31 - 1, (len(self.choices),), generator=generator).tolist()
+        return {label: values[pick % len(values)] for (label, values), pick in zip(self.choices, picks)}
+
     def random_path(self) -> NetworkLayout:
         """A path drawn uniformly from the space, with the trainer's generator (so a resumed run draws the same)."""
-        picks = torch.randint(0, 2**31 - 1, (len(self.choices),), generator=self.generator).tolist()
-        sample = {label: values[pick % len(values)] for (label, values), pick in zip(self.choices, picks)}
-        return self.model.path(self.space.decode(sample))
+        return self.model.path(self.space.decode(self.random_sample(self.generator)))
 
     def backward(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
         with self._autocast():
