@@ -8,14 +8,20 @@ Run: .venv/bin/python bench/latency.py [--parts predictor,noise] [--runtimes eag
   (calibrated on the space's own 24 calibration networks, none of them in the table): share within +-10 % of measured,
   RMSE, Kendall tau; FLOPs' Kendall tau against the same measurements. The table and the measurements live in
   bench/out/latency/table.db, so a cut-off run resumes where it stopped; about 10 minutes a runtime on 2 cores.
-- noise: one network (the space's EfficientNet-B0) measured in 5 separate processes per runtime: each process's
-  median, and the largest deviation from the median of medians.
+- noise: one network (the space's EfficientNet-B0) measured in 5 separate processes per runtime, each scaled to the
+  reference speed stored in bench/out/latency/table.db: each process's median, and the largest deviation from the
+  median of medians (beside it, the same with each process's own reference and unscaled).
 
 - searches: on the same task, `nas.search --target-latency T --constraint hard` beside `--target-flops F
   --constraint hard`, F the median FLOPs of the table's networks measured within +-10 % of T, same seed (0) and
   time budget (--search-budget, 12 minutes each): each winner's measured latency against T, its proxy accuracy and
   accuracy per millisecond. The searches' databases live in bench/out/latency/ (a finished search is not rerun);
   the latency search starts from a copy of the predictor part's table, so it measures only parts it has not seen.
+
+- family: `scaling.grow --phi-max 2` of the found B0 of bench/family_scaling.json by width (the default rule) and of
+  EfficientNet-B0 by its official table at 32 px (the family bench's two families), each member with the task's
+  channels and classes, measured at batch 1 and 32 on the predictor's stored reference speed: FLOPs, parameters,
+  milliseconds.
 
 Run it alone: a busy machine measures its own load. Results go to bench/latency.json (or --out); each part's
 results are kept when another part is run.
@@ -30,6 +36,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -101,28 +108,40 @@ def predictor(runtime: str) -> dict[str, Any]:
 
 _NOISE_SCRIPT = """
 import json, sys
-from nas.evaluation.latency import LatencyProtocol, measure_latency
+from db.session import open_database
+from nas.evaluation.latency import LatencyProtocol, measure_latency, reference_speed
+from nas.evaluation.latency_table import stored_reference_speed
 from nas.space.builder import build_model
 from nas.space.search_space import SearchSpace
 space = SearchSpace(**json.loads(sys.argv[1]))
+protocol = LatencyProtocol(runtime=sys.argv[2])
+stored = stored_reference_speed(protocol, open_database(sys.argv[3]))
 latency = measure_latency(build_model(space.reference_spec()), (1, space.in_channels, space.resolution,
-                          space.resolution), LatencyProtocol(runtime=sys.argv[2]))
+                          space.resolution), protocol, stored)
 print(json.dumps({"median_ms": latency.median_ms, "iqr_ms": latency.iqr_ms, "runs": latency.runs,
-                  "raw_median_ms": latency.raw_median_ms}))
+                  "raw_median_ms": latency.raw_median_ms, "ratio": latency.median_ms / stored,
+                  "process_reference_ms": reference_speed(protocol)}))
 """
 
 
 def noise(runtime: str) -> dict[str, Any]:
+    """Each process scales to the reference speed stored in the predictor part's table, as a search or
+    `scaling.grow` on the same database does; `process_reference_ms` is the reference each process would have
+    measured for itself, and `per_process_max_deviation` the spread of the figures scaled to those instead."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
     medians = []
     for _ in range(NOISE_PROCESSES):
-        out = subprocess.run([sys.executable, "-c", _NOISE_SCRIPT, json.dumps(TASK), runtime], cwd=REPO,
-                             capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        out = subprocess.run([sys.executable, "-c", _NOISE_SCRIPT, json.dumps(TASK), runtime,
+                              f"sqlite:///{OUT_DIR / 'table.db'}"], cwd=REPO, capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         medians.append(json.loads(out.stdout.strip().splitlines()[-1]))
     centre = statistics.median(m["median_ms"] for m in medians)
     raw = statistics.median(m["raw_median_ms"] for m in medians)
+    own = [m["ratio"] * m["process_reference_ms"] for m in medians]
     return {"network": "EfficientNet-B0 of the space, 32 px, stem stride 1", "processes": medians,
             "median_of_medians_ms": centre,
             "max_deviation": max(abs(m["median_ms"] - centre) / centre for m in medians),
+            "per_process_max_deviation": max(abs(v - statistics.median(own)) / statistics.median(own) for v in own),
             "raw_median_of_medians_ms": raw,
             "raw_max_deviation": max(abs(m["raw_median_ms"] - raw) / raw for m in medians)}
 
@@ -183,6 +202,50 @@ def searches_part(runtime: str, results: dict[str, Any], target_ms: float, budge
             "flops_target_search": flops_run}
 
 
+FAMILIES = {"found B0 by width": ["--arch", "FOUND", "--rule", "width"],
+            "EfficientNet, official table": ["--baseline", "efficientnet-b0", "--coefficients", "official",
+                                             "--resolution", "32"]}
+
+
+def family_part(runtime: str) -> dict[str, Any]:
+    """Each family as `scaling.grow` grows it and as the bench's task trains it (Fashion-MNIST: 1 channel, 10
+    classes; a named baseline is grown with ImageNet's), measured by `scaling.family.measure_members` on the
+    predictor's stored reference speed."""
+    from db import open_database
+    from db.families import get_family
+    from nas.evaluation.latency import LatencyProtocol
+    from nas.evaluation.latency_table import stored_reference_speed
+    from nas.space.flops import count_flops, count_params
+    from nas.space.spec import spec_from_dict, spec_to_dict
+    from scaling.family import measure_members
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    found = OUT_DIR / "found_b0.json"
+    found.write_text(json.dumps(read_json(HERE / "family_scaling.json")["found_b0"]["arch"]))
+    url = f"sqlite:///{OUT_DIR / 'table.db'}"
+    db = open_database(url)
+    protocol = LatencyProtocol(runtime=runtime)
+    grown = {}
+    for name, rule in FAMILIES.items():
+        args = [sys.executable, "-m", "scaling.grow", *(str(found) if part == "FOUND" else part for part in rule),
+                "--phi-max", "2", "--latency-runtime", "none", "--format", "json", "--db", url]
+        family = get_family(db, json.loads(subprocess.run(args, cwd=REPO, check=True, capture_output=True,
+                                                          text=True).stdout)["family_id"])
+        members = []
+        for member in family.members:
+            spec = replace(spec_from_dict(member.arch), in_channels=TASK["in_channels"],
+                           num_classes=TASK["num_classes"])
+            members.append(replace(member, arch=spec_to_dict(spec), flops=count_flops(spec, member.resolution),
+                                   params=count_params(spec)))
+        measured = measure_members(replace(family, members=members), protocol, float("inf"),
+                                   reference_ms=stored_reference_speed(protocol, db))
+        grown[name] = {"command": " ".join(args[1:]), "members": [
+            {"name": m.name, "resolution": m.resolution, "flops": m.flops, "params": m.params,
+             "batch_1_ms": m.latency["batch_1_ms"], "batch_32_ms": m.latency["batch_32_ms"]}
+            for m in measured.members]}
+    return grown
+
+
 def report(results: dict[str, Any]) -> None:
     for runtime, r in results.get("predictor", {}).items():
         print(f"{r['protocol']}: {r['networks']} networks ({r['measured_ms']['min']:.2f}-{r['measured_ms']['max']:.2f} "
@@ -196,10 +259,16 @@ def report(results: dict[str, Any]) -> None:
                   f"measured ({run['measured_over_target']:.2f}x the {r['target_ms']} ms target), "
                   f"{run['flops'] / 1e6:.1f}M FLOPs, proxy acc {run['proxy_accuracy']:.4f}, "
                   f"{run['accuracy_per_ms']:.4f} accuracy per ms")
+    for runtime, families in results.get("family", {}).items():
+        for name, family in families.items():
+            print(f"family ({runtime}) {name}: " + "; ".join(
+                f"{m['name']} {m['flops'] / 1e6:.1f}M FLOPs at {m['resolution']} px, {m['batch_1_ms']:.2f} ms (batch 1), "
+                f"{m['batch_32_ms']:.1f} ms (batch 32)" for m in family["members"]))
     for runtime, r in results.get("noise", {}).items():
         spread = ", ".join(f"{m['median_ms']:.3f}" for m in r["processes"])
         print(f"noise {runtime}: medians {spread} ms across {len(r['processes'])} processes; largest deviation "
-              f"{r['max_deviation']:.1%} from {r['median_of_medians_ms']:.3f} ms")
+              f"{r['max_deviation']:.1%} from {r['median_of_medians_ms']:.3f} ms (each process's own reference: "
+              f"{r.get('per_process_max_deviation', float('nan')):.1%}; unscaled: {r['raw_max_deviation']:.1%})")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -236,7 +305,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="predictor,noise", help="comma-separated: predictor, noise, searches")
+    parser.add_argument("--parts", default="predictor,noise",
+                        help="comma-separated: predictor, noise, searches, family")
     parser.add_argument("--target-ms", type=float, default=None,
                         help="searches: the latency target (default: the median measured latency of the table)")
     parser.add_argument("--search-budget", default="12m", help="searches: each search's time budget (12m)")
@@ -244,7 +314,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     args = parser.parse_args()
     parts, runtimes = args.parts.split(","), args.runtimes.split(",")
-    unknown = [p for p in parts if p not in ("predictor", "noise", "searches")] + [
+    unknown = [p for p in parts if p not in ("predictor", "noise", "searches", "family")] + [
         r for r in runtimes if r not in ("eager", "onnxruntime")]
     if unknown:
         print(f"latency: unknown part or runtime {', '.join(unknown)}", file=sys.stderr)
@@ -257,7 +327,7 @@ def main() -> int:
                 target = args.target_ms or round(statistics.median(p["measured_ms"] for p in points), 1)
                 outcome = searches_part(runtime, results, target, args.search_budget)
             else:
-                outcome = (predictor if part == "predictor" else noise)(runtime)
+                outcome = {"predictor": predictor, "noise": noise, "family": family_part}[part](runtime)
             results.setdefault(part, {})[runtime] = outcome
             write_json(args.out, results)
     if "predictor" in results:

@@ -348,12 +348,22 @@ def latency(r: dict[str, Any]) -> str:
                  "τ predicted", "τ FLOPs"], rows))
     noise = r.get("noise", {})
     if noise:
-        text += "\n\nThe same network (the space's EfficientNet-B0) measured in 5 separate processes:\n\n" + table(
-            ["runtime", "medians (ms)", "largest deviation from their median", "raw medians (ms)",
-             "largest raw deviation"],
-            [[runtime, ", ".join(f"{m['median_ms']:.3f}" for m in n["processes"]), f"{n['max_deviation']:.1%}",
-              ", ".join(f"{m['raw_median_ms']:.3f}" for m in n["processes"]), f"{n['raw_max_deviation']:.1%}"]
-             for runtime, n in noise.items()])
+        text += ("\n\nThe same network (the space's EfficientNet-B0) measured in 5 separate processes, each scaled "
+                 "to the reference speed stored in the database; beside it, the deviation had each process scaled to "
+                 "its own measurement of the reference, and unscaled:\n\n" + table(
+                     ["runtime", "medians (ms)", "largest deviation from their median", "own reference",
+                      "raw medians (ms)", "largest raw deviation"],
+                     [[runtime, ", ".join(f"{m['median_ms']:.3f}" for m in n["processes"]), f"{n['max_deviation']:.1%}",
+                       f"{n['per_process_max_deviation']:.1%}",
+                       ", ".join(f"{m['raw_median_ms']:.3f}" for m in n["processes"]), f"{n['raw_max_deviation']:.1%}"]
+                      for runtime, n in noise.items()]))
+    for runtime, families in r.get("family", {}).items():
+        text += (f"\n\nTwo families of the family bench, each member with the task's channels and classes, measured "
+                 f"({runtime}, 1 thread) at its resolution:\n\n" + table(
+                     ["family", "member", "FLOPs", "params", "ms at batch 1", "ms at batch 32"],
+                     [[name, m["name"], f"{millions(m['flops'])} at {m['resolution']} px", millions(m["params"]),
+                       f"{m['batch_1_ms']:.2f}", f"{m['batch_32_ms']:.1f}"]
+                      for name, family in families.items() for m in family["members"]]))
     for runtime, s in r.get("searches", {}).items():
         text += (f"\n\nSearches ({runtime}, hard constraint, {s['budget']} each, seed 0): latency target "
                  f"{s['target_ms']} ms against FLOPs target {millions(s['flops_target'])} (the median FLOPs of the "

@@ -17,12 +17,13 @@ from db.session import Database
 from effnas.records import Latency
 
 
-def load_latencies(db: Database, protocol_key: str) -> dict[str, Latency]:
-    """Every stored figure of one protocol, by item."""
+def load_latencies(db: Database, protocol_key: str, item: str | None = None) -> dict[str, Latency]:
+    """Every stored figure of one protocol, by item; only `item`'s, when given."""
+    query = select(LatencyMeasurementRecord).where(LatencyMeasurementRecord.protocol_key == protocol_key)
+    if item is not None:
+        query = query.where(LatencyMeasurementRecord.item == item)
     with db.reading() as session:
-        rows = session.scalars(
-            select(LatencyMeasurementRecord).where(LatencyMeasurementRecord.protocol_key == protocol_key)
-        ).all()
+        rows = session.scalars(query).all()
         return {row.item: _latency(row) for row in rows}
 
 

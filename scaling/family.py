@@ -205,9 +205,11 @@ LATENCY_BATCHES = (1, 32)
 
 
 def measure_members(family: Family, protocol: LatencyProtocol, max_flops: float,
-                    on_member: Callable[[FamilyMember], None] | None = None) -> Family:
+                    on_member: Callable[[FamilyMember], None] | None = None,
+                    reference_ms: float | None = None) -> Family:
     """The measured latency, at its resolution and at batch 1 and 32, under `protocol` (its batch ignored), of each
-    member at or under `max_flops` (a B7 at 600 px takes minutes a run at batch 32 on a CPU)."""
+    member at or under `max_flops` (a B7 at 600 px takes minutes a run at batch 32 on a CPU), scaled to
+    `reference_ms` (`nas.evaluation.latency_table.stored_reference_speed`) when given."""
     members = []
     for member in family.members:
         if member.flops > max_flops:
@@ -216,7 +218,8 @@ def measure_members(family: Family, protocol: LatencyProtocol, max_flops: float,
         spec = spec_from_dict(member.arch)
         model = build_model(spec)
         shape = (1, spec.in_channels, member.resolution, member.resolution)
-        figures = {f"batch_{batch}_ms": measure_latency(model, shape, replace(protocol, batch=batch)).median_ms
+        figures = {f"batch_{batch}_ms": measure_latency(model, shape, replace(protocol, batch=batch),
+                                                        reference_ms).median_ms
                    for batch in LATENCY_BATCHES}
         member = replace(member, latency={**figures, "measured_on": replace(protocol, batch=1).environment()})
         if on_member is not None:

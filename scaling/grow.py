@@ -17,6 +17,7 @@ from db.families import get_family, store_family
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import Family, FamilyMember, GridPoint
 from nas.evaluation.latency import RUNTIMES, LatencyError, LatencyProtocol, describe_environment
+from nas.evaluation.latency_table import stored_reference_speed
 from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default
@@ -329,7 +330,7 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
         if args.latency_runtime != "none":
             family = measure_members(family, latency_protocol, cli.parse_flops(args.latency_max_flops),
-                                     latency_progress)
+                                     latency_progress, stored_reference_speed(latency_protocol, db))
     except ValueError as exc:
         fail(str(exc), prog=parser.prog)
     except KeyboardInterrupt:

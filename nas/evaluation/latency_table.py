@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from torch import nn
@@ -44,6 +44,22 @@ class Part:
     item: str
     build: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
+
+
+def stored_reference_speed(protocol: LatencyProtocol, db: Database) -> float:
+    """The reference network's latency (ms) under `protocol` as stored in `db`, measured and stored by the first
+    process that asks. The reference runs at batch 1 whatever the protocol's batch, so it is stored under the
+    batch-1 protocol: the scale a batch-1 latency table shares.
+
+    Measured afresh in each process, the reference's fast end moves with the machine's load at that moment (by
+    up to 29 % across five processes here) and carries every figure scaled to it along; the ratio of a network
+    to the reference moves by about 2 % (bench/latency.py's noise part)."""
+    key = replace(protocol, batch=1).key()
+    stored = load_latencies(db, key, REFERENCE_ITEM).get(REFERENCE_ITEM)
+    if stored is None:
+        measured = Latency(reference_speed(protocol), 0.0, REFERENCE_WINDOWS, 32)
+        stored = store_latency(db, key, replace(protocol, batch=1).environment(), REFERENCE_ITEM, measured)
+    return stored.median_ms
 
 
 def block_item(block: BlockLayout) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from db.session import open_database
 from nas.evaluation.latency import MIN_WINDOWS, LatencyError, LatencyProtocol, cpu_model, measure_latency
-from nas.evaluation.latency_table import LatencyTable, network_parts
+from nas.evaluation.latency_table import LatencyTable, network_parts, stored_reference_speed
 from nas.space.builder import build_model
 from nas.space.layout import network_layout
 from nas.space.search_space import SearchSpace
@@ -61,3 +61,14 @@ def test_calibration_fits_the_whole_networks_it_measured(tmp_path):
     for layout in layouts:  # as many networks as coefficients: the fit passes through each
         assert table.predict(layout) == pytest.approx(table.measure(layout).median_ms, rel=1e-6)
     assert LatencyTable(LatencyProtocol(), db).measure(layouts[1]) == table.measure(layouts[1])
+
+
+def test_processes_on_one_database_share_the_reference_speed(tmp_path):
+    """A family measured by one `scaling.grow` and another by the next are on one scale, the batch-1 latency
+    table's: the machine's speed at the moment each process started does not enter their figures."""
+    db = open_database(f"sqlite:///{tmp_path / 't.db'}")
+    table = LatencyTable(LatencyProtocol(), db)
+    assert stored_reference_speed(LatencyProtocol(), db) == table.reference_ms
+    assert stored_reference_speed(LatencyProtocol(batch=32), open_database(f"sqlite:///{tmp_path / 't.db'}")) \
+        == table.reference_ms
+    assert stored_reference_speed(LatencyProtocol(threads=2), db) != table.reference_ms
