@@ -7,7 +7,7 @@ Run: .venv/bin/python bench/latency.py [--parts predictor,noise] [--runtimes eag
   resolution (Fashion-MNIST, 32 px, stem stride 1) measured whole and predicted by `nas.evaluation.latency_table`
   (calibrated on the space's own 24 calibration networks, none of them in the table): share within +-10 % of measured,
   RMSE, Kendall tau; FLOPs' Kendall tau against the same measurements. The table and the measurements live in
-  bench/out/latency/table.db, so a cut-off run resumes where it stopped; about 10 minutes a runtime on 2 cores.
+  bench/out/latency/table.db, so a cut-off run resumes where it stopped; about 25 minutes a runtime on 2 cores.
 - noise: one network (the space's EfficientNet-B0) measured in 5 separate processes per runtime, each scaled to the
   reference speed stored in bench/out/latency/table.db: each process's median, and the largest deviation from the
   median of medians (beside it, the same with each process's own reference and unscaled).
@@ -178,6 +178,7 @@ def _search(db: Path, target: list[str], budget: str) -> dict[str, Any]:
 def searches_part(runtime: str, results: dict[str, Any], target_ms: float, budget: str) -> dict[str, Any]:
     """The latency-target and FLOPs-target searches side by side; the FLOPs winner is measured here."""
     from nas.evaluation.latency import LatencyProtocol, measure_latency
+    from nas.evaluation.latency_table import stored_reference_speed
     from nas.space.builder import build_model
     from nas.space.spec import spec_from_dict
 
@@ -193,8 +194,12 @@ def searches_part(runtime: str, results: dict[str, Any], target_ms: float, budge
 
     winner = trials.best_trial(open_database(f"sqlite:///{OUT_DIR / f'search-flops-{runtime}.db'}", create=False), 1)
     spec = spec_from_dict(winner.arch)
-    flops_run["measured_ms"] = measure_latency(build_model(spec), (1, spec.in_channels, 32, 32),
-                                               LatencyProtocol(runtime=runtime)).median_ms
+    # On the latency search's scale: its table's stored reference speed (the machine's speed drifts by tens of
+    # percent over half an hour, so a reference measured now would compare the two winners across that drift).
+    protocol = LatencyProtocol(runtime=runtime)
+    reference_ms = stored_reference_speed(protocol, open_database(f"sqlite:///{latency_db}", create=False))
+    flops_run["measured_ms"] = measure_latency(build_model(spec), (1, spec.in_channels, 32, 32), protocol,
+                                               reference_ms).median_ms
     for run in (latency, flops_run):
         run["accuracy_per_ms"] = run["proxy_accuracy"] / run["measured_ms"]
         run["measured_over_target"] = run["measured_ms"] / target_ms

@@ -57,9 +57,13 @@ def stored_reference_speed(protocol: LatencyProtocol, db: Database) -> float:
     key = replace(protocol, batch=1).key()
     stored = load_latencies(db, key, REFERENCE_ITEM).get(REFERENCE_ITEM)
     if stored is None:
-        measured = Latency(reference_speed(protocol), 0.0, REFERENCE_WINDOWS, 32)
-        stored = store_latency(db, key, replace(protocol, batch=1).environment(), REFERENCE_ITEM, measured)
+        stored = store_latency(db, key, replace(protocol, batch=1).environment(), REFERENCE_ITEM,
+                               _reference_latency(protocol))
     return stored.median_ms
+
+
+def _reference_latency(protocol: LatencyProtocol) -> Latency:
+    return Latency(reference_speed(protocol), 0.0, REFERENCE_WINDOWS, 32)
 
 
 def block_item(block: BlockLayout) -> str:
@@ -117,8 +121,7 @@ class LatencyTable:
         self.measured_now = 0
         # The table's one scale: every figure in it is relative to this speed of the reference network, so the
         # parts and the networks they predict compare whenever each was measured.
-        self.reference_ms = self._store(REFERENCE_ITEM, lambda: Latency(reference_speed(protocol), 0.0,
-                                                                        REFERENCE_WINDOWS, 32)).median_ms
+        self.reference_ms = self._store(REFERENCE_ITEM, lambda: _reference_latency(protocol)).median_ms
 
     def _figure(self, item: str, build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> Latency:
         if item not in self.figures:
