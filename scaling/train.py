@@ -30,7 +30,7 @@ from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, TrainingRecipe
 from scaling.baseline import BASELINE_OPTIONS, add_pick_option
 from scaling.launcher import launch
 from scaling.training_queue import TrainOptions, build_queue, rank_jobs, resume_jobs
-from scaling.training_run import Job, run_queue
+from scaling.training_run import Job, JobStopped, run_queue
 
 FORMATS = ("table", "json")
 RUNS_DIR = Path(".effnas") / "training"
@@ -136,6 +136,10 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _raise_job_stopped(signum, frame):
+    raise JobStopped
+
+
 def _train(options: TrainOptions, parser: CommandParser, memory_cap: contextlib.ExitStack) -> int:
     from nas.training.config import resolve_device
     from nas.training.distributed import from_environment, leave
@@ -164,7 +168,7 @@ def _train(options: TrainOptions, parser: CommandParser, memory_cap: contextlib.
         print(f"{len(finished)} of {len(finished) + len(jobs)} runs already complete (runs "
               f"{', '.join(str(run.id) for run in finished)}); {rest}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, _raise_interrupt if parallel is None else _raise_job_stopped)
     try:
         code = run_queue(db, jobs, finished, parallel, parser.prog, lambda job: _again(options, parser.argv, job))
     finally:

@@ -201,9 +201,17 @@ def _run_job(db: Database, job: Job, display: QueueDisplay, parallel: Distribute
     return train_run(db, job, run_dir, display, parallel)
 
 
+class JobStopped(Exception):
+    """A data-parallel rank's SIGTERM: the launcher stops the job's other ranks when one ends (a user's Ctrl-C is
+    SIGINT), so the rank that ended reports it and this one says nothing."""
+
+
 def peer_lost(exc: Exception) -> bool:
     """Whether a collective failed because another rank of the job is gone (its own failure is reported by it)."""
     import torch.distributed
+
+    if isinstance(exc, JobStopped):
+        return True
 
     # Gloo reports a vanished peer as a plain RuntimeError from inside the backward pass.
     text = str(exc)
