@@ -54,11 +54,10 @@ def stored_reference_speed(protocol: LatencyProtocol, db: Database) -> float:
     Measured afresh in each process, the reference's fast end moves with the machine's load at that moment (by
     up to 29 % across five processes here) and carries every figure scaled to it along; the ratio of a network
     to the reference moves by about 2 % (bench/latency.py's noise part)."""
-    key = replace(protocol, batch=1).key()
-    stored = load_latencies(db, key, REFERENCE_ITEM).get(REFERENCE_ITEM)
+    batch_1 = replace(protocol, batch=1)
+    stored = load_latencies(db, batch_1.key(), REFERENCE_ITEM).get(REFERENCE_ITEM)
     if stored is None:
-        stored = store_latency(db, key, replace(protocol, batch=1).environment(), REFERENCE_ITEM,
-                               _reference_latency(protocol))
+        stored = store_latency(db, batch_1.key(), batch_1.environment(), REFERENCE_ITEM, _reference_latency(protocol))
     return stored.median_ms
 
 
