@@ -7,6 +7,10 @@ import numpy as np
 
 from nas.training.data import _mnist_images
 
+# scaling.grow measures every member's latency by default (about 30 s for EfficientNet-B0 and B1 at 224 px); tests
+# whose subject is not latency skip it.
+NO_LATENCY = ("--latency-runtime", "none")
+
 
 def shuffled_digits():
     images, labels = _mnist_images()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import mnist_idx
+from helpers import NO_LATENCY, mnist_idx
 from nas.space.flops import count_flops
 from nas.space.spec import decode, efficientnet_b0, to_json
 from scaling.compound import (
@@ -88,12 +88,12 @@ def test_grow_stores_the_rule_and_reports_flops_against_2_to_the_phi(tmp_path):
     db = tmp_path / "r.db"
     for rule in RULES:
         result = cli("scaling.grow", "--baseline", "efficientnet-b0", "--resolution", "32", "--rule", rule,
-                     "--phi-max", "2", "--dataset", "fashion-mnist", "--db", str(db), cwd=tmp_path)
+                     "--phi-max", "2", "--dataset", "fashion-mnist", *NO_LATENCY, "--db", str(db), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "FLOPs/B0" in result.stdout and "2^phi" in result.stdout
         assert "train above the data's 28 px images" in result.stdout  # 32 px and up only upsample Fashion-MNIST
     shown = json.loads(cli("scaling.grow", "--baseline", "efficientnet-b0", "--rule", "depth", "--phi-max", "1",
-                           "--format", "json", "--db", str(db), cwd=tmp_path).stdout)
+                           "--format", "json", *NO_LATENCY, "--db", str(db), cwd=tmp_path).stdout)
     assert shown["rule"] == "depth" and shown["coefficients"]["source"] == "fixed"
     assert [m["depth"] for m in shown["members"]] == [1.0, 2.0]
     assert [m["ideal_ratio"] for m in shown["members"]] == [1.0, 2.0]
@@ -122,7 +122,7 @@ def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longe
 ])
 def test_grow_bad_input_is_one_line_exit_2_and_the_database_unchanged(tmp_path, args, message):
     db = tmp_path / "b.db"
-    assert cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", "--db", str(db),
+    assert cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db),
                cwd=tmp_path).returncode == 0
     before = dump(db)
     result = cli("scaling.grow", "--baseline", "efficientnet-b0", *args, "--db", str(db), cwd=tmp_path)

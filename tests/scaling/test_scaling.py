@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import NO_LATENCY
 from nas.space.builder import build_model, network_layout
 from nas.space.flops import count_flops, count_params, measure_params
 from nas.space.search_space import SearchSpace
@@ -74,10 +75,11 @@ def test_official_mode_on_official_b0_reproduces_b1_to_b7_exactly():
 
 def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
     db = tmp_path / "f.db"
-    table = cli("scaling.grow", "--baseline", "efficientnet-b0", "--coefficients", "official", "--db", str(db),
+    table = cli("scaling.grow", "--baseline", "efficientnet-b0", "--coefficients", "official", *NO_LATENCY, "--db", str(db),
                 cwd=tmp_path, check=True)
     assert "B7" in table.stdout and "66.35M" in table.stdout and "multiply-accumulates" in table.stdout
-    result = cli("scaling.grow", "--baseline", "efficientnet-b0", "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
+    result = cli("scaling.grow", "--baseline", "efficientnet-b0", *NO_LATENCY, "--db", str(db), "--format", "json",
+                 cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     # Neither --rule nor --coefficients: the default rule, and one line saying what it rests on.
     assert data["rule"] == DEFAULT_RULE and data["coefficients"]["source"] == "fixed"
@@ -116,7 +118,7 @@ def test_family_from_a_search_links_its_best_trial_and_members_can_be_evaluated(
     cli("nas.search", "--target-flops", "400M", "--trials", "2", "--no-reference", "--epochs", "1", "--subset", "200",
         "--db", str(db), cwd=tmp_path, check=True)
     result = cli("scaling.grow", "--search", "1", "--phi-max", "2", "--evaluate", "--evaluate-max-flops", "10G",
-                 "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
+                 *NO_LATENCY, "--db", str(db), "--format", "json", cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     with sqlite3.connect(db) as c:
         best_id = c.execute("select id from trials where status='complete' order by reward desc, number limit 1"
@@ -189,7 +191,8 @@ def test_onnx_matches_pytorch_on_the_same_weights(tmp_path):
 )
 def test_export_bad_input_exit_2(tmp_path, args, message):
     db = tmp_path / "b.db"
-    cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", "--db", str(db), cwd=tmp_path, check=True)
+    cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db), cwd=tmp_path,
+        check=True)
     (tmp_path / "afile").write_text("")
     result = cli("scaling.export", *args, "--db", str(db), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
