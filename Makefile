@@ -46,8 +46,9 @@ docs: setup
 # they start. A file stays on one worker, so its module fixtures are built once.
 PYTEST := $(PY) -m pytest -n logical --dist loadfile
 
+# The 25 slowest tests are listed at the end: CI must stay well under 45 minutes on 2 cores, and they show where.
 test: setup browser lint docs-build
-	$(PYTEST)
+	$(PYTEST) --durations=25
 
 # About 12 minutes on 2 cores: no long searches, no browser, no PostgreSQL.
 test-fast: setup lint
