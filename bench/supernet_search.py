@@ -4,15 +4,17 @@ Run: .venv/bin/python bench/supernet_search.py [--budgets 9m,30m] [--seeds 0,1,2
                                               [--methods supernet,tpe,random] [--stop-after 3h]
 
 Per method, time budget and seed, one `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops
-8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a
-supernet run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet`, `tpe` today's
-default (every candidate proxy-trained) and `random` `--strategy random`. Per method and budget, mean and sd over
-seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of: candidates weighed (scored or
-trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained (FLOPs, proxy accuracy) front
+8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a supernet
+run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet` and as many
+`--supernet-epochs` as fit half the budget at about 5 minutes an epoch on 2 cores (9m: 1, 30m: 3; the default 6
+would run a 9-minute search for about half an hour, since a supernet's training does not stop at the budget), `tpe`
+today's default (every candidate proxy-trained) and `random` `--strategy random`. Per method and budget, mean and sd
+over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of: candidates weighed (scored
+or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained (FLOPs, proxy accuracy) front
 (FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test accuracy retrained with
-bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately: after each supernet
-run, a second search at 4M in the same folder reuses its stored supernet; its wall time and candidates weighed
-against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
+bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately: after each supernet run,
+a second search at 4M in the same folder reuses its stored supernet; its wall time and candidates weighed against
+the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
 about 6 minutes per winner and seed (30 winners x 2 seeds, 6 hours): about 9.5 hours. Results go to
@@ -49,6 +51,13 @@ TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--no-reference"]
 METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"], "tpe": ["--strategy", "tpe"],
            "random": ["--strategy", "random"]}
 OUT = HERE / "out" / "supernet_search"
+# One supernet epoch on the search's 4,000 training images at 32 px, 2 cores (4-6 minutes as measured).
+SUPERNET_EPOCH_SECONDS = 300
+
+
+def supernet_epochs(budget: str) -> int:
+    """The supernet epochs that fit half of a run's time budget: the other half scores and proxy-trains."""
+    return max(1, int(parse_duration(budget) / 2 // SUPERNET_EPOCH_SECONDS))
 METRICS = ("candidates", "best_reward", "hypervolume", "winner_test_accuracy")
 
 
@@ -89,6 +98,8 @@ def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     common = [*TASK, *METHODS[method], "--time-budget", budget, "--seed", str(seed)]
+    if method == "supernet":
+        common += ["--supernet-epochs", str(supernet_epochs(budget))]
     result = search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
     if method == "supernet":
         reuse = run_search(folder, [*common, "--target-flops", "4M"])
@@ -146,6 +157,7 @@ def main() -> int:
         results["summary"] = summarise(runs)
         results["setup"] = {"search": " ".join(["nas.search", *TASK, "--target-flops 8M"]),
                             "methods": {m: " ".join(a) for m, a in METHODS.items()},
+                            "supernet_epochs": {budget: supernet_epochs(budget) for budget in budgets},
                             "flops": "multiply-accumulates of conv and linear layers at 32 px"}
         write_json(args.out, {k: v for k, v in results.items() if k not in ("command", "date", "machine")})
 

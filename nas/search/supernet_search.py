@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from db import Database, supernets, trials
-from effnas.cli import UsageError
+from effnas.cli import UsageError, format_duration
 from effnas.records import Supernet, TrainingStatus
 from nas.evaluation.evaluator import error_line
 from nas.evaluation.supernet import SupernetEvaluator
@@ -86,6 +86,21 @@ def check_stored_supernet(db: Database, config: SearchConfig, data: TaskData) ->
         stored_weights(stored)
 
 
+def overrun_note(epochs_left: int, seconds_per_epoch: float, elapsed: float, time_budget: float | None) -> str | None:
+    """A note when the supernet's remaining epochs run the search past its time budget (which the supernet's
+    training does not stop at: a supernet cut short would be stored half-trained for every later search), with the
+    --supernet-epochs that trains one in about half the budget; None when it fits."""
+    if time_budget is None or elapsed + epochs_left * seconds_per_epoch <= time_budget:
+        return None
+    fitting = int(time_budget / 2 // seconds_per_epoch)
+    advice = (f"--supernet-epochs {fitting} trains one in about half of it" if fitting >= 1 else
+              "even one epoch takes more than half of it; give a longer --time-budget")
+    return (f"note: the supernet's {epochs_left} remaining epoch(s) take about "
+            f"{format_duration(epochs_left * seconds_per_epoch)}, so this search runs past its time budget "
+            f"({format_duration(time_budget)}); the supernet is stored, and later searches on this task reuse it "
+            f"whatever their target. On this machine {advice}.")
+
+
 def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Path) -> None:
     """Train (or continue) the supernet epoch by epoch, a checkpoint and a stored point after each."""
     db, events = study.db, study.events
@@ -95,6 +110,7 @@ def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Pat
         state, curve = load_checkpoint(checkpoint, trainer.device)
         trainer.load_state(state)
     epochs = trainer.recipe.epochs
+    warned = False
     while trainer.epoch < epochs:
         epoch_start = time.monotonic()
         trainer.train_epoch(on_step=lambda step, steps, loss: events.supernet_step(trainer.epoch + 1, epochs,
@@ -104,6 +120,10 @@ def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Pat
         save_checkpoint(checkpoint, trainer.state(), curve)
         supernets.record_epoch(db, stored.id, curve[-1], str(checkpoint))
         events.supernet_epoch(trainer.epoch, epochs, seconds * (epochs - trainer.epoch))
+        overrun = overrun_note(epochs - trainer.epoch, seconds, study.elapsed(), study.config.time_budget)
+        if overrun and not warned:
+            events.note(overrun)
+            warned = True
     weights = folder / WEIGHTS_NAME
     partial = weights.with_name(weights.name + ".partial")
     torch.save(trainer.model.state_dict(), partial)

@@ -19,7 +19,7 @@ import pytest
 from nas.evaluation.config import RewardConfig
 from nas.search.config import SearchConfig
 from nas.search.study import search_space
-from nas.search.supernet_search import near_chance_warning, supernet_definition, supernet_key
+from nas.search.supernet_search import near_chance_warning, overrun_note, supernet_definition, supernet_key
 from nas.training.config import ProxyConfig, TaskConfig
 from tests.search.test_search import TINY, run_search, trials
 
@@ -77,6 +77,18 @@ def test_a_supernet_scoring_its_paths_near_chance_is_called_close_to_random():
     assert "median accuracy 0.120 over 3 candidates, chance 0.100" in warning and "--supernet-epochs" in warning
     assert near_chance_warning([0.1, 0.5, 0.6], classes=10) is None
     assert near_chance_warning([0.3, 0.35], classes=2) is not None
+
+
+def test_a_supernet_that_will_run_the_search_past_its_time_budget_is_announced_with_epochs_that_fit():
+    """The default 9-minute search with 6 supernet epochs of about 4-6 minutes each on 2 cores (bench/
+    supernet_search.py's first run) would end after about 35 minutes without a word."""
+    note = overrun_note(epochs_left=5, seconds_per_epoch=100, elapsed=120, time_budget=540)
+    assert "5 remaining epoch(s) take about 8m20s" in note and "past its time budget (9m00s)" in note
+    assert "--supernet-epochs 2 trains one in about half of it" in note
+    slow = overrun_note(epochs_left=5, seconds_per_epoch=375, elapsed=400, time_budget=540)
+    assert "even one epoch takes more than half of it; give a longer --time-budget" in slow
+    assert overrun_note(epochs_left=2, seconds_per_epoch=100, elapsed=120, time_budget=540) is None
+    assert overrun_note(epochs_left=5, seconds_per_epoch=600, elapsed=120, time_budget=None) is None
 
 
 def test_a_second_target_reuses_the_stored_supernet(searched):
