@@ -226,6 +226,37 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
                       for name, other in r.get("other_tables", {}).items()))
 
 
+def supernet_search(r: dict[str, Any]) -> str:
+    """Each finished run of bench/supernet_search.py, then the per-method summary once winners are retrained."""
+    setup = r["setup"]
+    rows = []
+    for key, run in r["runs"].items():
+        method, budget, seed = key.split("/")
+        reference = run.get("reference", {})
+        reuse = run.get("reuse_at_4M")
+        rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]), str(run["proxy_trained"]),
+                     "" if run["best_reward"] is None else f"{run['best_reward']:.4f}", f"{run['hypervolume']:.3f}",
+                     f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
+                     f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed" if reuse else ""])
+    text = (f"`{setup['search']}`; methods: "
+            + "; ".join(f"{name}: `{args}`" for name, args in setup["methods"].items())
+            + ", with `--supernet-epochs` "
+            + ", ".join(f"{epochs} at {budget}" for budget, epochs in setup["supernet_epochs"].items())
+            + f". FLOPs: {setup['flops']}. Each run as it finished:\n\n"
+            + table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained",
+                     "best reward", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows))
+    summary = r.get("summary", {})
+    if summary:
+        summary_rows = [[key, str(row["seeds"]), *(mean_sd(row[metric], 3) for metric in
+                                                   ("candidates", "best_reward", "hypervolume",
+                                                    "winner_test_accuracy")),
+                         ", ".join(f"{metric} {p:.3g}" for metric, p in row.get("p_value_against_tpe", {}).items())]
+                        for key, row in summary.items()]
+        text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward", "hypervolume",
+                                  "winner's test accuracy", "one-sided Mann-Whitney p against tpe"], summary_rows)
+    return text
+
+
 def supernet_interference(by_budget: dict[str, Any]) -> str:
     """`--interference`: how paths of pinned sub-spaces score on their own supernets."""
     if not by_budget:
@@ -399,6 +430,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "export_int8": export_int8,
     "dashboard_pareto": dashboard_pareto, "training_memory": training_memory,
     "distributed_training": distributed_training, "supernet_fidelity": supernet_fidelity, "latency": latency,
+    "supernet_search": supernet_search,
     "nni_patches": nni_patches,
 }
 
