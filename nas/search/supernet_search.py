@@ -89,8 +89,8 @@ def check_stored_supernet(db: Database, config: SearchConfig, data: TaskData) ->
 def overrun_note(epochs_left: int, seconds_per_epoch: float, elapsed: float, time_budget: float | None) -> str | None:
     """A note when the supernet's remaining epochs run the search past its time budget (which the supernet's
     training does not stop at: a supernet cut short would be stored half-trained for every later search), with the
-    --supernet-epochs that trains one in about half the budget; None when it fits."""
-    if time_budget is None or elapsed + epochs_left * seconds_per_epoch <= time_budget:
+    --supernet-epochs that trains one in about half the budget; None when it fits or no epoch is left."""
+    if time_budget is None or epochs_left < 1 or elapsed + epochs_left * seconds_per_epoch <= time_budget:
         return None
     fitting = int(time_budget / 2 // seconds_per_epoch)
     advice = (f"--supernet-epochs {fitting} trains one in about half of it" if fitting >= 1 else

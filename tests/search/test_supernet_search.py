@@ -89,6 +89,8 @@ def test_a_supernet_that_will_run_the_search_past_its_time_budget_is_announced_w
     assert "even one epoch takes more than half of it; give a longer --time-budget" in slow
     assert overrun_note(epochs_left=2, seconds_per_epoch=100, elapsed=120, time_budget=540) is None
     assert overrun_note(epochs_left=5, seconds_per_epoch=600, elapsed=120, time_budget=None) is None
+    # Past the budget with no epoch left: the search's own note says no candidate is scored in this run.
+    assert overrun_note(epochs_left=0, seconds_per_epoch=600, elapsed=900, time_budget=540) is None
 
 
 def test_a_second_target_reuses_the_stored_supernet(searched):
