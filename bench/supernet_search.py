@@ -51,6 +51,7 @@ TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--no-reference"]
 METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"], "tpe": ["--strategy", "tpe"],
            "random": ["--strategy", "random"]}
 OUT = HERE / "out" / "supernet_search"
+METRICS = ("candidates", "best_reward", "hypervolume", "winner_test_accuracy")
 # One supernet epoch on the search's 4,000 training images at 32 px, 2 cores (4-6 minutes as measured).
 SUPERNET_EPOCH_SECONDS = 300
 
@@ -58,7 +59,6 @@ SUPERNET_EPOCH_SECONDS = 300
 def supernet_epochs(budget: str) -> int:
     """The supernet epochs that fit half of a run's time budget: the other half scores and proxy-trains."""
     return max(1, int(parse_duration(budget) / 2 // SUPERNET_EPOCH_SECONDS))
-METRICS = ("candidates", "best_reward", "hypervolume", "winner_test_accuracy")
 
 
 def run_search(folder: Path, args: list[str]) -> float:

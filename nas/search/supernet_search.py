@@ -120,8 +120,8 @@ def _train(study: Study, trainer: SupernetTrainer, stored: Supernet, folder: Pat
         save_checkpoint(checkpoint, trainer.state(), curve)
         supernets.record_epoch(db, stored.id, curve[-1], str(checkpoint))
         events.supernet_epoch(trainer.epoch, epochs, seconds * (epochs - trainer.epoch))
-        overrun = overrun_note(epochs - trainer.epoch, seconds, study.elapsed(), study.config.time_budget)
-        if overrun and not warned:
+        if not warned and (overrun := overrun_note(epochs - trainer.epoch, seconds, study.elapsed(),
+                                                   study.config.time_budget)):
             events.note(overrun)
             warned = True
     weights = folder / WEIGHTS_NAME
