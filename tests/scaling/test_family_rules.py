@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import NO_LATENCY, mnist_idx
+from helpers import NO_LATENCY, mnist_idx, run_main
 from nas.space.flops import count_flops
 from nas.space.spec import decode, efficientnet_b0, to_json
 from scaling.compound import (
@@ -122,10 +122,10 @@ def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longe
 ])
 def test_grow_bad_input_is_one_line_exit_2_and_the_database_unchanged(tmp_path, args, message):
     db = tmp_path / "b.db"
-    assert cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db),
-               cwd=tmp_path).returncode == 0
+    assert run_main("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db),
+                    cwd=tmp_path).returncode == 0
     before = dump(db)
-    result = cli("scaling.grow", "--baseline", "efficientnet-b0", *args, "--db", str(db), cwd=tmp_path)
+    result = run_main("scaling.grow", "--baseline", "efficientnet-b0", *args, "--db", str(db), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert dump(db) == before
@@ -264,8 +264,8 @@ def test_train_bad_seeds_and_members_are_one_line_and_the_database_unchanged(que
     for args, message in ((["--family", "2", "--seeds", "0,x"], "cannot read --seeds"),
                           (["--family", "2", "--seeds", "0,0"], "repeats a seed"),
                           (["--family", "2", "--members", "B7"], "has no member B7")):
-        result = cli("scaling.train", *args, "--dataset", "fashion-mnist", "--db", str(queue["db"]),
-                     cwd=queue["folder"])
+        result = run_main("scaling.train", *args, "--dataset", "fashion-mnist", "--db", str(queue["db"]),
+                          cwd=queue["folder"])
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert dump(queue["db"]) == before

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import NO_LATENCY
+from helpers import NO_LATENCY, run_main
 from nas.space.builder import build_model, network_layout
 from nas.space.flops import count_flops, count_params, measure_params
 from nas.space.search_space import SearchSpace
@@ -191,10 +191,10 @@ def test_onnx_matches_pytorch_on_the_same_weights(tmp_path):
 )
 def test_export_bad_input_exit_2(tmp_path, args, message):
     db = tmp_path / "b.db"
-    cli("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db), cwd=tmp_path,
-        check=True)
+    assert run_main("scaling.grow", "--baseline", "efficientnet-b0", "--phi-max", "1", *NO_LATENCY, "--db", str(db),
+                    cwd=tmp_path).returncode == 0
     (tmp_path / "afile").write_text("")
-    result = cli("scaling.export", *args, "--db", str(db), cwd=tmp_path)
+    result = run_main("scaling.export", *args, "--db", str(db), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
@@ -212,7 +212,7 @@ def test_export_bad_input_exit_2(tmp_path, args, message):
     ],
 )
 def test_grow_bad_input_exit_2_and_no_database(tmp_path, args, message):
-    result = cli("scaling.grow", *args, "--db", str(tmp_path / "none.db"), cwd=tmp_path)
+    result = run_main("scaling.grow", *args, "--db", str(tmp_path / "none.db"), cwd=tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "none.db").exists()
 

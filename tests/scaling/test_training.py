@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import mnist_idx, shuffled_digits
+from helpers import mnist_idx, run_main, shuffled_digits
 from nas.space.spec import decode, to_json
 from nas.training.config import DataError, TaskConfig
 from nas.training.data import load_task_data
@@ -183,7 +183,7 @@ def test_predict_classifies_image_files_with_a_trained_run(trained, tmp_path):
 def test_bad_input_exit_2_and_leaves_the_database_as_it_was(trained, tmp_path, args, message):
     db = trained["db"]
     before = table_dump(db)
-    result = cli("scaling.train", *args, "--db", str(db), cwd=tmp_path)
+    result = run_main("scaling.train", *args, "--db", str(db), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert table_dump(db) == before

@@ -12,6 +12,7 @@ from test_search import TINY, run_search, trials
 from db import open_database
 from db import trials as trial_store
 from effnas.records import TrialStatus
+from helpers import run_main
 from nas.evaluation.evaluator import Evaluator
 from nas.search.command import build_parser, config_from_args
 from nas.search.study import promoted, search_space
@@ -105,7 +106,7 @@ def test_a_halving_search_resumed_reaches_the_trials_of_an_uninterrupted_run(tmp
     (["--epochs", "1"], "--fidelity halving needs a proxy of at least 2 epochs"),
 ])
 def test_bad_halving_options_get_one_line_and_exit_2(tmp_path, options, message):
-    result = run_search(*HALVING, *options, db=tmp_path / "x.db", cwd=tmp_path)
+    result = run_main("nas.search", "--db", str(tmp_path / "x.db"), *HALVING, *options, cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "x.db").exists() or not trials(tmp_path / "x.db")

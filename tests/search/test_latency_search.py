@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from helpers import run_main
 from tests.search.test_search import TINY, run_search, trials
 
 # A few calibration networks keep the test short; the cap is wide since so few leave the fit loose.
@@ -78,7 +79,7 @@ def test_bad_latency_options_give_one_line_exit_2_and_no_database(tmp_path, args
     base = list(LATENCY)
     if args[0].startswith("--target-latency"):
         del base[:2]
-    result = run_search(*base, *args, db=db, cwd=tmp_path)
+    result = run_main("nas.search", "--db", str(db), *base, *args, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -86,7 +87,7 @@ def test_bad_latency_options_give_one_line_exit_2_and_no_database(tmp_path, args
 
 
 def test_neither_target_gives_one_line_exit_2(tmp_path):
-    result = run_search(*LATENCY[2:], db=tmp_path / "never.db", cwd=tmp_path)
+    result = run_main("nas.search", "--db", str(tmp_path / "never.db"), *LATENCY[2:], cwd=tmp_path)
     assert result.returncode == 2 and "give one target" in result.stderr
     assert not (tmp_path / "never.db").exists()
 

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from db.session import driver_url
+from helpers import run_main
 
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
 # Long enough per trial that a test can act while trial processes train.
@@ -20,8 +21,12 @@ SLOW = ["--epochs", "3", "--subset", "1500", "--proxy-resolution", "32", "--thre
 TRIAL_PROCESS = "nni.nas.execution.training_service"
 
 
+def search_args(db: str, *args: str) -> list[str]:
+    return ["--db", db, "--target-flops", "400M", "--strategy", "random", *args]
+
+
 def search_command(db: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "nas.search", "--db", db, "--target-flops", "400M", "--strategy", "random", *args]
+    return [sys.executable, "-m", "nas.search", *search_args(db, *args)]
 
 
 def run(command: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -231,7 +236,7 @@ def test_bad_parallel_options_give_one_line_exit_2_and_no_database(tmp_path, con
         path = tmp_path / "nni.yml"
         path.write_text(config)
         args += ["--nni-config", str(path)]
-    result = run(search_command("never.db", *args), work)
+    result = run_main("nas.search", *search_args("never.db", *args), cwd=work)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -258,7 +263,7 @@ def test_the_manager_listens_where_the_trial_machines_reach_it():
 
 
 def test_missing_nni_config_file_is_named(tmp_path):
-    result = run(search_command("never.db", "--nni-config", "absent.yml"), tmp_path)
+    result = run_main("nas.search", *search_args("never.db", "--nni-config", "absent.yml"), cwd=tmp_path)
     assert result.returncode == 2 and "cannot read --nni-config absent.yml" in result.stderr
     assert list(tmp_path.iterdir()) == []
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from effnas.cli import UsageError, parse_duration, parse_flops
+from helpers import run_main
 from nas.evaluation.pareto import pareto_front
 from nas.evaluation.reward import reward, reward_exponent
 from nas.search.progress import busy_machine_note
@@ -436,7 +437,7 @@ def test_grid_strategy_runs_on_a_pinned_space(tmp_path):
 )
 def test_bad_input_gives_one_line_exit_2_and_no_database(tmp_path, args, message):
     db = tmp_path / "never.db"
-    result = run_search(*args, db=db, cwd=tmp_path)
+    result = run_main("nas.search", "--db", str(db), *args, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_main
 from nas.evaluation.config import RewardConfig
 from nas.search.config import SearchConfig
 from nas.search.study import search_space
@@ -177,7 +178,7 @@ def test_supernet_training_killed_resumes_to_the_weights_of_an_uninterrupted_one
 )
 def test_bad_supernet_options_give_one_line_exit_2_and_no_database(tmp_path, args, message):
     db = tmp_path / "never.db"
-    result = run_search(*SUPERNET, *args, db=db, cwd=tmp_path)
+    result = run_main("nas.search", "--db", str(db), *SUPERNET, *args, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import mnist_idx
+from helpers import mnist_idx, run_main
 from nas.search.nni_internals import NNI_VERSION, NniVersionError, check_nni_version
 from nas.space.spec import decode, to_json
 from nas.training.config import TaskConfig, TrainingRecipe
@@ -117,8 +117,7 @@ def test_float_options_refuse_nan_and_infinity(tmp_path):
     for module, args in (("scaling.train", ["--baseline", "efficientnet-b0", "--lr", "nan"]),
                          ("nas.search", ["--target-flops", "8M", "--lr", "inf"]),
                          ("scaling.train", ["--baseline", "efficientnet-b0", "--weight-decay=-inf"])):
-        result = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=120, env={**os.environ, "EFFNAS_DB": ""})
+        result = run_main(module, *args, cwd=tmp_path)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "finite number" in result.stderr
 
