@@ -16,8 +16,8 @@ from db.session import driver_url
 from helpers import run_main
 
 TINY = ["--epochs", "1", "--subset", "300", "--proxy-resolution", "32", "--threads", "1"]
-# Long enough per trial that a test can act while trial processes train.
-SLOW = ["--epochs", "3", "--subset", "1500", "--proxy-resolution", "32", "--threads", "1"]
+# Long enough per trial (5-20 s on 2 cores) that a test can act while trial processes train.
+SLOW = ["--epochs", "1", "--subset", "1500", "--proxy-resolution", "32", "--threads", "1"]
 TRIAL_PROCESS = "nni.nas.execution.training_service"
 
 

@@ -16,13 +16,12 @@ import psutil
 import pytest
 from loopback_ssh import USER, loopback_machine, unavailable
 from sqlalchemy import create_engine, inspect
-from test_parallel import TINY, TRIAL_PROCESS, listening_addresses, rows, run, search_command, wait_for
+from test_parallel import SLOW, TINY, TRIAL_PROCESS, listening_addresses, rows, run, search_command, wait_for
 from test_search import make_cifar
 
 from db.session import driver_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-SLOW = ["--epochs", "2", "--subset", "1500", "--proxy-resolution", "32", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")

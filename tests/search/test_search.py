@@ -331,8 +331,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_redoes_the_interrupted_one(tmp_
     # Far more trials than the test waits for, so the search is still training when it is stopped; random search
     # proposes the same sequence whatever the trial budget, so the resume below can ask for exactly as many.
     args = [sys.executable, "-m", "nas.search", "--db", str(db), "--target-flops", "400M", "--trials", "40",
-            "--time-budget", "none", "--strategy", "random", "--no-reference", "--epochs", "3", "--subset", "1500",
-            "--threads", "1"]
+            "--time-budget", "none", "--strategy", "random", "--no-reference", *TINY]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         freeze_when(proc, db, lambda rows: any(r["status"] == "complete" for r in rows)
@@ -475,8 +474,7 @@ def test_resume_errors_leave_the_database_unchanged(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_resume_reaches_the_uninterrupted_result(tmp_path):
-    common = ["--target-flops", "400M", "--strategy", "random", "--no-reference", "--epochs", "2", "--subset", "800",
-              "--threads", "1"]
+    common = ["--target-flops", "400M", "--strategy", "random", "--no-reference", *TINY]
     db = tmp_path / "killed.db"
     proc = subprocess.Popen([sys.executable, "-m", "nas.search", "--db", str(db), *common, "--trials", "40",
                              "--time-budget", "none"], cwd=tmp_path, stdout=subprocess.DEVNULL,
