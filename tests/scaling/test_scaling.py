@@ -217,6 +217,12 @@ def test_grow_bad_input_exit_2_and_no_database(tmp_path, args, message):
     assert not (tmp_path / "none.db").exists()
 
 
+def test_python_m_scaling_grow_ends_bad_input_in_one_line_and_exit_2(tmp_path):
+    result = cli("scaling.grow", "--phi-max", "1", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
+    assert result.returncode == 2 and "exactly one baseline" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.db").exists()
+
+
 @pytest.mark.slow
 def test_search_export_json_and_csv(tmp_path):
     db = tmp_path / "x.db"
