@@ -20,7 +20,14 @@ from helpers import run_main
 from nas.evaluation.config import RewardConfig
 from nas.search.config import SearchConfig
 from nas.search.study import search_space
-from nas.search.supernet_search import near_chance_warning, overrun_note, supernet_definition, supernet_key
+from nas.search.supernet_search import (
+    near_chance_warning,
+    no_scoring_note,
+    overrun_note,
+    proxy_training_stop_note,
+    supernet_definition,
+    supernet_key,
+)
 from nas.training.config import ProxyConfig, TaskConfig
 from tests.search.test_search import TINY, run_search, trials
 
@@ -92,6 +99,23 @@ def test_a_supernet_that_will_run_the_search_past_its_time_budget_is_announced_w
     assert overrun_note(epochs_left=5, seconds_per_epoch=600, elapsed=120, time_budget=None) is None
     # Past the budget with no epoch left: the search's own note says no candidate is scored in this run.
     assert overrun_note(epochs_left=0, seconds_per_epoch=600, elapsed=900, time_budget=540) is None
+
+
+def test_a_supernet_that_leaves_no_time_to_score_says_how_the_budget_went():
+    """bench/supernet_search.py's 9-minute run: one epoch took 7m23s, and 2m15s are kept for the proxy trainings."""
+    note = no_scoring_note(elapsed=443, time_budget=540, held_back=135)
+    assert "took 7m23s of the 9m00s time budget" in note and "the last 2m15s are kept for proxy-training" in note
+    assert "--resume with a longer --time-budget" in note
+    assert no_scoring_note(elapsed=300, time_budget=540, held_back=135) is None
+
+
+def test_the_best_candidates_proxy_training_stops_where_the_next_would_pass_the_time_budget():
+    """bench/supernet_search.py's 9-minute run proxy-trained its best 3 for 7 minutes and ended after 15m48s."""
+    assert proxy_training_stop_note(done=0, best=3, last_seconds=0, elapsed=600, time_budget=540) is None
+    note = proxy_training_stop_note(done=1, best=3, last_seconds=140, elapsed=530, time_budget=540)
+    assert "proxy-trained 1 of the best 3" in note and "(the last took 2m20s)" in note and "9m00s" in note
+    assert proxy_training_stop_note(done=1, best=3, last_seconds=140, elapsed=300, time_budget=540) is None
+    assert proxy_training_stop_note(done=2, best=3, last_seconds=140, elapsed=900, time_budget=None) is None
 
 
 def test_a_second_target_reuses_the_stored_supernet(searched):
