@@ -104,8 +104,12 @@ def test_remote_trials_land_once_with_the_architectures_of_an_in_process_search(
     assert all(r["attempts"] == 1 for r in rows(pg_url))
     manager_log = "".join(path.read_text() for path in tmp_path.glob(".effnas/nni-experiments/*/log/nnimanager.log"))
     assert "SSH connection error" in manager_log
-    # NNI asked over a new connection whether the machine's trial keeper lived, and did not take it for dead.
-    assert "Trial keeper failed" not in manager_log
+    # When the keeper's channel stays lost, NNI asks over SSH whether the keeper lives; that check must run over a
+    # new connection (nni_manager_preload.js), or NNI takes a live keeper for dead. Under a loaded CI the keeper
+    # can also give up reconnecting on its own (NNI's Python client retries for about 10 s): NNI then finds its
+    # process gone, says so, and the rows above still match.
+    assert "Failed to check trail keeper status" not in manager_log  # sic: NNI's spelling
+    assert "Trial keeper failed" not in manager_log or "reason: 'Process" in manager_log
     # NNI uploaded effnas's code, not the folder the search was started from.
     assert not list(tmp_path.glob(".effnas/nni-experiments/trial-code-*"))
     # The machine's Python ran the trials and was never asked to install anything.
