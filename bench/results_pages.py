@@ -10,6 +10,7 @@ nothing and exits 1 naming every table or figure that differs from what the JSON
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -222,12 +223,13 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
             + table(["scorer", "tau vs seed 0", "tau vs two-seed mean", "per supernet epoch", "per candidate",
                      "measured by"], rows)
             + supernet_interference(r.get("interference", {}))
+            + supernet_paths(r.get("paths", {}))
             + "".join(f"\n\nOn `{name}`:\n\n" + supernet_fidelity(other)
                       for name, other in r.get("other_tables", {}).items()))
 
 
 def supernet_search(r: dict[str, Any]) -> str:
-    """Each finished run of bench/supernet_search.py, then the per-method summary once winners are retrained."""
+    """Each finished run of bench/supernet_search.py, then the per-method summary over them."""
     setup = r["setup"]
     rows = []
     for key, run in r["runs"].items():
@@ -247,9 +249,9 @@ def supernet_search(r: dict[str, Any]) -> str:
                      "best reward", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows))
     summary = r.get("summary", {})
     if summary:
-        summary_rows = [[key, str(row["seeds"]), *(mean_sd(row[metric], 3) for metric in
-                                                   ("candidates", "best_reward", "hypervolume",
-                                                    "winner_test_accuracy")),
+        summary_rows = [[key, str(row["seeds"]), *(mean_sd(row[metric], 3) if metric in row else "none yet"
+                                                   for metric in ("candidates", "best_reward", "hypervolume",
+                                                                  "winner_test_accuracy")),
                          ", ".join(f"{metric} {p:.3g}" for metric, p in row.get("p_value_against_tpe", {}).items())]
                         for key, row in summary.items()]
         text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward", "hypervolume",
@@ -269,6 +271,31 @@ def supernet_interference(by_budget: dict[str, Any]) -> str:
             "same budget.\n\n"
             + table(["supernet budget", "sub-space", "paths", "accuracy (mean +- sd)", "range", "per supernet epoch",
                      "measured by"], rows))
+
+
+def supernet_paths(by_budget: dict[str, Any]) -> str:
+    """`--paths`: the sandwich's own paths against the rest, and where a scoring's seconds go."""
+    if not by_budget:
+        return ""
+    text = ""
+    for budget, r in by_budget.items():
+        rows = [[name, f"{row['accuracy']:.3f}", millions(row["flops"]), f"{row['recalibration_seconds']:.2f} s",
+                 f"{row['validation_seconds']:.2f} s"]
+                for name, row in r["paths"].items() if not name.startswith("uniform")]
+        uniform = [row for name, row in r["paths"].items() if name.startswith("uniform")]
+        spread = r["uniform_accuracy"]
+        rows.append([f"{len(uniform)} drawn uniformly", f"{spread['mean']:.3f} +- {spread['sd']:.3f}",
+                     f"{millions(min(row['flops'] for row in uniform))}-"
+                     f"{millions(max(row['flops'] for row in uniform))}",
+                     f"{statistics.median(row['recalibration_seconds'] for row in uniform):.2f} s (median)",
+                     f"{statistics.median(row['validation_seconds'] for row in uniform):.2f} s (median)"])
+        text += (f"\n\nPaths (`--paths`) on the whole-space supernet of {budget.split()[0]} epoch(s) "
+                 f"({r['seconds_per_epoch']:.0f} s per epoch): the two the sandwich rule trains every step against "
+                 f"the rest. A scoring is one forward pass over {r['images_per_candidate']:,} images (BatchNorm "
+                 f"re-estimation, then validation), at a median {r['gmacs_per_second']:.1f} G multiply-accumulates "
+                 f"per second. `{r['command']}`\n\n"
+                 + table(["path", "accuracy", "FLOPs", "BatchNorm re-estimation", "validation"], rows))
+    return text
 
 
 def surrogate_winners(r: dict[str, Any]) -> str:

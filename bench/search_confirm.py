@@ -280,7 +280,7 @@ def train_winners(todo: list[tuple[str, int, dict[str, Any]]], workers: int, dea
                   trained: Callable[[str, int, float], None]) -> None:
     """Each (key, seed, architecture) of `todo` trained with the reference recipe, `workers` at a time in spawned
     processes sharing the cores; none is started after `deadline`, the ones running then finish."""
-    if not todo:
+    if not todo or time.monotonic() >= deadline:
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     waiting = list(todo)

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-transform] [--limit N] [--table PATH]
      .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
+     .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1]
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
 supernet --supernet-epochs N` trains it (the table's task: Fashion-MNIST, 32 px, the stem stride its search gets,
@@ -22,6 +23,11 @@ minutes per scoring of the 404 entries; 1,2,4 takes about 1.5 hours. Results: be
 it trains the supernet of the sub-space at the same budget and scores 15 paths drawn uniformly from it. A
 sub-space whose paths score far above the whole space's shows which choices' weights interfere. About 5 minutes
 per sub-space and epoch on 2 cores.
+
+`--paths` asks whether the supernet learned at all and where a candidate's scoring time goes: on the whole-space
+supernet of the first budget it scores the two paths the sandwich rule trains every step (the largest on the
+labels, the smallest distilled), EfficientNet-B0's path and 15 paths drawn uniformly, each with its FLOPs and the
+seconds of its BatchNorm re-estimation and of its validation apart. About 2 minutes beside the supernet's training.
 
 `--table PATH` measures on another evaluation table (one of a pinned sub-space, made by bench/evaluation_table.py
 with `-- ... --fix ...`); its results go under `other_tables` in the same JSON, its supernets under a folder of
@@ -141,6 +147,45 @@ def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator
         yield name, row
 
 
+def sandwich_paths(config, data, space, epochs: int, log) -> dict[str, Any]:
+    """On the whole-space supernet of `epochs` epochs: per path (the sandwich's largest and smallest,
+    EfficientNet-B0's, INTERFERENCE_PATHS uniform draws) its accuracy, FLOPs and the seconds of its BatchNorm
+    re-estimation and of its validation, timed apart as `SupernetTrainer.path_accuracy` runs them."""
+    import torch
+
+    from nas.space.flops import count_flops
+    from nas.space.supernet import extreme_samples
+
+    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, False, log)
+    largest, smallest = extreme_samples(space)
+    generator = torch.Generator().manual_seed(0)
+    samples = {"largest (sandwich, on the labels)": largest, "smallest (sandwich, distilled)": smallest,
+               "EfficientNet-B0": space.b0_sample(),
+               **{f"uniform {index + 1}": trainer.random_sample(generator) for index in range(INTERFERENCE_PATHS)}}
+    paths = {}
+    for name, sample in samples.items():
+        spec = space.decode(sample)
+        network = trainer.path_network(spec)
+        start = time.perf_counter()
+        trainer.recalibrate(network, config.supernet.calibration_images)
+        recalibrated = time.perf_counter()
+        accuracy = trainer.accuracy(network, data.val)
+        paths[name] = {"accuracy": accuracy, "flops": count_flops(spec),
+                       "recalibration_seconds": recalibrated - start,
+                       "validation_seconds": time.perf_counter() - recalibrated}
+        log(f"{name}: {accuracy:.3f}, {paths[name]['flops'] / 1e6:.1f}M FLOPs")
+    uniform = [row for name, row in paths.items() if name.startswith("uniform")]
+    images = config.supernet.calibration_images + len(data.val)
+    seconds = [row["recalibration_seconds"] + row["validation_seconds"] for row in uniform]
+    return {"paths": paths, "seconds_per_epoch": epoch_seconds, "images_per_candidate": images,
+            "uniform_accuracy": {"mean": statistics.mean(row["accuracy"] for row in uniform),
+                                 "sd": statistics.stdev(row["accuracy"] for row in uniform)},
+            # Scoring is a forward pass over `images` images: its speed in multiply-accumulates per second says
+            # whether the time goes to the network's arithmetic or to overhead around it.
+            "gmacs_per_second": statistics.median(row["flops"] * images / s / 1e9
+                                                  for row, s in zip(uniform, seconds))}
+
+
 def budget_result(entries: list[dict[str, Any]], scores: list[float], seconds: list[float],
                   epoch_seconds: float) -> dict[str, Any]:
     seed0 = [entry["accuracy"]["0"] for entry in entries]
@@ -177,6 +222,8 @@ def main() -> None:
     parser.add_argument("--kernel-transform", action="store_true", help="with OFA's learned kernel transform")
     parser.add_argument("--interference", action="store_true",
                         help="score paths of pinned sub-spaces on their own supernets (at the first budget)")
+    parser.add_argument("--paths", action="store_true",
+                        help="score the sandwich's own paths, B0's and uniform draws, timing each scoring's parts")
     parser.add_argument("--limit", type=int, help="score only the first N table entries (a quick look)")
     parser.add_argument("--table", type=Path, default=TABLE, help="the evaluation table (bench/evaluation_table.json)")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
@@ -202,6 +249,11 @@ def main() -> None:
     def log(text: str) -> None:
         print(f"[supernet_fidelity {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
+    if args.paths:
+        results.setdefault("paths", {})[f"{budgets[0]} epochs"] = {
+            **sandwich_paths(config, data, space, budgets[0], log), "command": command}
+        write_json(args.out, results)
+        return
     if args.interference:
         measured = results.setdefault("interference", {}).setdefault(f"{budgets[0]} epochs", {})
         for name, row in interference(config, data, budgets[0], log, set(measured)):

@@ -108,24 +108,29 @@ def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
 
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per method and budget, over the finished runs: candidates weighed and hypervolume (0 for a run that
+    proxy-trained nothing), the best reward of runs with a winner, the winner's test accuracy of runs whose winner
+    is retrained at every reference seed; a metric's p against tpe once both have two values."""
     values: dict[str, dict[str, list[float]]] = {}
     for key, run in runs.items():
         method, budget, _ = key.split("/")
-        if run["winner"] is None or len(run.get("reference", {})) < len(REFERENCE_SEEDS):
-            continue
         row = values.setdefault(f"{method}/{budget}", {metric: [] for metric in METRICS})
-        for metric in METRICS[:3]:
-            row[metric].append(run[metric])
-        row["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
+        row["candidates"].append(run["candidates"])
+        row["hypervolume"].append(run["hypervolume"])
+        if run["winner"] is not None:
+            row["best_reward"].append(run["best_reward"])
+        if len(run.get("reference", {})) == len(REFERENCE_SEEDS):
+            row["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
     summary: dict[str, Any] = {}
     for key, row in values.items():
         method, budget = key.split("/")
-        summary[key] = {"seeds": len(row["candidates"]), **{metric: mean_sd(v) for metric, v in row.items()}}
+        summary[key] = {"seeds": len(row["candidates"]),
+                        **{metric: mean_sd(v) for metric, v in row.items() if v}}
         baseline = values.get(f"tpe/{budget}")
-        if method != "tpe" and baseline and len(baseline["candidates"]) > 1 and len(row["candidates"]) > 1:
+        if method != "tpe" and baseline:
             summary[key]["p_value_against_tpe"] = {
                 metric: float(mannwhitneyu(row[metric], baseline[metric], alternative="greater").pvalue)
-                for metric in METRICS}
+                for metric in METRICS if len(row[metric]) > 1 and len(baseline[metric]) > 1}
     return summary
 
 
@@ -171,6 +176,7 @@ def main() -> int:
                 print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
                       flush=True)
                 save()
+    save()
     todo = [(key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
             for reference_seed in REFERENCE_SEEDS if str(reference_seed) not in run["reference"]]
 
