@@ -249,9 +249,15 @@ def supernet_search(r: dict[str, Any]) -> str:
                      "best reward", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows))
     summary = r.get("summary", {})
     if summary:
-        summary_rows = [[key, str(row["seeds"]), *(mean_sd(row[metric], 3) if metric in row else "none yet"
-                                                   for metric in ("candidates", "best_reward", "hypervolume",
-                                                                  "winner_test_accuracy")),
+        def cell(row: dict[str, Any], metric: str) -> str:
+            if metric not in row:
+                return "none yet"
+            runs = len(row[metric]["values"])
+            return mean_sd(row[metric], 3) + ("" if runs == row["seeds"] else f" ({runs} of them)")
+
+        summary_rows = [[key, str(row["seeds"]), *(cell(row, metric) for metric in
+                                                   ("candidates", "best_reward", "hypervolume",
+                                                    "winner_test_accuracy")),
                          ", ".join(f"{metric} {p:.3g}" for metric, p in row.get("p_value_against_tpe", {}).items())]
                         for key, row in summary.items()]
         text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward", "hypervolume",
