@@ -224,6 +224,7 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
                      "measured by"], rows)
             + supernet_interference(r.get("interference", {}))
             + supernet_paths(r.get("paths", {}))
+            + supernet_dimensions(r.get("dimensions", {}))
             + "".join(f"\n\nOn `{name}`:\n\n" + supernet_fidelity(other)
                       for name, other in r.get("other_tables", {}).items()))
 
@@ -277,6 +278,23 @@ def supernet_interference(by_budget: dict[str, Any]) -> str:
             "same budget.\n\n"
             + table(["supernet budget", "sub-space", "paths", "accuracy (mean +- sd)", "range", "per supernet epoch",
                      "measured by"], rows))
+
+
+def supernet_dimensions(by_budget: dict[str, Any]) -> str:
+    """`--dimensions`: the sandwich's paths with one dimension moved in every stage, per supernet measured."""
+    if not by_budget:
+        return ""
+    columns = [(budget, base) for budget in sorted(by_budget, key=lambda key: int(key.split()[0]))
+               for base in ("largest", "smallest")]
+    probes = list(dict.fromkeys(probe for budget, base in columns for probe in by_budget[budget]["paths"][base]))
+    rows = [[probe, *(f"{by_budget[budget]['paths'][base][probe]:.3f}"
+                      if probe in by_budget[budget]["paths"][base] else "" for budget, base in columns)]
+            for probe in probes]
+    return ("\n\nSharing, dimension by dimension (`--dimensions`): the sandwich's largest and smallest paths, then "
+            "each with one dimension moved to another value in every stage, on the whole-space supernet. Measured "
+            "by " + "; ".join(f"`{r['command']}`" for r in by_budget.values()) + ".\n\n"
+            + table(["path", *(f"{base}, {budget.replace(' epochs', ' epoch(s)')}" for budget, base in columns)],
+                    rows))
 
 
 def supernet_paths(by_budget: dict[str, Any]) -> str:

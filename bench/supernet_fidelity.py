@@ -3,6 +3,7 @@
 Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-transform] [--limit N] [--table PATH]
      .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
      .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1]
+     .venv/bin/python bench/supernet_fidelity.py --dimensions [--budgets 4] [--kernel-transform]
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
 supernet --supernet-epochs N` trains it (the table's task: Fashion-MNIST, 32 px, the stem stride its search gets,
@@ -28,6 +29,11 @@ per sub-space and epoch on 2 cores.
 supernet of the first budget it scores the two paths the sandwich rule trains every step (the largest on the
 labels, the smallest distilled), EfficientNet-B0's path and 15 paths drawn uniformly, each with its FLOPs and the
 seconds of its BatchNorm re-estimation and of its validation apart. About 2 minutes beside the supernet's training.
+
+`--dimensions` asks which kind of sharing fails: on the whole-space supernet of the first budget, it scores the
+sandwich's largest and smallest paths, then each with one dimension set to each of its other values in every stage
+(narrower, the other kernel, no SE, fewer layers, no skip, another block type). A path whose score falls far below
+its sandwich path's shows a sharing the training does not serve. About 2 minutes beside the supernet's training.
 
 `--table PATH` measures on another evaluation table (one of a pinned sub-space, made by bench/evaluation_table.py
 with `-- ... --fix ...`); its results go under `other_tables` in the same JSON, its supernets under a folder of
@@ -186,6 +192,28 @@ def sandwich_paths(config, data, space, epochs: int, log) -> dict[str, Any]:
                                                   for row, s in zip(uniform, seconds))}
 
 
+def dimension_probes(config, data, space, epochs: int, kernel_transform: bool, log) -> dict[str, Any]:
+    """On the whole-space supernet of `epochs` epochs: the sandwich's largest and smallest paths, and each of
+    them with one dimension moved to each of its other values in every stage, with their accuracies."""
+    from nas.space.supernet import extreme_samples
+
+    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log)
+    choices = dict(space.choices())
+    probes: dict[str, dict[str, float]] = {}
+    for name, base in zip(("largest", "smallest"), extreme_samples(space)):
+        row = {"sandwich path": trainer.path_accuracy(space.decode(base))}
+        for dimension in dict.fromkeys(label.split("_", 1)[1] for label in base):
+            labels = [label for label in base if label.endswith(f"_{dimension}")]
+            values = dict.fromkeys(value for label in labels for value in choices[label])
+            for value in values:
+                moved = {**base, **{label: value for label in labels if value in choices[label]}}
+                if moved != base:
+                    row[f"{dimension}={value}"] = trainer.path_accuracy(space.decode(moved))
+                    log(f"{name}, {dimension}={value}: {row[f'{dimension}={value}']:.3f}")
+        probes[name] = row
+    return {"paths": probes, "seconds_per_epoch": epoch_seconds}
+
+
 def budget_result(entries: list[dict[str, Any]], scores: list[float], seconds: list[float],
                   epoch_seconds: float) -> dict[str, Any]:
     seed0 = [entry["accuracy"]["0"] for entry in entries]
@@ -224,6 +252,8 @@ def main() -> None:
                         help="score paths of pinned sub-spaces on their own supernets (at the first budget)")
     parser.add_argument("--paths", action="store_true",
                         help="score the sandwich's own paths, B0's and uniform draws, timing each scoring's parts")
+    parser.add_argument("--dimensions", action="store_true",
+                        help="score the sandwich's paths with one dimension moved, to see which sharing fails")
     parser.add_argument("--limit", type=int, help="score only the first N table entries (a quick look)")
     parser.add_argument("--table", type=Path, default=TABLE, help="the evaluation table (bench/evaluation_table.json)")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
@@ -252,6 +282,12 @@ def main() -> None:
     if args.paths:
         results.setdefault("paths", {})[f"{budgets[0]} epochs"] = {
             **sandwich_paths(config, data, space, budgets[0], log), "command": command}
+        write_json(args.out, results)
+        return
+    if args.dimensions:
+        key = f"{budgets[0]} epochs, kernel {kind}"
+        results.setdefault("dimensions", {})[key] = {
+            **dimension_probes(config, data, space, budgets[0], args.kernel_transform, log), "command": command}
         write_json(args.out, results)
         return
     if args.interference:
