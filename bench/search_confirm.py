@@ -284,6 +284,8 @@ def train_winners(todo: list[tuple[str, int, dict[str, Any]]], workers: int, dea
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
     waiting = list(todo)
+    started = time.monotonic()
+    print(f"retraining {len(todo)} winner runs with the reference recipe, {workers} at a time", flush=True)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_start_reference_worker, initargs=(threads,)) as pool:
         running: dict[Future, tuple[str, int]] = {}
@@ -295,7 +297,12 @@ def train_winners(todo: list[tuple[str, int, dict[str, Any]]], workers: int, dea
                 return
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                trained(*running.pop(future), future.result())
+                key, seed = running.pop(future)
+                trained(key, seed, future.result())
+                finished = len(todo) - len(waiting) - len(running)
+                left = (time.monotonic() - started) / finished * (len(todo) - finished) / 60
+                print(f"winner runs: {finished}/{len(todo)} done ({key}, seed {seed}), ~{left:.0f} min left",
+                      flush=True)
 
 
 if __name__ == "__main__":
