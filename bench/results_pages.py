@@ -313,7 +313,7 @@ def supernet_paths(by_budget: dict[str, Any]) -> str:
                      f"{millions(max(row['flops'] for row in uniform))}",
                      f"{statistics.median(row['recalibration_seconds'] for row in uniform):.2f} s (median)",
                      f"{statistics.median(row['validation_seconds'] for row in uniform):.2f} s (median)"])
-        text += (f"\n\nPaths (`--paths`) on the whole-space supernet of {budget.split()[0]} epoch(s) "
+        text += (f"\n\nPaths (`--paths`) on the whole-space supernet of {budget.replace(' epochs', ' epoch(s)')} "
                  f"({r['seconds_per_epoch']:.0f} s per epoch): the two the sandwich rule trains every step against "
                  f"the rest. A scoring is one forward pass over {r['images_per_candidate']:,} images (BatchNorm "
                  f"re-estimation, then validation), at a median {r['gmacs_per_second']:.1f} G multiply-accumulates "

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-transform] [--limit N] [--table PATH]
      .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
-     .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1]
+     .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1] [--kernel-transform]
      .venv/bin/python bench/supernet_fidelity.py --dimensions [--budgets 4] [--kernel-transform]
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
@@ -153,7 +153,7 @@ def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator
         yield name, row
 
 
-def sandwich_paths(config, data, space, epochs: int, log) -> dict[str, Any]:
+def sandwich_paths(config, data, space, epochs: int, kernel_transform: bool, log) -> dict[str, Any]:
     """On the whole-space supernet of `epochs` epochs: per path (the sandwich's largest and smallest,
     EfficientNet-B0's, INTERFERENCE_PATHS uniform draws) its accuracy, FLOPs and the seconds of its BatchNorm
     re-estimation and of its validation, timed apart as `SupernetTrainer.path_accuracy` runs them."""
@@ -162,7 +162,7 @@ def sandwich_paths(config, data, space, epochs: int, log) -> dict[str, Any]:
     from nas.space.flops import count_flops
     from nas.space.supernet import extreme_samples
 
-    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, False, log)
+    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log)
     largest, smallest = extreme_samples(space)
     generator = torch.Generator().manual_seed(0)
     samples = {"largest (sandwich, on the labels)": largest, "smallest (sandwich, distilled)": smallest,
@@ -280,8 +280,9 @@ def main() -> None:
         print(f"[supernet_fidelity {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     if args.paths:
-        results.setdefault("paths", {})[f"{budgets[0]} epochs"] = {
-            **sandwich_paths(config, data, space, budgets[0], log), "command": command}
+        key = f"{budgets[0]} epochs" + (", kernel transform" if args.kernel_transform else "")
+        results.setdefault("paths", {})[key] = {
+            **sandwich_paths(config, data, space, budgets[0], args.kernel_transform, log), "command": command}
         write_json(args.out, results)
         return
     if args.dimensions:
