@@ -314,8 +314,10 @@ def supernet_paths(by_budget: dict[str, Any]) -> str:
                      f"{statistics.median(row['recalibration_seconds'] for row in uniform):.2f} s (median)",
                      f"{statistics.median(row['validation_seconds'] for row in uniform):.2f} s (median)"])
         text += (f"\n\nPaths (`--paths`) on the whole-space supernet of {budget.replace(' epochs', ' epoch(s)')} "
-                 f"({r['seconds_per_epoch']:.0f} s per epoch): the two the sandwich rule trains every step against "
-                 f"the rest. A scoring is one forward pass over {r['images_per_candidate']:,} images (BatchNorm "
+                 f"({r['seconds_per_epoch']:.0f} s per epoch): "
+                 + ("the sandwich's two paths, which this training treats as any other, against the rest"
+                    if "uniform sampling" in budget else "the two the sandwich rule trains every step against the rest")
+                 + f". A scoring is one forward pass over {r['images_per_candidate']:,} images (BatchNorm "
                  f"re-estimation, then validation), at a median {r['gmacs_per_second']:.1f} G multiply-accumulates "
                  f"per second. `{r['command']}`\n\n"
                  + table(["path", "accuracy", "FLOPs", "BatchNorm re-estimation", "validation"], rows))

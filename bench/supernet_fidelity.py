@@ -4,6 +4,7 @@ Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-tra
      .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
      .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1] [--kernel-transform]
      .venv/bin/python bench/supernet_fidelity.py --dimensions [--budgets 4] [--kernel-transform]
+     any of these with --uniform-paths N: the supernet trained by single-path one-shot's rule instead
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
 supernet --supernet-epochs N` trains it (the table's task: Fashion-MNIST, 32 px, the stem stride its search gets,
@@ -35,6 +36,10 @@ sandwich's largest and smallest paths, then each with one dimension set to each 
 (narrower, the other kernel, no SE, fewer layers, no skip, another block type). A path whose score falls far below
 its sandwich path's shows a sharing the training does not serve. About 2 minutes beside the supernet's training.
 
+`--uniform-paths N` trains the supernet without the sandwich: each step trains N uniform draws on the labels, as
+single-path one-shot (SPOS) does, so every step's compute goes to the paths a search scores. Its results sit under
+keys that say so, its supernets in folders of their own.
+
 `--table PATH` measures on another evaluation table (one of a pinned sub-space, made by bench/evaluation_table.py
 with `-- ... --fix ...`); its results go under `other_tables` in the same JSON, its supernets under a folder of
 its own.
@@ -47,6 +52,7 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -75,17 +81,42 @@ def table_task(table: dict[str, Any]):
     return config, data, search_space(config, data.num_classes, data.in_channels)
 
 
-def trained_supernet(config, data, space, epochs: int, kernel_transform: bool, log,
-                     folder: Path = OUT) -> tuple[Any, float]:
-    """The supernet of `epochs` epochs (continued from its checkpoint) and its seconds per epoch."""
-    from dataclasses import replace
+def uniform_trainer(space, data, proxy, supernet):
+    """A supernet trainer that replaces the sandwich rule by single-path one-shot's: each step trains
+    `supernet.random_paths` uniform draws on the labels, with no largest path and no distillation."""
+    import torch
+    import torch.nn.functional as F
 
+    from nas.training.supernet import SupernetTrainer
+
+    class UniformSupernetTrainer(SupernetTrainer):
+        def backward(self, images, labels, step):
+            losses = []
+            for _ in range(self.config.random_paths):
+                with self._autocast():
+                    loss = F.cross_entropy(self.model(images, self.random_path()), labels)
+                self.check_finite(loss, step)
+                loss.backward()
+                losses.append(loss.detach())
+            return torch.stack(losses).mean()
+
+    return UniformSupernetTrainer(space, data, proxy, supernet)
+
+
+def trained_supernet(config, data, space, epochs: int, kernel_transform: bool, log, folder: Path = OUT,
+                     uniform_paths: int | None = None) -> tuple[Any, float]:
+    """The supernet of `epochs` epochs (continued from its checkpoint) and its seconds per epoch; sandwich-trained,
+    or with `uniform_paths` uniform draws per step on the labels."""
     from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from nas.training.supernet import SupernetTrainer
 
     supernet = replace(config.supernet, epochs=epochs, kernel_transform=kernel_transform)
-    trainer = SupernetTrainer(space, data, config.proxy, supernet)
-    folder = folder / f"e{epochs}{'-transform' if kernel_transform else ''}"
+    if uniform_paths:
+        trainer = uniform_trainer(space, data, config.proxy, replace(supernet, random_paths=uniform_paths))
+    else:
+        trainer = SupernetTrainer(space, data, config.proxy, supernet)
+    sampling = f"-uniform{uniform_paths}" if uniform_paths else ""
+    folder = folder / f"e{epochs}{'-transform' if kernel_transform else ''}{sampling}"
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint = folder / CHECKPOINT_NAME
     curve: list[dict[str, Any]] = []
@@ -130,8 +161,6 @@ INTERFERENCE_PATHS = 15
 def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Per sub-space not yet `measured`: the accuracy of paths drawn uniformly from it on its own supernet of
     `epochs` epochs."""
-    from dataclasses import replace
-
     import torch
 
     from nas.search.study import search_space
@@ -153,7 +182,8 @@ def interference(config, data, epochs: int, log, measured: set[str]) -> Iterator
         yield name, row
 
 
-def sandwich_paths(config, data, space, epochs: int, kernel_transform: bool, log) -> dict[str, Any]:
+def sandwich_paths(config, data, space, epochs: int, kernel_transform: bool, log,
+                   uniform_paths: int | None = None) -> dict[str, Any]:
     """On the whole-space supernet of `epochs` epochs: per path (the sandwich's largest and smallest,
     EfficientNet-B0's, INTERFERENCE_PATHS uniform draws) its accuracy, FLOPs and the seconds of its BatchNorm
     re-estimation and of its validation, timed apart as `SupernetTrainer.path_accuracy` runs them."""
@@ -162,10 +192,12 @@ def sandwich_paths(config, data, space, epochs: int, kernel_transform: bool, log
     from nas.space.flops import count_flops
     from nas.space.supernet import extreme_samples
 
-    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log)
+    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log,
+                                              uniform_paths=uniform_paths)
     largest, smallest = extreme_samples(space)
     generator = torch.Generator().manual_seed(0)
-    samples = {"largest (sandwich, on the labels)": largest, "smallest (sandwich, distilled)": smallest,
+    trained = ("not trained as such", "not trained as such") if uniform_paths else ("on the labels", "distilled")
+    samples = {f"largest (sandwich, {trained[0]})": largest, f"smallest (sandwich, {trained[1]})": smallest,
                "EfficientNet-B0": space.b0_sample(),
                **{f"uniform {index + 1}": trainer.random_sample(generator) for index in range(INTERFERENCE_PATHS)}}
     paths = {}
@@ -192,12 +224,14 @@ def sandwich_paths(config, data, space, epochs: int, kernel_transform: bool, log
                                                   for row, s in zip(uniform, seconds))}
 
 
-def dimension_probes(config, data, space, epochs: int, kernel_transform: bool, log) -> dict[str, Any]:
+def dimension_probes(config, data, space, epochs: int, kernel_transform: bool, log,
+                     uniform_paths: int | None = None) -> dict[str, Any]:
     """On the whole-space supernet of `epochs` epochs: the sandwich's largest and smallest paths, and each of
     them with one dimension moved to each of its other values in every stage, with their accuracies."""
     from nas.space.supernet import extreme_samples
 
-    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log)
+    trainer, epoch_seconds = trained_supernet(config, data, space, epochs, kernel_transform, log,
+                                              uniform_paths=uniform_paths)
     choices = dict(space.choices())
     probes: dict[str, dict[str, float]] = {}
     for name, base in zip(("largest", "smallest"), extreme_samples(space)):
@@ -254,6 +288,9 @@ def main() -> None:
                         help="score the sandwich's own paths, B0's and uniform draws, timing each scoring's parts")
     parser.add_argument("--dimensions", action="store_true",
                         help="score the sandwich's paths with one dimension moved, to see which sharing fails")
+    parser.add_argument("--uniform-paths", type=int, metavar="N",
+                        help="train the supernet by single-path one-shot's rule instead of the sandwich: N uniform "
+                        "draws per step on the labels")
     parser.add_argument("--limit", type=int, help="score only the first N table entries (a quick look)")
     parser.add_argument("--table", type=Path, default=TABLE, help="the evaluation table (bench/evaluation_table.json)")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
@@ -267,9 +304,10 @@ def main() -> None:
     main_table = table_path == TABLE
     section = results if main_table else results.setdefault("other_tables", {}).setdefault(name, {})
     folder = OUT if main_table else OUT / table_path.stem
-    kind = "transform" if args.kernel_transform else "centre"
-    done = section.setdefault("budgets", {}).setdefault(kind, {})
     config, data, space = table_task(table)
+    variant = f", uniform sampling of {args.uniform_paths} paths" if args.uniform_paths else ""
+    kind = ("transform" if args.kernel_transform else "centre") + variant
+    done = section.setdefault("budgets", {}).setdefault(kind, {})
     # The file's provenance names the last run; each part keeps the command that measured it.
     command = " ".join(["bench/supernet_fidelity.py", *sys.argv[1:]])
     section.update(table=name, task=table["setup"]["search"], stem_stride=space.stem_stride,
@@ -280,15 +318,17 @@ def main() -> None:
         print(f"[supernet_fidelity {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
     if args.paths:
-        key = f"{budgets[0]} epochs" + (", kernel transform" if args.kernel_transform else "")
+        key = f"{budgets[0]} epochs" + (", kernel transform" if args.kernel_transform else "") + variant
         results.setdefault("paths", {})[key] = {
-            **sandwich_paths(config, data, space, budgets[0], args.kernel_transform, log), "command": command}
+            **sandwich_paths(config, data, space, budgets[0], args.kernel_transform, log, args.uniform_paths),
+            "command": command}
         write_json(args.out, results)
         return
     if args.dimensions:
         key = f"{budgets[0]} epochs, kernel {kind}"
         results.setdefault("dimensions", {})[key] = {
-            **dimension_probes(config, data, space, budgets[0], args.kernel_transform, log), "command": command}
+            **dimension_probes(config, data, space, budgets[0], args.kernel_transform, log, args.uniform_paths),
+            "command": command}
         write_json(args.out, results)
         return
     if args.interference:
@@ -300,7 +340,8 @@ def main() -> None:
     for epochs in budgets:
         if str(epochs) in done and done[str(epochs)]["entries"] == len(entries):
             continue
-        trainer, epoch_seconds = trained_supernet(config, data, space, epochs, args.kernel_transform, log, folder)
+        trainer, epoch_seconds = trained_supernet(config, data, space, epochs, args.kernel_transform, log, folder,
+                                                  args.uniform_paths)
         scores, seconds = score_entries(trainer, space, entries, log)
         done[str(epochs)] = {**budget_result(entries, scores, seconds, epoch_seconds), "command": command}
         write_json(args.out, results)
