@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/supernet_fidelity.py [--budgets 1,2,4] [--kernel-tra
      .venv/bin/python bench/supernet_fidelity.py --interference [--budgets 1]
      .venv/bin/python bench/supernet_fidelity.py --paths [--budgets 1] [--kernel-transform]
      .venv/bin/python bench/supernet_fidelity.py --dimensions [--budgets 4] [--kernel-transform]
-     any of these with --uniform-paths N: the supernet trained by single-path one-shot's rule instead
+     the budgets, --paths or --dimensions with --uniform-paths N: single-path one-shot's training instead
 
 For each budget (supernet epochs), a supernet of the table's search space is trained as `nas.search --evaluator
 supernet --supernet-epochs N` trains it (the table's task: Fashion-MNIST, 32 px, the stem stride its search gets,
@@ -295,6 +295,8 @@ def main() -> None:
     parser.add_argument("--table", type=Path, default=TABLE, help="the evaluation table (bench/evaluation_table.json)")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
     args = parser.parse_args()
+    if args.interference and args.uniform_paths:
+        parser.error("--interference measures the sandwich's supernets; it does not go with --uniform-paths")
     budgets = [int(text) for text in args.budgets.split(",")]
     table_path = args.table.resolve()
     table = read_json(table_path)
