@@ -3,13 +3,22 @@ the JSON.
 
 Run: .venv/bin/python bench/results_pages.py [--check]
 Writes docs/results/tables/<bench>.md, one Markdown table (with the provenance line of its JSON) per bench, which
-the results pages include; the README's results table; and the benches' figures beside the pages. `--check` writes
-nothing and exits 1 naming every table or figure that differs from what the JSON renders (the test suite runs it).
+the results pages include; the README's results table; the benches' figures beside the pages; and every figure
+quoted in prose. `--check` writes nothing and exits 1 naming every table or figure that differs from what the JSON
+renders (the test suite runs it).
+
+A figure quoted in the prose of README.md or docs/ is marked with the JSON it comes from, so that it cannot drift:
+
+    tau <!-- figure supernet_fidelity/budgets/centre/4/tau_seed0 | .2f -->0.07<!-- /figure -->
+
+names bench/supernet_fidelity.json, a JSON pointer into it (RFC 6901: "~1" for "/" inside a key) and a format spec.
+The comments are invisible on GitHub and on the docs site.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 from collections.abc import Callable
@@ -529,6 +538,41 @@ def with_readme_table(text: str) -> str:
     return head + start + readme_table() + "\n" + end + rest.split(end, 1)[1]
 
 
+PROSE = [README, *sorted(path for path in (ROOT / "docs").rglob("*.md") if not path.is_relative_to(TABLES))]
+PROSE_FIGURE = re.compile(r"<!-- figure (?P<ref>[^|>]+?) \| (?P<spec>\S*) -->(?P<shown>.*?)<!-- /figure -->")
+
+
+class FigureError(Exception):
+    """A prose figure whose reference names no bench JSON or no value in it."""
+
+
+def prose_figure(ref: str, spec: str) -> str:
+    """The value at `ref` (a bench name and a JSON pointer into its JSON) formatted by `spec`."""
+    name, *pointer = ref.split("/")
+    path = results_path(name)
+    if not path.is_file():
+        raise FigureError(f"figure {ref}: no bench JSON {path.relative_to(ROOT)}")
+    value: Any = read_json(path)
+    for raw in pointer:
+        key = raw.replace("~1", "/").replace("~0", "~")
+        try:
+            value = value[int(key)] if isinstance(value, list) else value[key]
+        except (KeyError, IndexError, ValueError):
+            raise FigureError(f"figure {ref}: {path.relative_to(ROOT)} has no {key!r} there") from None
+    return format(value, spec)
+
+
+def with_prose_figures(text: str) -> str:
+    """`text` with every marked figure rendered from its bench JSON."""
+    opening = re.search(r"^[ \t]*<!-- figure ", text, re.MULTILINE)
+    if opening:
+        line = text.count("\n", 0, opening.start()) + 1
+        # Markdown reads a comment that opens a line as a block of its own and ends the paragraph there.
+        raise FigureError(f"line {line} opens with a figure; keep a word of the sentence before it on that line")
+    return PROSE_FIGURE.sub(lambda m: m.group(0).replace(f"-->{m['shown']}<!--",
+                                                         f"-->{prose_figure(m['ref'], m['spec'])}<!--"), text)
+
+
 def results_path(name: str) -> Path:
     plain = HERE / f"{name}.json"
     return plain if plain.is_file() else HERE / f"{name}.json.gz"
@@ -553,12 +597,18 @@ def main() -> int:
                 stale.append(str(page.relative_to(ROOT)))
         else:
             page.write_text(text)
-    readme = README.read_text()
-    if args.check:
-        if with_readme_table(readme) != readme:
-            stale.append("README.md")
-    else:
-        README.write_text(with_readme_table(readme))
+    for path in PROSE:
+        text = path.read_text()
+        try:
+            rendered = with_prose_figures(with_readme_table(text) if path == README else text)
+        except FigureError as error:
+            print(f"{path.relative_to(ROOT)}: {error}", file=sys.stderr)
+            return 1
+        if args.check:
+            if rendered != text:
+                stale.append(str(path.relative_to(ROOT)))
+        elif rendered != text:
+            path.write_text(rendered)
     for figure in FIGURES:
         source, copy = HERE / figure, TABLES.parent / figure
         if args.check:
@@ -567,7 +617,7 @@ def main() -> int:
         else:
             copy.write_bytes(source.read_bytes())
     if stale:
-        print(f"stale results tables (run python bench/results_pages.py): {', '.join(stale)}", file=sys.stderr)
+        print(f"stale results tables or figures (run python bench/results_pages.py): {', '.join(stale)}", file=sys.stderr)
         return 1
     if not args.check:
         print(f"wrote {len(RENDERERS)} tables to {TABLES.relative_to(ROOT)}")

@@ -5,7 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import results_pages  # noqa: E402  (a script folder, not a package)
+
 NOT_BENCHES = {"bench_json", "results_pages", "__main__"}
 
 
@@ -31,6 +36,18 @@ def test_a_changed_figure_makes_its_table_stale(tmp_path):
         assert result.returncode == 1 and "search_speed.md" in result.stderr
     finally:
         page.write_text(original)
+
+
+def test_a_figure_quoted_in_prose_is_rendered_from_its_json_and_a_bad_reference_is_named():
+    marked = "tau <!-- figure supernet_fidelity/references/FLOPs alone/tau | .3f -->0.5<!-- /figure --> alone"
+    tau = results_pages.read_json(ROOT / "bench" / "supernet_fidelity.json")["references"]["FLOPs alone"]["tau"]
+    assert results_pages.with_prose_figures(marked) == marked.replace("-->0.5<", f"-->{tau:.3f}<")
+    with pytest.raises(results_pages.FigureError, match="has no 'FLOPs only'"):
+        results_pages.with_prose_figures(marked.replace("FLOPs alone", "FLOPs only"))
+    with pytest.raises(results_pages.FigureError, match="line 2 opens with a figure"):
+        results_pages.with_prose_figures(marked.replace("tau ", "tau\n"))
+    # The README's supernet sentence is one of them: its figures come from the bench, not from a hand.
+    assert "<!-- figure supernet_fidelity/references/proxy seed 0 vs seed 1/tau" in (ROOT / "README.md").read_text()
 
 
 def test_the_bench_driver_lists_every_bench_script_with_a_budget():
