@@ -82,7 +82,7 @@ def test_candidates_are_scored_on_the_supernet_and_only_the_proxy_trained_best_c
 
 def test_a_supernet_scoring_its_paths_near_chance_is_called_close_to_random():
     warning = near_chance_warning([0.11, 0.12, 0.16], classes=10)
-    assert "median accuracy 0.120 over 3 candidates, chance 0.100" in warning and "--supernet-epochs" in warning
+    assert "median accuracy 0.120 over 3 candidates, chance 0.100" in warning and "--evaluator proxy" in warning
     assert near_chance_warning([0.1, 0.5, 0.6], classes=10) is None
     assert near_chance_warning([0.3, 0.35], classes=2) is not None
 
