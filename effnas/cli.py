@@ -167,6 +167,11 @@ def parse_duration(text: str) -> float | None:
     return seconds
 
 
+# Where no terminal shows a bar (output to a log, as under nohup), long work prints a line at least this often:
+# a supernet epoch takes minutes on 2 cores, a medium-budget training epoch about 14.
+LOG_INTERVAL_SECONDS = 60.0
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import Database, training
-from effnas.cli import format_duration
+from effnas.cli import LOG_INTERVAL_SECONDS, format_duration
 from effnas.records import TrainingRun, TrainingStatus
 from nas.space.flops import count_flops
 from nas.space.spec import ArchSpec
@@ -45,18 +45,22 @@ class Job:
 
 @dataclass
 class QueueDisplay:
-    """Where a queue of runs stands. On a terminal a bar per epoch (steps, loss); wherever the output goes a line
-    per epoch: run k of n, network and seed, epoch, loss, validation accuracy, images/s, and the time left for the
-    run and for the whole queue (from this process's seconds per FLOP x image so far)."""
+    """Where a queue of runs stands. On a terminal a bar per epoch (steps, loss); elsewhere (a log) a line within
+    the epoch every LOG_INTERVAL_SECONDS (steps, loss, time left); wherever the output goes a line per epoch: run k
+    of n, network and seed, epoch, loss, validation accuracy, images/s, and the time left for the run and for the
+    whole queue (from this process's seconds per FLOP x image so far)."""
 
     jobs: list[Job]
     silent: bool = False
+    clock: Callable[[], float] = time.monotonic
     index: int = 0
     done: int = 0
     bar: Any = None
     seconds: float = 0.0
     work: float = 0.0
     remaining: dict[int, int] = field(default_factory=dict)
+    epoch_started: tuple[int, float] | None = None  # the epoch's first step seen, and when
+    last_line: float = 0.0
 
     def __post_init__(self) -> None:
         self.remaining = {job.run_id: job.recipe.epochs - job.epochs_done for job in self.jobs}
@@ -71,10 +75,14 @@ class QueueDisplay:
     def start(self, index: int, epochs_done: int) -> None:
         self.index = index
         self.done = epochs_done
+        self.epoch_started = None
         self.remaining[self.job.run_id] = self.job.recipe.epochs - epochs_done
 
     def step(self, step: int, steps: int, loss: float) -> None:
-        if self.silent or not sys.stderr.isatty():
+        if self.silent:
+            return
+        if not sys.stderr.isatty():
+            self._log_step(step, steps, loss)
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -84,6 +92,22 @@ class QueueDisplay:
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix_str(f"loss {loss:.3f}")
 
+    def _log_step(self, step: int, steps: int, loss: float) -> None:
+        now = self.clock()
+        if self.epoch_started is None:
+            self.epoch_started, self.last_line = (step, now), now
+            return
+        if now - self.last_line < LOG_INTERVAL_SECONDS or step >= steps:
+            return
+        self.last_line = now
+        first_step, first_time = self.epoch_started
+        per_step = (now - first_time) / (step - first_step)
+        epochs_after = self.job.recipe.epochs - self.done - 1
+        print(f"{self.label()}: epoch {self.done + 1}/{self.job.recipe.epochs}, step {step}/{steps}, loss "
+              f"{loss:.4f}, ~{format_duration(per_step * (steps - step))} left in this epoch, "
+              f"~{format_duration(per_step * (steps - step + steps * epochs_after))} left for this run",
+              file=sys.stderr, flush=True)
+
     def time_left(self, jobs: list[Job]) -> str:
         if not self.work:
             return "?"
@@ -92,6 +116,7 @@ class QueueDisplay:
 
     def epoch(self, point: dict[str, Any], done: int) -> None:
         self.close()
+        self.epoch_started = None
         self.done = done
         self.seconds += point["seconds"]
         self.work += self.job.epoch_work

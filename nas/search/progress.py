@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import Database, db_argument, describe_url, searches, trials
-from effnas.cli import format_duration
+from effnas.cli import LOG_INTERVAL_SECONDS, format_duration
 from effnas.records import TrialRole, TrialStatus
 from nas.search.config import SearchConfig
 from nas.search.study import SearchEvents, TrialEnd
@@ -53,6 +53,8 @@ class ProgressDisplay(SearchEvents):
         self.bar = None
         self.running: list[str] = []  # several at once when trial processes train in parallel
         self.best_text = "best reward -"
+        self.supernet_since: tuple[int, float] | None = None  # the supernet epoch's first step seen, and when
+        self.supernet_line_at = 0.0
 
     def search_started(self, done: int) -> None:
         self.started_done = done
@@ -95,8 +97,19 @@ class ProgressDisplay(SearchEvents):
             print(f"{label}: training ...", file=sys.stderr, flush=True)
 
     def supernet_step(self, epoch: int, epochs: int, step: int, steps: int) -> None:
+        where = f"supernet epoch {epoch}/{epochs}, step {step}/{steps}"
         if self.bar is not None:
-            self.bar.set_description_str(f"supernet epoch {epoch}/{epochs}, step {step}/{steps}")
+            self.bar.set_description_str(where)
+            return
+        now = self.clock()
+        if self.supernet_since is None or step == 1:
+            self.supernet_since = (step, now)
+            self.supernet_line_at = now
+        elif now - self.supernet_line_at >= LOG_INTERVAL_SECONDS and step < steps:
+            self.supernet_line_at = now
+            first_step, first_time = self.supernet_since
+            left = (now - first_time) / (step - first_step) * (steps - step)
+            print(f"{where}, ~{format_duration(left)} left in this epoch", file=sys.stderr, flush=True)
 
     def supernet_epoch(self, epoch: int, epochs: int, seconds_left: float) -> None:
         self.note(f"supernet: epoch {epoch}/{epochs} trained, ~{format_duration(seconds_left)} of its training left")

@@ -15,8 +15,9 @@ import torch
 
 from helpers import mnist_idx, run_main, shuffled_digits
 from nas.space.spec import decode, to_json
-from nas.training.config import DataError, TaskConfig
+from nas.training.config import DataError, TaskConfig, TrainingRecipe
 from nas.training.data import load_task_data
+from scaling.training_run import Job, QueueDisplay
 
 # A small network that learns digits in a few hundred steps on 2 cores.
 SMALL = decode(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k3_s22_e3_i24_o32"],
@@ -57,6 +58,27 @@ def test_a_broken_idx_file_is_one_clear_error(tmp_path):
     (folder / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x05abc")
     with pytest.raises(DataError, match="header says 5"):
         load_task_data(TaskConfig(dataset="idx", data_dir=str(folder)), 32)
+
+
+def test_a_run_logged_to_a_file_says_within_each_epoch_where_it_stands(tmp_path, capsys):
+    """Where no terminal draws the bar (a log, as under nohup), a line comes about every minute, not only after
+    an epoch that takes 14 minutes on 2 cores at the medium budget."""
+    now = [0.0]
+    job = Job(run_id=1, spec=SMALL, data=load_task_data(TaskConfig(subset=100), 32), recipe=TrainingRecipe(epochs=3),
+              label="B0 of family 1", resume=False, out_dir=tmp_path)
+    display = QueueDisplay([job], clock=lambda: now[0])
+    display.start(0, epochs_done=1)
+    for step in range(1, 101):  # 1.5 s a step
+        now[0] = step * 1.5
+        display.step(step, 100, 0.5)
+    lines = capsys.readouterr().err.splitlines()
+    # After 60 s (step 41, 59 steps left) and 120 s (step 81); then one epoch of 100 steps is left after this one.
+    assert lines == [
+        "[1/1] B0 of family 1, seed 0: epoch 2/3, step 41/100, loss 0.5000, ~1m28s left in this epoch, "
+        "~3m58s left for this run",
+        "[1/1] B0 of family 1, seed 0: epoch 2/3, step 81/100, loss 0.5000, ~28s left in this epoch, "
+        "~2m58s left for this run",
+    ]
 
 
 def test_a_search_never_reads_the_test_split(tmp_path):

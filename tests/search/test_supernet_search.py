@@ -19,6 +19,7 @@ import pytest
 from helpers import run_main
 from nas.evaluation.config import RewardConfig
 from nas.search.config import SearchConfig
+from nas.search.progress import ProgressDisplay
 from nas.search.study import search_space
 from nas.search.supernet_search import (
     near_chance_warning,
@@ -85,6 +86,20 @@ def test_a_supernet_scoring_its_paths_near_chance_is_called_close_to_random():
     assert "median accuracy 0.120 over 3 candidates, chance 0.100" in warning and "--evaluator proxy" in warning
     assert near_chance_warning([0.1, 0.5, 0.6], classes=10) is None
     assert near_chance_warning([0.3, 0.35], classes=2) is not None
+
+
+def test_a_supernet_training_logged_to_a_file_says_about_every_minute_where_it_stands(capsys):
+    """Without a terminal (a log, as under nohup) a supernet epoch of several minutes is not silent."""
+    now = [0.0]
+    display = ProgressDisplay(SearchConfig(reward=RewardConfig(target_flops=8_000_000, resolution=32)),
+                              clock=lambda: now[0])
+    for step in range(1, 63):  # 62 steps of 2.5 s: the default supernet epoch on 2 cores
+        now[0] = step * 2.5
+        display.supernet_step(1, 4, step, 62)
+    assert capsys.readouterr().err.splitlines() == [
+        "supernet epoch 1/4, step 25/62, ~1m32s left in this epoch",
+        "supernet epoch 1/4, step 49/62, ~32s left in this epoch",
+    ]
 
 
 def test_a_supernet_that_will_run_the_search_past_its_time_budget_is_announced_with_epochs_that_fit():
