@@ -93,7 +93,7 @@ def test_a_supernet_training_logged_to_a_file_says_about_every_minute_where_it_s
     now = [0.0]
     display = ProgressDisplay(SearchConfig(reward=RewardConfig(target_flops=8_000_000, resolution=32)),
                               clock=lambda: now[0])
-    for step in range(1, 63):  # 62 steps of 2.5 s: the default supernet epoch on 2 cores
+    for step in range(1, 63):  # an epoch is 62 steps on the search's ~4,000 training images
         now[0] = step * 2.5
         display.supernet_step(1, 4, step, 62)
     assert capsys.readouterr().err.splitlines() == [
