@@ -18,6 +18,7 @@ The comments are invisible on GitHub and on the docs site.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import statistics
 import sys
@@ -539,11 +540,17 @@ def with_readme_table(text: str) -> str:
 
 
 PROSE = [README, *sorted(path for path in (ROOT / "docs").rglob("*.md") if not path.is_relative_to(TABLES))]
-PROSE_FIGURE = re.compile(r"<!-- figure (?P<ref>[^|>]+?) \| (?P<spec>\S*) -->(?P<shown>.*?)<!-- /figure -->")
+PROSE_FIGURE = re.compile(r"(?P<open><!-- figure (?P<ref>[^|>]+?) \| (?P<spec>\S*) -->).*?<!-- /figure -->")
 
 
 class FigureError(Exception):
     """A prose figure whose reference names no bench JSON or no value in it."""
+
+
+@functools.cache
+def bench_results(path: Path) -> dict[str, Any]:
+    """A bench's JSON, read once however many figures quote it."""
+    return read_json(path)
 
 
 def prose_figure(ref: str, spec: str) -> str:
@@ -552,7 +559,7 @@ def prose_figure(ref: str, spec: str) -> str:
     path = results_path(name)
     if not path.is_file():
         raise FigureError(f"figure {ref}: no bench JSON {path.relative_to(ROOT)}")
-    value: Any = read_json(path)
+    value: Any = bench_results(path)
     for raw in pointer:
         key = raw.replace("~1", "/").replace("~0", "~")
         try:
@@ -569,8 +576,7 @@ def with_prose_figures(text: str) -> str:
         line = text.count("\n", 0, opening.start()) + 1
         # Markdown reads a comment that opens a line as a block of its own and ends the paragraph there.
         raise FigureError(f"line {line} opens with a figure; keep a word of the sentence before it on that line")
-    return PROSE_FIGURE.sub(lambda m: m.group(0).replace(f"-->{m['shown']}<!--",
-                                                         f"-->{prose_figure(m['ref'], m['spec'])}<!--"), text)
+    return PROSE_FIGURE.sub(lambda m: f"{m['open']}{prose_figure(m['ref'], m['spec'])}<!-- /figure -->", text)
 
 
 def results_path(name: str) -> Path:
