@@ -29,7 +29,7 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
       python bench/family_scaling.py --plan full --device cuda --concurrent auto --commit
   (`auto` first times 1, 2, 4, ... probe processes training the found B0 at once and takes the count past which
   the total images per second rises by less than 10 %.)
-`--budget` trains a medium or full plan at another budget (`tiny`, 200 images x 1 epoch, checks the bench itself);
+`--budget` trains a medium or full plan at another budget (`tiny`, 200 images x 2 epochs, checks the bench itself);
 `--networks FAMILY/Bk,...` keeps only those networks of the plan.
 
 `--report` recomputes the findings and the PNG from the JSON alone.
@@ -38,7 +38,10 @@ Results go to bench/family_scaling.json (per network and budget: family, rule, m
 per-seed test accuracies, seconds and wall-clock start and end) and bench/family_scaling.png (test accuracy
 against FLOPs, mean +- sd, one panel per budget). Each run is written as it ends (and committed with --commit); a
 rerun restores finished runs from the JSON instead of training them again, and `scaling.train` continues a run
-stopped half-way from its last epoch's checkpoint in WORK_DIR, so the bench can span sessions and machines.
+stopped half-way from its last epoch's checkpoint in WORK_DIR, so the bench can span sessions and machines. A
+medium run outlasts a session: stop the bench with Ctrl-C after an epoch, then `--save-partial --commit` copies the
+work dir's database and the stopped runs' checkpoints into bench/family_scaling_partial/ (committed, 18 MB for a
+medium B2), which a fresh clone's first run puts back into its empty WORK_DIR before it continues.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import partial_runs
 from bench_json import default_path, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -70,7 +74,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "long": {"subset": 24000, "epochs": 8, "val_images": 2000},
     "medium": {"subset": None, "epochs": 15, "val_images": 5000},
     "full": {"subset": None, "epochs": 30, "val_images": 5000},
-    "tiny": {"subset": 200, "epochs": 1, "val_images": 100},
+    "tiny": {"subset": 200, "epochs": 2, "val_images": 100},
 }
 TRAINING_FILE_IMAGES = {"fashion-mnist": 60_000}
 # How each family is grown; "found" stands for the found B0's spec file, DATA for the bench's data set.
@@ -117,7 +121,12 @@ class Bench:
         self.out = Path(args.out)
         self.folder = Path(args.work_dir)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.db = ["--db", f"sqlite:///{self.folder.resolve() / 'family_scaling.db'}"]
+        self.database = self.folder.resolve() / "family_scaling.db"
+        self.runs = self.folder.resolve() / "family_scaling_runs"
+        self.partial = self.out.with_name(f"{self.out.stem}_partial")
+        for run in partial_runs.restore(self.database, self.runs, self.partial):
+            print(f"continuing {partial_runs.describe(run)} from {self.partial.name}", flush=True)
+        self.db = ["--db", f"sqlite:///{self.database}"]
         self.data = (["--dataset", "idx", "--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir
                      else ["--dataset", args.dataset])
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
@@ -154,6 +163,19 @@ class Bench:
             subprocess.run(["git", "add", "--", *files], cwd=REPO, check=False)
             subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {message}", "--", *files], cwd=REPO,
                            check=False)
+
+    def save_partial(self) -> None:
+        """Carry the runs stopped half-way to a fresh clone (see the docstring); nothing may train meanwhile."""
+        carried = partial_runs.save(self.database, self.runs, self.partial) if self.database.is_file() else []
+        for run in carried:
+            print(f"saved {partial_runs.describe(run)} to {self.partial}", flush=True)
+        if not carried:
+            print("no run is stopped half-way; nothing to carry", flush=True)
+        if self.args.commit:
+            subprocess.run(["git", "add", "-A", "-f", "--", str(self.partial)], cwd=REPO, check=False,
+                           stderr=subprocess.DEVNULL)
+            subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {len(carried)} stopped runs carried",
+                            "--", str(self.partial)], cwd=REPO, check=False, stderr=subprocess.DEVNULL)
 
     def found_spec(self) -> Path:
         path = self.folder / "found_b0.json"
@@ -215,7 +237,7 @@ class Bench:
         return ["scaling.train", "--family", str(self.family_id(family)), "--members", member, "--seeds", str(seed),
                 *self.data, *subset, "--epochs", str(b["epochs"]), "--val-images", str(b["val_images"]),
                 "--device", self.args.device, *threads, "--format", "json",
-                "--out-dir", str(self.folder / "family_scaling_runs"),
+                "--out-dir", str(self.runs),
                 *self.db]
 
     def trained(self, family: str, member: str, budget: str, seed: int) -> bool:
@@ -629,6 +651,9 @@ def main() -> int:
     parser.add_argument("--report", action="store_true",
                         help="only recompute the findings and the PNG from the JSON (no training)")
     parser.add_argument("--commit", action="store_true", help="git-commit the JSON and PNG after each run")
+    parser.add_argument("--save-partial", action="store_true",
+                        help="copy the runs stopped half-way into a folder beside --out, for a fresh clone to "
+                        "continue (with --commit, commit it); train nothing")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     parser.add_argument("--work-dir", default=str(HERE / "out"), help="the database, checkpoints and weights")
     if sys.argv[1:2] == ["--probe-worker"]:
@@ -639,6 +664,9 @@ def main() -> int:
     if args.budget and args.plan == "short":
         parser.error("--budget goes with --plan medium or full")
     bench = Bench(args)
+    if args.save_partial:
+        bench.save_partial()
+        return 0
     if args.concurrent == "auto":
         from nas.space.spec import spec_from_dict
         from nas.training.config import resolve_device
@@ -697,4 +725,9 @@ def run_medium(bench: Bench, budget: str) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("stopped: the next run continues each training from its last epoch; --save-partial --commit carries "
+              "them to a fresh clone", file=sys.stderr)
+        sys.exit(130)

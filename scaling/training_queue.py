@@ -16,6 +16,7 @@ from effnas.cli import UsageError
 from effnas.records import TrainingRun, TrainingStatus
 from nas.space.flops import count_flops, count_params, format_flops, format_params
 from nas.space.spec import ArchSpec, spec_from_dict, spec_to_dict
+from nas.training.checkpoint import CHECKPOINT_NAME
 from nas.training.config import FLIP_DATASETS, TaskConfig, TrainingRecipe
 from scaling.baseline import BASELINE_OPTIONS, resolve_baseline
 from scaling.compound import fitted_resolution
@@ -230,13 +231,15 @@ def _continue_job(db: Database, run: TrainingRun, spec: ArchSpec, data: TaskData
     if run.status is TrainingStatus.RUNNING and pid is not None and pid != os.getpid() and _alive(pid):
         raise UsageError(f"training run {run.id} ({run.label}, seed {recipe.seed}) is being trained right now by "
                          f"process {pid}; wait for it or stop it")
-    if run.epochs_done and not (run.checkpoint_path and Path(run.checkpoint_path).is_file()):
-        raise UsageError(f"the checkpoint of run {run.id} is gone ({run.checkpoint_path})")
+    # A runs folder moved to another path or machine is found under --out-dir.
+    moved = out_dir / f"run-{run.id}" / CHECKPOINT_NAME
+    if run.checkpoint_path and Path(run.checkpoint_path).is_file():
+        out_dir = Path(run.checkpoint_path).parent.parent
+    elif run.epochs_done and not moved.is_file():
+        raise UsageError(f"the checkpoint of run {run.id} is gone: neither {run.checkpoint_path} nor {moved} exists")
     training.resume_run(db, run.id, f"{socket.gethostname()}:{os.getpid()}")
     print(f"Training run {run.id}: {run.label}, seed {recipe.seed}, continuing after epoch {run.epochs_done}",
           file=sys.stderr, flush=True)
-    if run.checkpoint_path:
-        out_dir = Path(run.checkpoint_path).parent.parent
     return Job(run.id, spec, data, recipe, run.label, True, out_dir, run.epochs_done)
 
 

@@ -133,7 +133,7 @@ def test_training_reaches_accuracy_far_above_chance_and_stores_the_run(trained):
 
 
 @pytest.mark.slow
-def test_resume_continues_from_the_checkpoint_to_the_uninterrupted_result(trained, tmp_path):
+def test_resume_continues_from_the_checkpoint_moved_elsewhere_to_the_uninterrupted_result(trained, tmp_path):
     db = tmp_path / "r.db"
     command = train_command(db, trained["arch"], "--data-dir", str(trained["data"]), "--subset", "1500",
                             "--epochs", "4", "--out-dir", str(tmp_path / "runs"))
@@ -156,8 +156,15 @@ def test_resume_continues_from_the_checkpoint_to_the_uninterrupted_result(traine
         proc.wait()
     [killed] = runs(db)
     assert killed["status"] == "running" and 1 <= killed["epochs_done"] < 4
-    resumed = cli("scaling.train", "--resume", str(killed["id"]), "--db", str(db), "--format", "json", cwd=tmp_path)
+    # Continued elsewhere: the runs folder moved, as to another machine, and --out-dir says where it is now.
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    lost = cli("scaling.train", "--resume", str(killed["id"]), "--db", str(db), cwd=tmp_path)
+    assert lost.returncode == 2 and f"the checkpoint of run {killed['id']} is gone" in lost.stderr
+    assert "Traceback" not in lost.stderr and runs(db) == [killed]
+    resumed = cli("scaling.train", "--resume", str(killed["id"]), "--db", str(db), "--format", "json",
+                  "--out-dir", str(tmp_path / "moved"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+    assert (tmp_path / "moved" / f"run-{killed['id']}" / "weights.pt").is_file()
     assert f"continuing after epoch {killed['epochs_done']}" in resumed.stderr
     [after] = runs(db)
     curve = json.loads(after["curve"])
