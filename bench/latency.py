@@ -18,7 +18,7 @@ Run: .venv/bin/python bench/latency.py [--parts predictor,noise] [--runtimes eag
   accuracy per millisecond. The searches' databases live in bench/out/latency/ (a finished search is not rerun);
   the latency search starts from a copy of the predictor part's table, so it measures only parts it has not seen.
 
-- family: `scaling.grow --phi-max 2` of the found B0 of bench/family_scaling.json by width (the default rule) and of
+- family: `scaling.grow --phi-max 2` of the found B0 of bench/family_scaling.json by width (`--rule width`) and of
   EfficientNet-B0 by its official table at 32 px (the family bench's two families), each member with the task's
   channels and classes, measured at batch 1 and 32 on the predictor's stored reference speed: FLOPs, parameters,
   milliseconds.

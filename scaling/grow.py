@@ -1,5 +1,6 @@
 """`python -m scaling.grow --search ID [--rule width|compound|depth|resolution]`: grow a baseline into a B0..B7
-family by a scaling rule (width alone unless told otherwise: `scaling.compound.DEFAULT_RULE` says why), store it."""
+family by a scaling rule (the paper's compound coefficients unless told otherwise: `scaling.compound.DEFAULT_RULE`
+says why), store it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from scaling.baseline import BASELINE_OPTIONS, add_pick_option, resolve_baseline
 from scaling.compound import (
     DEFAULT_RULE,
     DEFAULT_RULE_BASIS,
+    DEFAULT_RULE_LABEL,
     GRID_STEP,
     GRID_TOLERANCE,
     RULES,
@@ -71,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pick_option(source)
     parser.add_argument("--rule", choices=RULES, default=None,
                         help=f"width, depth or resolution: that dimension alone, about 2^phi times B0's FLOPs at member "
-                        f"phi; compound: depth, width and resolution together (default: {DEFAULT_RULE}, or compound "
-                        "with --coefficients; the command says what the default rests on)")
+                        f"phi; compound: depth, width and resolution together (default: {DEFAULT_RULE_LABEL}; "
+                        "--coefficients implies compound; the command says what the default rests on)")
     parser.add_argument("--coefficients", choices=SOURCES, default=None,
                         help="compound rule: paper (1.2, 1.1, 1.15; the default with --rule compound), official "
                         "(published B1-B7 table) or grid (fitted to your data at phi = 1)")
@@ -318,8 +320,8 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
                   file=sys.stderr, flush=True)
 
     if args.rule is None and args.coefficients is None:
-        print(f"Scaling by the default rule, {DEFAULT_RULE} alone: {DEFAULT_RULE_BASIS}. --rule compound "
-              "--coefficients paper gives the paper's.", file=sys.stderr, flush=True)
+        print(f"Scaling by the default rule, {DEFAULT_RULE_LABEL}: {DEFAULT_RULE_BASIS}. --rule width, depth or "
+              "resolution scales one dimension alone.", file=sys.stderr, flush=True)
     rule = args.rule or ("compound" if args.coefficients else DEFAULT_RULE)
     source = args.coefficients or "paper"
     name = args.name or (f"{baseline.ref} x {source}" if rule == "compound" else f"{baseline.ref} x {rule}")

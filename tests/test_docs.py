@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import results_pages  # noqa: E402  (a script folder, not a package)
 
-NOT_BENCHES = {"bench_json", "results_pages", "__main__"}
+NOT_BENCHES = {"bench_json", "partial_runs", "results_pages", "__main__"}
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:

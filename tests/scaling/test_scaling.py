@@ -20,6 +20,7 @@ from nas.space.spec import decode, efficientnet_b0, from_json, named_spec, spec_
 from scaling.compound import (
     DEFAULT_RULE,
     DEFAULT_RULE_BUDGET,
+    DEFAULT_RULE_LABEL,
     PAPER_COEFFICIENTS,
     compound_members,
     grid_points,
@@ -82,8 +83,8 @@ def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
                  cwd=tmp_path, check=True)
     data = json.loads(result.stdout)
     # Neither --rule nor --coefficients: the default rule, and one line saying what it rests on.
-    assert data["rule"] == DEFAULT_RULE and data["coefficients"]["source"] == "fixed"
-    assert f"default rule, {DEFAULT_RULE} alone" in result.stderr and DEFAULT_RULE_BUDGET in result.stderr
+    assert data["rule"] == DEFAULT_RULE
+    assert f"default rule, {DEFAULT_RULE_LABEL}" in result.stderr and DEFAULT_RULE_BUDGET in result.stderr
     assert data["family_id"] == 2 and [m["name"] for m in data["members"]] == [f"B{i}" for i in range(8)]
     for member in data["members"]:
         for key in ("phi", "width", "depth", "resolution", "params", "flops"):
@@ -91,7 +92,8 @@ def test_grow_prints_table_and_json_and_stores_the_family(tmp_path):
     assert data["members"][0]["flops"] == 385_814_752
     with sqlite3.connect(db) as c:
         assert c.execute("select count(*) from family_members").fetchone()[0] == 16
-        assert c.execute("select coefficient_source from families order by id").fetchall() == [("official",), ("fixed",)]
+        assert c.execute("select coefficient_source from families order by id").fetchall() == [
+            ("official",), ("paper" if DEFAULT_RULE == "compound" else "fixed",)]
 
 
 def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path):
