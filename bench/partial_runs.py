@@ -1,6 +1,6 @@
 """Training runs stopped half-way, carried across checkouts. A bench's work dir (bench/out) is not committed, so a
-run longer than a session would start over from its first epoch on a fresh clone: a medium-budget family run takes
-about 4 hours on 2 cores. `save` copies the work dir's database and the last checkpoint of every run stopped
+run longer than a session would start over from its first epoch on a fresh clone: a medium-budget family B2 took
+1.3 to 3 hours on the 2-core machines here. `save` copies the work dir's database and the last checkpoint of every run stopped
 half-way into a committed folder beside the bench; `restore` puts them back into a work dir that has no database,
 and `scaling.train`, given that runs folder as `--out-dir`, continues each run after its last stored epoch."""
 
