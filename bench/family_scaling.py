@@ -51,6 +51,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -134,6 +135,10 @@ class Bench:
         self.started = time.monotonic()
         self.done: list[tuple[str, float]] = []
         self.family_ids: dict[str, int] = {}
+        # Pool threads grow families (each once) and save results (one save at a time); a grow holds only its own
+        # lock, so that runs ending meanwhile are saved.
+        self.grow_lock = threading.Lock()
+        self.save_lock = threading.RLock()
 
     def run(self, args: list[str]) -> str:
         print("running: python -m", " ".join(args), flush=True)
@@ -144,25 +149,26 @@ class Bench:
         return result.stdout
 
     def save(self, message: str) -> None:
-        self.results["setup"] = {
-            "data": f"{self.args.dataset}; validation images held out of the training files; test accuracy on the "
-                    "test files",
-            "search": " ".join([*SEARCH, *self.data]),
-            "budgets": {name: {**b, "label": budget_label(name, self.args.dataset)} for name, b in BUDGETS.items()},
-            "families": FAMILIES,
-            "recipe": "scaling.train's final recipe (SGD Nesterov, warm-up + cosine, label smoothing 0.1, EMA, "
-                      "crop/flip/erasing) with the budget's epochs and images",
-            "flops": "multiply-accumulates of conv and linear layers, at each network's resolution",
-        }
-        self.results["findings"] = findings(self.results["networks"], self.results.get("grid"),
-                                            self.results.get("grid_medium"))
-        write_json(self.out, {k: v for k, v in self.results.items() if k not in ("command", "date", "machine")})
-        plot(self.results["networks"], self.out.with_suffix(".png"), self.args.dataset)
-        if self.args.commit:
-            files = [str(self.out), str(self.out.with_suffix(".png"))]
-            subprocess.run(["git", "add", "--", *files], cwd=REPO, check=False)
-            subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {message}", "--", *files], cwd=REPO,
-                           check=False)
+        with self.save_lock:
+            self.results["setup"] = {
+                "data": f"{self.args.dataset}; validation images held out of the training files; test accuracy on the "
+                        "test files",
+                "search": " ".join([*SEARCH, *self.data]),
+                "budgets": {name: {**b, "label": budget_label(name, self.args.dataset)} for name, b in BUDGETS.items()},
+                "families": FAMILIES,
+                "recipe": "scaling.train's final recipe (SGD Nesterov, warm-up + cosine, label smoothing 0.1, EMA, "
+                          "crop/flip/erasing) with the budget's epochs and images",
+                "flops": "multiply-accumulates of conv and linear layers, at each network's resolution",
+            }
+            self.results["findings"] = findings(self.results["networks"], self.results.get("grid"),
+                                                self.results.get("grid_medium"))
+            write_json(self.out, {k: v for k, v in self.results.items() if k not in ("command", "date", "machine")})
+            plot(self.results["networks"], self.out.with_suffix(".png"), self.args.dataset)
+            if self.args.commit:
+                files = [str(self.out), str(self.out.with_suffix(".png"))]
+                subprocess.run(["git", "add", "--", *files], cwd=REPO, check=False)
+                subprocess.run(["git", "commit", "-q", "-m", f"bench/family_scaling: {message}", "--", *files], cwd=REPO,
+                               check=False)
 
     def save_partial(self) -> None:
         """Carry the runs stopped half-way to a fresh clone (see the docstring); nothing may train meanwhile."""
@@ -192,23 +198,30 @@ class Bench:
         return path
 
     def family_id(self, name: str) -> int:
-        from db import open_database
-        from db.families import list_families
+        with self.grow_lock:
+            from db import open_database
+            from db.families import list_families
 
-        if name in self.family_ids:
-            return self.family_ids[name]
-        db = open_database(self.db[1])
-        stored = [row.id for row in list_families(db) if row.name == name]
-        if stored:
-            self.family_ids[name] = stored[0]
-            return stored[0]
-        grow = [str(self.found_spec()) if part == "found" else part for part in FAMILIES[name]]
-        if name in GRID_FAMILIES:
-            grow += self.data
-        started = time.monotonic()
-        family = json.loads(self.run(["scaling.grow", *grow, "--phi-max", "2", "--name", name, "--format", "json",
-                                      "--latency-runtime", "none", *self.db]))
-        if name in GRID_FAMILIES:
+            if name in self.family_ids:
+                return self.family_ids[name]
+            db = open_database(self.db[1])
+            stored = [row.id for row in list_families(db) if row.name == name]
+            if stored:
+                self.family_ids[name] = stored[0]
+                return stored[0]
+            grow = [str(self.found_spec()) if part == "found" else part for part in FAMILIES[name]]
+            if name in GRID_FAMILIES:
+                grow += self.data
+            started = time.monotonic()
+            family = json.loads(self.run(["scaling.grow", *grow, "--phi-max", "2", "--name", name, "--format", "json",
+                                          "--latency-runtime", "none", *self.db]))
+            if name in GRID_FAMILIES:
+                self.save_grid(name, family, started)
+            self.family_ids[name] = family["family_id"]
+            return family["family_id"]
+
+    def save_grid(self, name: str, family: dict[str, Any], started: float) -> None:
+        with self.save_lock:
             key = GRID_FAMILIES[name]
             if key in self.results and coefficients_of(self.results[key]) != coefficients_of(family):
                 # The networks trained so far came from the JSON's grid; the new one is recorded beside it.
@@ -220,8 +233,6 @@ class Bench:
                                      "seconds": self.results.get(key, {}).get("seconds", time.monotonic() - started),
                                      "args": FAMILIES[name]}
             self.save(f"{name} coefficients")
-        self.family_ids[name] = family["family_id"]
-        return family["family_id"]
 
     def grid_differs(self) -> bool:
         self.family_id("found-grid")
@@ -254,8 +265,9 @@ class Bench:
             while jobs or running:
                 while jobs and len(running) < self.args.concurrent and not self.out_of_time():
                     job = jobs.pop(0)
-                    # Built here, not in the pool: a family is grown once, before its first run.
-                    running[pool.submit(self.train_one, self.train_command(*job))] = job
+                    # A family is grown in the pool as well, so that runs ending meanwhile (a grid grows for tens
+                    # of minutes) are stored as they end.
+                    running[pool.submit(self.train_job, job)] = job
                 if not running:
                     return False
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -276,6 +288,9 @@ class Bench:
               f"so far {best[1]:.4f} ({best[0]}); {elapsed / 3600:.1f} h in, ~{left / 3600:.1f} h left at this pace",
               flush=True)
 
+    def train_job(self, job: tuple[str, str, str, int]) -> tuple[dict[str, Any], float, float]:
+        return self.train_one(self.train_command(*job))
+
     def train_one(self, command: list[str]) -> tuple[dict[str, Any], float, float]:
         started = time.time()
         [run] = json.loads(self.run(command))
@@ -283,17 +298,18 @@ class Bench:
 
     def store(self, family: str, member: str, budget: str, seed: int, run: dict[str, Any], started: float,
               ended: float) -> None:
-        key = f"{family}/{member}/{budget}"
-        entry = self.results["networks"].setdefault(key, {})
-        entry.setdefault("test_accuracy", {})[str(seed)] = run["test_accuracy"]
-        entry.setdefault("val_accuracy", {})[str(seed)] = run["val_accuracy"]
-        entry.setdefault("seconds", {})[str(seed)] = run["seconds"]
-        entry.setdefault("wall", {})[str(seed)] = [round(started, 1), round(ended, 1)]
-        entry.setdefault("device", {})[str(seed)] = run["device"]
-        entry.update(family=family, rule=rule_of(family), member=member, budget=budget,
-                     flops=run["flops"], params=run["params"], resolution=run["resolution"],
-                     block_strings=run["block_strings"])
-        self.save(f"{key} seed {seed}")
+        with self.save_lock:
+            key = f"{family}/{member}/{budget}"
+            entry = self.results["networks"].setdefault(key, {})
+            entry.setdefault("test_accuracy", {})[str(seed)] = run["test_accuracy"]
+            entry.setdefault("val_accuracy", {})[str(seed)] = run["val_accuracy"]
+            entry.setdefault("seconds", {})[str(seed)] = run["seconds"]
+            entry.setdefault("wall", {})[str(seed)] = [round(started, 1), round(ended, 1)]
+            entry.setdefault("device", {})[str(seed)] = run["device"]
+            entry.update(family=family, rule=rule_of(family), member=member, budget=budget,
+                         flops=run["flops"], params=run["params"], resolution=run["resolution"],
+                         block_strings=run["block_strings"])
+            self.save(f"{key} seed {seed}")
 
     def out_of_time(self) -> bool:
         limit = parse_duration(self.args.stop_after) if self.args.stop_after else None
