@@ -76,10 +76,11 @@ def scaled_spec(baseline: ArchSpec, width: float, depth: float, resolution: int,
 
 
 def fitted_resolution(baseline: ArchSpec, width: float, depth: float, resolution_mult: float,
-                      flops_ratio: float) -> int:
+                      flops_ratio: float, max_resolution: int | None = None) -> int:
     """The resolution near baseline.resolution x `resolution_mult` at which the baseline scaled by `width` and
     `depth` comes closest (in log FLOPs) to `flops_ratio` times the baseline's FLOPs. Without resolution scaling
-    the base resolution stays."""
+    the base resolution stays; `max_resolution` caps it (never below the base), and a capped member has fewer
+    FLOPs than the rule promises."""
     base = baseline.resolution
     if math.isclose(resolution_mult, 1.0):
         return base
@@ -87,6 +88,9 @@ def fitted_resolution(baseline: ArchSpec, width: float, depth: float, resolution
     ideal = base * resolution_mult
     low = max(base, math.floor(ideal * (1 - RESOLUTION_WINDOW) / step) * step)
     high = max(low, math.ceil(ideal * (1 + RESOLUTION_WINDOW) / step) * step)
+    if max_resolution is not None:
+        high = max(base, min(high, max_resolution))
+        low = min(low, high)
     grown = scaled_spec(baseline, width, depth, base, baseline.dropout)
     target = math.log(flops_ratio * count_flops(baseline))
 
@@ -111,22 +115,27 @@ def _members(baseline: ArchSpec, rows: list[tuple[int, float, float, float, int,
     return members
 
 
-def scaled_member_row(baseline: ArchSpec, alpha: float, beta: float, gamma: float,
-                      phi: int) -> tuple[int, float, float, float, int, float]:
+def scaled_member_row(baseline: ArchSpec, alpha: float, beta: float, gamma: float, phi: int,
+                      max_resolution: int | None = None) -> tuple[int, float, float, float, int, float]:
     """Member phi by these coefficients: (phi, width, depth, resolution multiplier, resolution, dropout)."""
     width, depth, resolution_mult = beta**phi, alpha**phi, gamma**phi
-    resolution = fitted_resolution(baseline, width, depth, resolution_mult, flops_factor(alpha, beta, gamma) ** phi)
+    resolution = fitted_resolution(baseline, width, depth, resolution_mult, flops_factor(alpha, beta, gamma) ** phi,
+                                   max_resolution)
     return phi, width, depth, resolution_mult, resolution, dropout_for(phi)
 
 
-def compound_members(baseline: ArchSpec, alpha: float, beta: float, gamma: float, phi_max: int) -> list[FamilyMember]:
-    """Members B0..B{phi_max} scaled by (alpha, beta, gamma), each at the resolution that follows the rule's FLOPs."""
-    return _members(baseline, [scaled_member_row(baseline, alpha, beta, gamma, phi) for phi in range(phi_max + 1)])
+def compound_members(baseline: ArchSpec, alpha: float, beta: float, gamma: float, phi_max: int,
+                     max_resolution: int | None = None) -> list[FamilyMember]:
+    """Members B0..B{phi_max} scaled by (alpha, beta, gamma), each at the resolution that follows the rule's FLOPs
+    (at most `max_resolution`)."""
+    return _members(baseline, [scaled_member_row(baseline, alpha, beta, gamma, phi, max_resolution)
+                               for phi in range(phi_max + 1)])
 
 
-def official_members(baseline: ArchSpec, phi_max: int) -> list[FamilyMember]:
+def official_members(baseline: ArchSpec, phi_max: int, max_resolution: int | None = None) -> list[FamilyMember]:
     """Members from the published B0..B7 table. At 224 px the table's resolutions; at another base, the resolution
-    near the table's ratio at which the member keeps its FLOPs ratio to B0 at 224 px."""
+    near the table's ratio at which the member keeps its FLOPs ratio to B0 at 224 px. Either at most
+    `max_resolution` (never below the base)."""
     if phi_max > 7:
         raise ValueError("the official table stops at B7 (--phi-max 7)")
     at_imagenet = replace(baseline, resolution=OFFICIAL_BASE_RESOLUTION)
@@ -135,11 +144,12 @@ def official_members(baseline: ArchSpec, phi_max: int) -> list[FamilyMember]:
         row = OFFICIAL_COEFFICIENTS[f"efficientnet-b{phi}"]
         mult = row.resolution / OFFICIAL_BASE_RESOLUTION
         if baseline.resolution == OFFICIAL_BASE_RESOLUTION:
-            resolution = row.resolution
+            resolution = row.resolution if max_resolution is None else max(
+                baseline.resolution, min(row.resolution, max_resolution))
         else:
             ratio = (count_flops(scaled_spec(at_imagenet, row.width, row.depth, row.resolution, row.dropout))
                      / count_flops(at_imagenet))
-            resolution = fitted_resolution(baseline, row.width, row.depth, mult, ratio)
+            resolution = fitted_resolution(baseline, row.width, row.depth, mult, ratio, max_resolution)
         rows.append((phi, row.width, row.depth, mult, resolution, row.dropout))
     return _members(baseline, rows)
 

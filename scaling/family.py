@@ -154,20 +154,28 @@ def grow_family(
     grid_step: float = GRID_STEP,
     grid_tolerance: float = GRID_TOLERANCE,
     on_grid_point: Callable[[GridPoint, int, int], None] | None = None,
+    max_resolution: int | None = None,
 ) -> Family:
     """The family B0..B{phi_max} by `rule`; compound scaling takes its coefficients from `source` (the grid search
-    runs here). A single-dimension rule has fixed coefficients (source 'fixed'). Not yet stored."""
+    runs here). A single-dimension rule has fixed coefficients (source 'fixed'). No member's resolution exceeds
+    `max_resolution` (or the base, if higher). Not yet stored."""
     grid: list[GridPoint] = []
     coefficients: tuple[float | None, float | None, float | None] = (None, None, None)
     config: dict[str, Any] = {"phi_max": phi_max}
+    if max_resolution is not None:
+        config["max_resolution"] = max(max_resolution, baseline.spec.resolution)
     if rule != "compound":
         source = "fixed"
         coefficients = rule_coefficients(rule, PAPER_COEFFICIENTS)
-        members = compound_members(baseline.spec, *coefficients, phi_max)
+        members = compound_members(baseline.spec, *coefficients, phi_max, max_resolution)
     elif source == "official":
-        members = official_members(baseline.spec, phi_max)
+        members = official_members(baseline.spec, phi_max, max_resolution)
     else:
         if source == "grid":
+            if max_resolution is not None:
+                # The grid's points differ in gamma; with resolution capped they would be scored at other
+                # resolutions than the ones they are chosen for.
+                raise ValueError("a resolution cap and grid coefficients do not go together: the grid fits gamma")
             if grid_scorer is None:
                 raise ValueError("grid coefficients need a way to score grid points")
             grid = search_grid(baseline.spec, grid_scorer, grid_step, grid_tolerance, on_grid_point)
@@ -178,7 +186,7 @@ def grow_family(
             coefficients = PAPER_COEFFICIENTS
         else:
             raise ValueError(f"unknown coefficient source {source!r}")
-        members = compound_members(baseline.spec, *coefficients, phi_max)
+        members = compound_members(baseline.spec, *coefficients, phi_max, max_resolution)
     alpha, beta, gamma = coefficients
     return Family(name=name, baseline_kind=baseline.kind, baseline_ref=baseline.ref,
                   baseline_trial_id=baseline.trial_id, baseline_arch=spec_to_dict(baseline.spec), rule=rule,

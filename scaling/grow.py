@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(published B1-B7 table) or grid (fitted to your data at phi = 1)")
     parser.add_argument("--resolution", type=int, default=None,
                         help="B0's resolution, the base the members scale from (default: the baseline's own)")
+    parser.add_argument("--max-resolution", metavar="PX|native", default=None,
+                        help="no member's resolution above this (nor below B0's): native is the data's stored image "
+                        "size (28 px for Fashion-MNIST), above which resolution scaling only upsamples; capped members "
+                        "have fewer FLOPs than the rule's 2^phi (default: no cap)")
     parser.add_argument("--phi-max", type=int, default=7, help="largest phi, i.e. the last member (7)")
     parser.add_argument("--name", default=None, help="a name for the family")
     add_db_option(parser)
@@ -137,6 +141,8 @@ def _validate(args: argparse.Namespace) -> None:
                          "coefficients")
     if args.coefficients == "grid":
         _validate_grid(args)
+    if args.max_resolution is not None:
+        _validate_max_resolution(args)
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
     if args.subset is not None and args.subset < 10:
@@ -158,6 +164,35 @@ def _validate_grid(args: argparse.Namespace) -> None:
     args.grid_seeds = cli.parse_seeds(args.grid_seeds, "--grid-seeds")
     if len(args.grid_seeds) > MAX_GRID_SEEDS:
         raise UsageError(f"--grid-seeds takes at most {MAX_GRID_SEEDS} seeds, got {len(args.grid_seeds)}")
+
+
+def _validate_max_resolution(args: argparse.Namespace) -> None:
+    if args.rule == "resolution":
+        raise UsageError("--max-resolution with --rule resolution would leave every member at B0's size")
+    if args.coefficients == "grid":
+        raise UsageError("--max-resolution and --coefficients grid do not go together: the grid fits gamma, the "
+                         "resolution coefficient")
+    if args.max_resolution != "native" and not (args.max_resolution.isdigit() and int(args.max_resolution) >= 32):
+        raise UsageError(f"--max-resolution takes pixels (at least 32) or native, got {args.max_resolution!r}")
+
+
+def resolution_cap(args: argparse.Namespace, search: SearchConfig | None) -> int | None:
+    """The pixels --max-resolution names; `native` is the stored image size of the data set given, else the
+    search's."""
+    if args.max_resolution is None:
+        return None
+    if args.max_resolution != "native":
+        return int(args.max_resolution)
+    dataset = args.dataset or (search.task.dataset if search is not None else None)
+    if dataset is None:
+        raise UsageError("--max-resolution native needs the data set: give --dataset, or grow from a search")
+    try:
+        native = native_resolution(dataset, args.data_dir or (search.task.data_dir if search is not None else None))
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    if native is None:
+        raise UsageError(f"{dataset} images have no one stored size; give --max-resolution in pixels")
+    return native
 
 
 def _grid_scorer(args: argparse.Namespace, search: SearchConfig | None) -> GridScorer:
@@ -203,20 +238,28 @@ def upsampling_note(family: Family, dataset: str | None, data_dir: str | None) -
     above = [m.name for m in family.members if native is not None and m.resolution > native]
     if not above:
         return None
-    return (f"Note: {', '.join(above)} train above the data's {native} px images; there resolution scaling "
+    note = (f"Note: {', '.join(above)} train above the data's {native} px images; there resolution scaling "
             "upsamples and adds no information.")
+    keep = max(native, family.base_resolution)
+    if "max_resolution" not in family.config and any(m.resolution > keep for m in family.members):
+        note += f" --max-resolution native keeps every member at {keep} px or below."
+    return note
 
 
 def describe_rule(family: Family) -> tuple[str, str]:
     """How a family's members were scaled, and how their resolutions were chosen."""
     fitted = (f"each resolution near {family.base_resolution} x gamma^phi chosen so that FLOPs follow the rule as "
               "closely as width and depth rounding allow")
+    cap = family.config.get("max_resolution")
+    if cap is not None:
+        fitted += f", and at most {cap} px (--max-resolution), where FLOPs fall short of the rule"
     if family.rule != "compound":
         step = {"width": "width 2^(phi/2)", "depth": "depth 2^phi", "resolution": "resolution 2^(phi/2)"}
         return f"{family.rule} only ({step[family.rule]}; about 2^phi x B0's FLOPs)", fitted
     if family.coefficient_source == "official":
         return ("official per-model table (width, depth, resolution, dropout of B0-B7)",
-                "resolutions as published at 224 px; at other bases chosen to keep each member's FLOPs ratio")
+                "resolutions as published at 224 px; at other bases chosen to keep each member's FLOPs ratio"
+                + (f"; at most {cap} px (--max-resolution)" if cap is not None else ""))
     a, b, g = family.alpha, family.beta, family.gamma
     return (f"compound, {family.coefficient_source} coefficients: alpha {a:g}, beta {b:g}, gamma {g:g} "
             f"(alpha*beta^2*gamma^2 = {flops_factor(a, b, g):.3f}); depth alpha^phi, width beta^phi, resolution "
@@ -294,6 +337,10 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     baseline, search = resolve_baseline(args, db_url)
     if args.resolution is not None:
         baseline = replace(baseline, spec=replace(baseline.spec, resolution=args.resolution))
+    cap = resolution_cap(args, search)
+    if cap is not None and cap < baseline.spec.resolution and args.format != "json":
+        print(f"--max-resolution {cap} is below B0's {baseline.spec.resolution} px: every member stays at "
+              f"{baseline.spec.resolution} px.", file=sys.stderr, flush=True)
     evaluator = _proxy(args, search) if args.evaluate else None
     scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
     db = open_database(db_url)
@@ -327,7 +374,7 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     name = args.name or (f"{baseline.ref} x {source}" if rule == "compound" else f"{baseline.ref} x {rule}")
     try:
         family = grow_family(baseline, rule, source, args.phi_max, name, scorer, args.grid_step,
-                             args.grid_tolerance, grid_progress)
+                             args.grid_tolerance, grid_progress, cap)
         if args.evaluate:
             family = evaluate_members(family, evaluator, max_flops, member_progress)
         if args.latency_runtime != "none":

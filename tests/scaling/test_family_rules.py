@@ -101,6 +101,34 @@ def test_grow_stores_the_rule_and_reports_flops_against_2_to_the_phi(tmp_path):
         assert [r for (r,) in c.execute("select rule from families order by id")] == [*RULES, "depth"]
 
 
+def test_max_resolution_native_keeps_members_from_upsampling_and_says_what_it_costs_in_flops(tmp_path):
+    """Fashion-MNIST stores 28 px images and B0 trains at 32: capped at native, no member grows its resolution,
+    depth and width still grow, and the table says FLOPs fall short of the rule."""
+    db = tmp_path / "cap.db"
+    base = ["--baseline", "efficientnet-b0", "--resolution", "32", "--phi-max", "3", "--dataset", "fashion-mnist",
+            *NO_LATENCY, "--db", str(db)]
+    free = json.loads(cli("scaling.grow", *base, "--format", "json", cwd=tmp_path).stdout)
+    result = cli("scaling.grow", *base, "--max-resolution", "native", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "below B0's 32 px" in result.stderr and "at most 32 px (--max-resolution)" in result.stdout
+    assert "--max-resolution native keeps" not in result.stdout
+    capped = json.loads(cli("scaling.grow", *base, "--max-resolution", "native", "--format", "json",
+                            cwd=tmp_path).stdout)
+    assert capped["config"]["max_resolution"] == 32
+    assert [m["resolution"] for m in capped["members"]] == [32, 32, 32, 32]
+    assert max(m["resolution"] for m in free["members"]) > 32
+    for free_member, member in zip(free["members"][1:], capped["members"][1:]):
+        assert (member["width"], member["depth"]) == (free_member["width"], free_member["depth"])
+        if free_member["resolution"] > 32:
+            assert member["flops"] < free_member["flops"] and member["flops_ratio"] < member["ideal_ratio"]
+        else:
+            assert member["flops"] == free_member["flops"]
+    hint = cli("scaling.grow", *base, cwd=tmp_path)
+    assert "--max-resolution native keeps every member at 32 px or below" in hint.stdout
+    at_40 = compound_members(B0_AT_32, *PAPER_COEFFICIENTS, 3, max_resolution=40)
+    assert max(m.resolution for m in at_40) == 40 and at_40[1].resolution < 40
+
+
 def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longest_budget():
     """scaling.grow's default follows bench/family_scaling.json: when a longer budget changes the winner, the
     default (and the line it prints) must change with it."""
@@ -119,6 +147,10 @@ def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longe
     (["--coefficients", "grid", "--grid-seeds", "0,x"], "cannot read --grid-seeds"),
     (["--coefficients", "grid", "--grid-seeds", "1,1"], "repeats a seed"),
     (["--coefficients", "grid", "--grid-step", "0.01", "--grid-tolerance", "0.5"], "grid points"),
+    (["--rule", "resolution", "--max-resolution", "native"], "every member at B0's size"),
+    (["--coefficients", "grid", "--max-resolution", "40"], "the grid fits gamma"),
+    (["--max-resolution", "31"], "pixels (at least 32) or native"),
+    (["--max-resolution", "native"], "needs the data set"),
 ])
 def test_grow_bad_input_is_one_line_exit_2_and_the_database_unchanged(tmp_path, args, message):
     db = tmp_path / "b.db"
