@@ -11,6 +11,11 @@ It prints test accuracy, params, FLOPs at 32 px, wall time and images/s of each,
 >= 0.94 test accuracy on CPU / 0.95 on a GPU, <= 1M params, at least EfficientNet-B0's accuracy at fewer FLOPs),
 and writes everything to bench/final_training.json (or --out). Each step is an effnas command, as a user runs it,
 into a fresh database (--db, replaced at the start unless --resume keeps it).
+
+A 30-epoch training of a large winner can outlast a session on 2 cores: stop the bench with Ctrl-C after an epoch,
+then `--save-partial --commit` copies the database and the stopped run's checkpoint into
+bench/final_training_partial/ (see bench/partial_runs.py); `--resume` on a fresh clone puts them back and
+`scaling.train` continues the run after its last epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import partial_runs
 from bench_json import default_path, machine_description, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -57,6 +63,10 @@ def parse_args() -> argparse.Namespace:
                         help="keep --db from an earlier run of this bench: a finished search is not run again, and "
                              "scaling.train continues an interrupted training from its last epoch (so the hours of "
                              "training on a CPU can span sessions on one machine)")
+    parser.add_argument("--save-partial", action="store_true",
+                        help="copy the database and the checkpoint of a run stopped half-way into a folder beside "
+                        "--out, for --resume on a fresh clone (with --commit, commit it); train nothing")
+    parser.add_argument("--commit", action="store_true", help="with --save-partial: git-commit the folder")
     parser.add_argument("--db", default=str(HERE / "out" / "final_training.db"), help="database of the runs")
     parser.add_argument("--out", default=str(default_path(__file__)), help="where the results go")
     return parser.parse_args()
@@ -131,12 +141,32 @@ def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, che
     print(f"results: {out}")
 
 
+def save_partial(db_path: Path, partial: Path, commit: bool) -> int:
+    """Carry the stopped run to a fresh clone; with none stopped, remove the folder."""
+    carried = partial_runs.save(db_path, db_path.parent / "runs", partial) if db_path.is_file() else []
+    for run in carried:
+        print(f"carried {partial_runs.describe(run)} in {partial.name}", flush=True)
+    if not carried:
+        print("nothing to carry: no run stopped half-way", flush=True)
+    if commit:
+        subprocess.run(["git", "add", "-A", "-f", "--", str(partial)], cwd=REPO, check=False, stderr=subprocess.DEVNULL)
+        subprocess.run(["git", "commit", "-q", "-m", f"bench/final_training: {len(carried)} stopped runs carried",
+                        "--", str(partial)], cwd=REPO, check=False, stderr=subprocess.DEVNULL)
+    return 0
+
+
 def main() -> int:
     args = parse_args()
-    baseline = kept_baseline(args)
     db_path = Path(args.db).resolve()
+    partial = Path(args.out).with_name(f"{Path(args.out).stem}_partial")
+    if args.save_partial:
+        return save_partial(db_path, partial, args.commit)
+    baseline = kept_baseline(args)
     folder = db_path.parent
     folder.mkdir(parents=True, exist_ok=True)
+    if args.resume:
+        for run in partial_runs.restore(db_path, folder / "runs", partial):
+            print(f"continuing {partial_runs.describe(run)} from {partial.name}", flush=True)
     search_seconds = finished_search_seconds(db_path) if args.resume else None
     if not args.resume:
         for stale in folder.glob(db_path.name + "*"):
@@ -174,4 +204,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("stopped: --resume continues the training from its last epoch; --save-partial --commit carries it to a "
+              "fresh clone", file=sys.stderr)
+        sys.exit(130)
