@@ -755,9 +755,4 @@ def run_medium(bench: Bench, budget: str) -> bool:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("stopped: the next run continues each training from its last epoch; --save-partial --commit carries "
-              "them to a fresh clone", file=sys.stderr)
-        sys.exit(130)
+    partial_runs.exit_with(main, "the next run continues each training from its last epoch")

@@ -204,9 +204,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("stopped: --resume continues the training from its last epoch; --save-partial --commit carries it to a "
-              "fresh clone", file=sys.stderr)
-        sys.exit(130)
+    partial_runs.exit_with(main, "--resume continues the training from its last epoch")

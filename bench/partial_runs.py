@@ -9,8 +9,10 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -61,3 +63,13 @@ def restore(database: Path, runs: Path, partial: Path) -> list[TrainingRun]:
     shutil.copy2(partial / database.name, database)
     shutil.copytree(partial / RUNS, runs, dirs_exist_ok=True)
     return stopped_runs(database, runs)
+
+
+def exit_with(main: Callable[[], int], how_to_continue: str) -> NoReturn:
+    """Exit with main()'s status; a Ctrl-C (after which the stopped runs continue) is one line, status 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(f"stopped: {how_to_continue}; --save-partial --commit carries the stopped runs to a fresh clone",
+              file=sys.stderr)
+        sys.exit(130)
