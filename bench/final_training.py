@@ -55,7 +55,11 @@ def parse_args() -> argparse.Namespace:
                         help="stem stride of the search (auto: 1 at 32 px)")
     parser.add_argument("--weight-decay", help="scaling.train's --weight-decay for both networks (its default)")
     parser.add_argument("--subset", type=int, default=None, help="train on only this many images (a quick check)")
+    parser.add_argument("--val-images", type=int, default=None,
+                        help="validation images held out of the training files (scaling.train's default)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--data-dir", help="IDX files to search and train on instead of Fashion-MNIST (the bench's "
+                        "own tests)")
     parser.add_argument("--keep-baseline", action="store_true",
                         help="take EfficientNet-B0's result from --out when it was trained with the same recipe, "
                              "epochs, subset and device (it does not depend on the search), instead of training it")
@@ -72,12 +76,25 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def data_description(args: argparse.Namespace) -> str:
+    if args.data_dir:
+        return f"the IDX files in {Path(args.data_dir).name}"
+    return "Fashion-MNIST, 55k train / 5k validation (from the training files) / 10k test"
+
+
+def data_args(args: argparse.Namespace) -> list[str]:
+    return (["--dataset", "idx", "--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir
+            else ["--dataset", "fashion-mnist"])
+
+
 def training_args(args: argparse.Namespace, folder: Path, db: list[str]) -> list[str]:
     """scaling.train's options shared by both networks: one recipe for both."""
-    common = ["--dataset", "fashion-mnist", "--epochs", str(args.epochs), "--device", args.device, "--format", "json",
+    common = [*data_args(args), "--epochs", str(args.epochs), "--device", args.device, "--format", "json",
               *db, "--out-dir", str(folder / "runs")]
     if args.subset:
         common += ["--subset", str(args.subset)]
+    if args.val_images:
+        common += ["--val-images", str(args.val_images)]
     if args.weight_decay:
         common += ["--weight-decay", args.weight_decay]
     return common
@@ -89,7 +106,8 @@ def train(args: list[str], folder: Path) -> dict[str, Any]:
     [entry] = json.loads(result.stdout)
     entry["wall_seconds"] = seconds
     # Committed results name files relative to the repository, not where this machine keeps it.
-    entry["weights_path"] = Path(entry["weights_path"]).relative_to(REPO).as_posix()
+    weights = Path(entry["weights_path"])
+    entry["weights_path"] = weights.relative_to(REPO).as_posix() if weights.is_relative_to(REPO) else str(weights)
     rates = [float(line.split(" images/s")[0].rsplit(" ", 1)[1]) for line in result.stderr.splitlines()
              if " images/s" in line]
     entry["images_per_second"] = sum(rates) / len(rates) if rates else None
@@ -104,7 +122,7 @@ def kept_baseline(args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     previous = read_json(path)
     setup, b0 = previous["setup"], previous["efficientnet_b0"]
-    same = (setup["epochs"] == args.epochs and setup["subset"] == args.subset
+    same = (setup["epochs"] == args.epochs and setup["subset"] == args.subset and setup["data"] == data_description(args)
             and (args.weight_decay is None or float(args.weight_decay) == b0["recipe"]["weight_decay"])
             and args.device in ("auto", setup["device"]))
     if not same:
@@ -144,8 +162,8 @@ def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, che
 def save_partial(db_path: Path, partial: Path, commit: bool) -> int:
     """Carry the stopped run to a fresh clone; with none stopped, remove the folder."""
     carried = partial_runs.save(db_path, db_path.parent / "runs", partial) if db_path.is_file() else []
-    for run in carried:
-        print(f"carried {partial_runs.describe(run)} in {partial.name}", flush=True)
+    for stopped in carried:
+        print(f"carried {partial_runs.describe(stopped)} in {partial.name}", flush=True)
     if not carried:
         print("nothing to carry: no run stopped half-way", flush=True)
     if commit:
@@ -165,14 +183,14 @@ def main() -> int:
     folder = db_path.parent
     folder.mkdir(parents=True, exist_ok=True)
     if args.resume:
-        for run in partial_runs.restore(db_path, folder / "runs", partial):
-            print(f"continuing {partial_runs.describe(run)} from {partial.name}", flush=True)
+        for stopped in partial_runs.restore(db_path, folder / "runs", partial):
+            print(f"continuing {partial_runs.describe(stopped)} from {partial.name}", flush=True)
     search_seconds = finished_search_seconds(db_path) if args.resume else None
     if not args.resume:
         for stale in folder.glob(db_path.name + "*"):
             stale.unlink()
     db = ["--db", str(db_path)]
-    search_args = ["nas.search", "--dataset", "fashion-mnist", "--resolution", "32", "--target-flops", "8M",
+    search_args = ["nas.search", *data_args(args), "--resolution", "32", "--target-flops", "8M",
                    "--stem-stride", args.stem_stride, "--trials", str(args.trials), "--time-budget", args.time_budget,
                    "--device", args.device, *db]
     if search_seconds is None:
@@ -192,7 +210,7 @@ def main() -> int:
         "found B0 trained within 60 minutes": found["wall_seconds"] <= 3600,
     }
     results = {
-        "setup": {"data": "Fashion-MNIST, 55k train / 5k validation (from the training files) / 10k test",
+        "setup": {"data": data_description(args),
                   "search": " ".join(search_args[:-2]), "epochs": args.epochs, "subset": args.subset,
                   "device": found["device"], "machine": machine_description(),
                   "flops": "multiply-accumulates of conv and linear layers at 32x32"},
