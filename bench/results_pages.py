@@ -71,7 +71,8 @@ def final_training(r: dict[str, Any]) -> str:
 FAMILY_LABELS = {
     "found-paper": "found {m}, paper coefficients", "found-grid": "found {m}, grid-fitted",
     "found-width": "found {m}, width only", "found-resolution": "found {m}, resolution only",
-    "found-depth": "found {m}, depth only", "efficientnet-official": "EfficientNet-{m}, official table",
+    "found-depth": "found {m}, depth only", "found-paper-capped": "found {m}, paper coefficients, at most 32 px",
+    "efficientnet-official": "EfficientNet-{m}, official table",
 }
 
 
