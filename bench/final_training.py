@@ -150,7 +150,7 @@ def finished_search_seconds(db_path: Path) -> float | None:
 def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, checks: dict[str, bool], out: str) -> None:
     print(f"\n{'':22}{'found B0':>14}{'EfficientNet-B0':>18}")
     for label, key, fmt in (("test accuracy", "test_accuracy", "{:.4f}"), ("params", "params", "{:,}"),
-                            ("FLOPs at 32 px", "flops", "{:,}"), ("wall time (s)", "wall_seconds", "{:.0f}"),
+                            ("FLOPs at 32 px", "flops", "{:,}"), ("training time (s)", "seconds", "{:.0f}"),
                             ("images/s (training)", "images_per_second", "{:.0f}")):
         print(f"{label:22}{fmt.format(found[key]):>14}{fmt.format(b0[key]):>18}")
     print(f"search: {search_seconds:.0f} s")
@@ -207,7 +207,8 @@ def main() -> int:
         "found B0 params <= 1M": found["params"] <= 1_000_000,
         "found B0 accuracy >= EfficientNet-B0's": found["test_accuracy"] >= b0["test_accuracy"],
         "found B0 FLOPs < EfficientNet-B0's": found["flops"] < b0["flops"],
-        "found B0 trained within 60 minutes": found["wall_seconds"] <= 3600,
+        # The run's own training seconds, summed over every process that trained it (a carried run has several).
+        "found B0 trained within 60 minutes": found["seconds"] <= 3600,
     }
     results = {
         "setup": {"data": data_description(args),
