@@ -62,10 +62,14 @@ def final_training(r: dict[str, Any]) -> str:
         rows.append([label, f"{run['test_accuracy']:.4f}", f"{run['params']:,}", millions(run["flops"]),
                      minutes(run["seconds"]), f"{run['seconds'] / run['epochs']:.0f} s"])
     setup = r["setup"]
+    kept = r["efficientnet_b0"].get("measured")
+    note = (f"\n\nEfficientNet-B0's row was kept (`--keep-baseline`) from the run of {kept['date']} (commit "
+            f"{kept['commit']}), trained with the same recipe on the same data; its training time is that run's "
+            "machine's." if kept else "")
     return (f"{setup['data']}; {setup['epochs']} epochs; the found B0 from `{setup['search']}` "
             f"({minutes(r['search_seconds'])} of search). FLOPs: {setup['flops']}; accuracy: trained, on the test "
             "split.\n\n" + table(["network", "test accuracy", "params", "FLOPs at 32 px", "training", "per epoch"],
-                                 rows))
+                                 rows) + note)
 
 
 FAMILY_LABELS = {
