@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,20 @@ REPO = HERE.parent
 
 
 def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run an effnas command; its progress (stderr) goes on to this bench's stderr as it comes, so that a log of
+    an hours-long training shows where it is."""
     print("running: python -m", " ".join(args), flush=True)
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, "EFFNAS_DB": ""})
+    with tempfile.TemporaryFile("w+") as stdout:
+        process = subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=stdout, stderr=subprocess.PIPE,
+                                   text=True, env={**os.environ, "EFFNAS_DB": ""})
+        lines = []
+        for line in process.stderr:
+            sys.stderr.write(line)
+            lines.append(line)
+        process.wait()
+        stdout.seek(0)
+        result = subprocess.CompletedProcess(args, process.returncode, stdout.read(), "".join(lines))
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result, time.perf_counter() - start

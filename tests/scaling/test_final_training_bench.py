@@ -36,18 +36,21 @@ def epochs_done(db: Path) -> int:
 def test_a_stopped_final_training_is_carried_to_a_fresh_clone_and_continued_after_its_epoch(tmp_path):
     digits = mnist_idx(tmp_path / "digits", train=600, test=200)
     work, out = tmp_path / "work", tmp_path / "final.json"
-    command = ["--data-dir", str(digits), "--trials", "2", "--time-budget", "2m", "--epochs", "3", "--subset", "300",
+    command = ["--data-dir", str(digits), "--trials", "2", "--time-budget", "10m", "--epochs", "3", "--subset", "300",
                "--val-images", "100", "--device", "cpu", "--db", str(work / "final.db"), "--out", str(out)]
 
     # Stopped with Ctrl-C once the found B0's run has stored its first of three epochs, as a session ends.
-    stopped = subprocess.Popen([sys.executable, str(BENCH), *command], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True,
-                               env={**os.environ, "EFFNAS_DB": ""})
+    log = tmp_path / "stopped.log"
+    with log.open("w") as stderr:  # a file: the bench passes on every progress line of its commands
+        stopped = subprocess.Popen([sys.executable, str(BENCH), *command], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, text=True, start_new_session=True, env={**os.environ, "EFFNAS_DB": ""})
     deadline = time.monotonic() + 300
     while epochs_done(work / "final.db") < 1 and stopped.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(stopped.pid, signal.SIGINT)
-    _, stderr = stopped.communicate(timeout=120)
+    stopped.wait(timeout=120)
+    stderr = log.read_text()
+    assert "epoch 1/3" in stderr  # the training's progress reached the bench's log as it went
     assert stopped.returncode == 130 and "Traceback" not in stderr and "--save-partial" in stderr, stderr[-2000:]
     saved = bench(*command, "--save-partial", cwd=tmp_path)
     assert saved.returncode == 0 and "after epoch" in saved.stdout, saved.stdout + saved.stderr[-2000:]
