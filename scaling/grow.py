@@ -88,22 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="a name for the family")
     add_db_option(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="print the family as a table or JSON (table)")
-    grid = parser.add_argument_group("grid coefficients (--coefficients grid)")
-    grid.add_argument("--grid-scoring", choices=GRID_SCORERS, default="proxy",
-                      help="score each grid point by the search's proxy (default) or by a short run of the "
-                      "final-training recipe at the member's resolution (validation accuracy, never test)")
-    grid.add_argument("--grid-epochs", type=int, default=DEFAULT_GRID_EPOCHS,
-                      help=f"--grid-scoring training: epochs per run ({DEFAULT_GRID_EPOCHS})")
-    grid.add_argument("--grid-subset", type=int, default=DEFAULT_GRID_SUBSET,
-                      help=f"--grid-scoring training: training images per run ({DEFAULT_GRID_SUBSET:,})")
-    grid.add_argument("--grid-val-images", type=int, default=DEFAULT_GRID_VAL_IMAGES,
-                      help=f"--grid-scoring training: validation images ({DEFAULT_GRID_VAL_IMAGES:,})")
-    grid.add_argument("--grid-seeds", default="0",
-                      help="--grid-scoring training: seeds, e.g. 0,1 (each point's score is their mean; 0)")
-    grid.add_argument("--grid-step", type=cli.finite_float, default=GRID_STEP,
-                      help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
-    grid.add_argument("--grid-tolerance", type=cli.finite_float, default=GRID_TOLERANCE,
-                      help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
+    _add_grid_options(parser)
     latency = parser.add_argument_group("latency of each member, measured here at batch 1 and 32")
     latency.add_argument("--latency-runtime", choices=(*RUNTIMES, "none"), default="eager",
                          help="eager: PyTorch, inference mode, channels-last; onnxruntime: ONNX Runtime; none: do not "
@@ -124,6 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--seed", type=int, default=None,
                        help=f"proxy training seed (default: the search's, else {default(ProxyConfig, 'seed')})")
     return parser
+
+
+def _add_grid_options(parser: CommandParser) -> None:
+    grid = parser.add_argument_group("grid coefficients (--coefficients grid)")
+    grid.add_argument("--grid-scoring", choices=GRID_SCORERS, default="proxy",
+                      help="score each grid point by the search's proxy (default) or by a short run of the "
+                      "final-training recipe at the member's resolution (validation accuracy, never test)")
+    grid.add_argument("--grid-epochs", type=int, default=DEFAULT_GRID_EPOCHS,
+                      help=f"--grid-scoring training: epochs per run ({DEFAULT_GRID_EPOCHS})")
+    grid.add_argument("--grid-subset", type=int, default=DEFAULT_GRID_SUBSET,
+                      help=f"--grid-scoring training: training images per run ({DEFAULT_GRID_SUBSET:,})")
+    grid.add_argument("--grid-val-images", type=int, default=DEFAULT_GRID_VAL_IMAGES,
+                      help=f"--grid-scoring training: validation images ({DEFAULT_GRID_VAL_IMAGES:,})")
+    grid.add_argument("--grid-seeds", default="0",
+                      help="--grid-scoring training: seeds, e.g. 0,1 (each point's score is their mean; 0)")
+    grid.add_argument("--grid-step", type=cli.finite_float, default=GRID_STEP,
+                      help=f"grid spacing of alpha, beta, gamma ({GRID_STEP})")
+    grid.add_argument("--grid-tolerance", type=cli.finite_float, default=GRID_TOLERANCE,
+                      help=f"keep grid points with |alpha*beta^2*gamma^2 - 2| within this ({GRID_TOLERANCE})")
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -323,6 +327,34 @@ def grid_table(family: Family) -> list[str]:
     return lines
 
 
+class GrowProgress:
+    """What grow prints on stderr as it goes: each grid point with the time left, each member's proxy accuracy and
+    latency (nothing with --format json)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def grid_point(self, point: GridPoint, index: int, total: int) -> None:
+        if self.quiet:
+            return
+        result = f"validation accuracy {point.accuracy:.4f}" if point.accuracy is not None else f"failed: {point.error}"
+        left = (time.monotonic() - self.started) / index * (total - index)
+        print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
+              f"({format_flops(point.flops)} FLOPs at {point.resolution} px) -> {result}; ~{cli.format_duration(left)} "
+              "left", file=sys.stderr, flush=True)
+
+    def member(self, member: FamilyMember) -> None:
+        if not self.quiet:
+            print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
+
+    def latency(self, member: FamilyMember) -> None:
+        if not self.quiet:
+            print(f"{member.name}: {member.latency['batch_1_ms']:.2f} ms at batch 1, "
+                  f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)",
+                  file=sys.stderr, flush=True)
+
+
 @command(build_parser)
 def main(args: argparse.Namespace, parser: CommandParser) -> int:
     db_url = resolve_url(args.db)
@@ -344,27 +376,7 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     evaluator = _proxy(args, search) if args.evaluate else None
     scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
     db = open_database(db_url)
-    quiet = args.format == "json"
-    started = time.monotonic()
-
-    def grid_progress(point: GridPoint, index: int, total: int) -> None:
-        if not quiet:
-            result = (f"validation accuracy {point.accuracy:.4f}" if point.accuracy is not None
-                      else f"failed: {point.error}")
-            left = (time.monotonic() - started) / index * (total - index)
-            print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
-                  f"({format_flops(point.flops)} FLOPs at {point.resolution} px) -> {result}; ~{cli.format_duration(left)} "
-                  "left", file=sys.stderr, flush=True)
-
-    def member_progress(member: FamilyMember) -> None:
-        if not quiet:
-            print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
-
-    def latency_progress(member: FamilyMember) -> None:
-        if not quiet:
-            print(f"{member.name}: {member.latency['batch_1_ms']:.2f} ms at batch 1, "
-                  f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)",
-                  file=sys.stderr, flush=True)
+    progress = GrowProgress(quiet=args.format == "json")
 
     if args.rule is None and args.coefficients is None:
         print(f"Scaling by the default rule, {DEFAULT_RULE_LABEL}: {DEFAULT_RULE_BASIS}. --rule width, depth or "
@@ -374,12 +386,12 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     name = args.name or (f"{baseline.ref} x {source}" if rule == "compound" else f"{baseline.ref} x {rule}")
     try:
         family = grow_family(baseline, rule, source, args.phi_max, name, scorer, args.grid_step,
-                             args.grid_tolerance, grid_progress, cap)
+                             args.grid_tolerance, progress.grid_point, cap)
         if args.evaluate:
-            family = evaluate_members(family, evaluator, max_flops, member_progress)
+            family = evaluate_members(family, evaluator, max_flops, progress.member)
         if args.latency_runtime != "none":
             family = measure_members(family, latency_protocol, cli.parse_flops(args.latency_max_flops),
-                                     latency_progress, stored_reference_speed(latency_protocol, db))
+                                     progress.latency, stored_reference_speed(latency_protocol, db))
     except ValueError as exc:
         fail(str(exc), prog=parser.prog)
     except KeyboardInterrupt:
