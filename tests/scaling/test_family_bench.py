@@ -17,6 +17,8 @@ from helpers import mnist_idx
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "family_scaling.py"
+sys.path.insert(0, str(BENCH.parent))
+from family_scaling import thin_margin  # noqa: E402  (a script folder, not a package)
 
 
 def bench(*args, cwd):
@@ -79,3 +81,15 @@ def test_the_bench_trains_runs_at_once_carries_a_stopped_run_to_a_fresh_clone_an
     # Nothing is stopped any more: the carried folder goes.
     done = bench(*command, "--save-partial", cwd=tmp_path)
     assert "nothing to carry" in done.stdout and not partial.exists()
+
+
+def seeds(*accuracies):
+    return {"test_accuracy": {str(seed): accuracy for seed, accuracy in enumerate(accuracies)}}
+
+
+def test_a_win_by_less_than_twice_the_spread_is_thin_and_gets_a_third_seed():
+    """The medium budget's first figures: the paper's B2 over width's by 0.0044, width's sd 0.0044."""
+    paper, width = seeds(0.9241, 0.9245), seeds(0.9168, 0.9230)
+    assert thin_margin(paper, width)
+    assert not thin_margin(width, paper)  # no win at all
+    assert not thin_margin(seeds(0.9400, 0.9410), width)  # a win by far more than twice the spread
