@@ -243,7 +243,7 @@ def upsampling_note(family: Family, dataset: str | None, data_dir: str | None) -
     if not above:
         return None
     note = (f"Note: {', '.join(above)} train above the data's {native} px images; there resolution scaling "
-            "upsamples and adds no information.")
+            "upsamples: more compute per image, no new detail.")
     keep = max(native, family.base_resolution)
     if "max_resolution" not in family.config and any(m.resolution > keep for m in family.members):
         note += f" --max-resolution native keeps every member at {keep} px or below."
