@@ -183,7 +183,18 @@ class GridPointRecord(Base):
     family: Mapped[FamilyRecord] = relationship(back_populates="grid_points")
 
 
-class TrainingRunRecord(Base):
+class EpochCurve:
+    """What a record trained epoch by epoch (a training run, a supernet) does with each epoch it stores: the
+    mapped class has the curve, epochs_done and checkpoint_path columns."""
+
+    def append_epoch(self, point: dict[str, Any], checkpoint_path: str) -> None:
+        """The epoch's point (loss, accuracies, seconds) on the curve, counted, with the checkpoint it was saved in."""
+        self.curve = [*(self.curve or []), point]
+        self.epochs_done = len(self.curve)
+        self.checkpoint_path = checkpoint_path
+
+
+class TrainingRunRecord(EpochCurve, Base):
     """One full training of one network: a family member or any architecture, on one data set with one recipe."""
 
     __tablename__ = "training_runs"
@@ -221,7 +232,7 @@ class TrainingRunRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class SupernetRecord(Base):
+class SupernetRecord(EpochCurve, Base):
     __tablename__ = "supernets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -57,10 +57,7 @@ def resume_supernet(db: Database, supernet_id: int, worker: str) -> None:
 
 def record_epoch(db: Database, supernet_id: int, point: dict[str, Any], checkpoint_path: str) -> None:
     with db.writing() as session:
-        row = session.get(SupernetRecord, supernet_id)
-        row.curve = [*(row.curve or []), point]
-        row.epochs_done = len(row.curve)
-        row.checkpoint_path = checkpoint_path
+        session.get(SupernetRecord, supernet_id).append_epoch(point, checkpoint_path)
 
 
 def finish_supernet(db: Database, supernet_id: int, weights_path: str, weights_sha256: str, seconds: float) -> None:

@@ -47,10 +47,7 @@ def get_run(db: Database, run_id: int) -> TrainingRun | None:
 def record_epoch(db: Database, run_id: int, point: dict[str, Any], checkpoint_path: str) -> None:
     """Append one epoch's point (loss, accuracies, seconds) to the curve and count it."""
     with db.writing() as session:
-        row = session.get(TrainingRunRecord, run_id)
-        row.curve = [*(row.curve or []), point]
-        row.epochs_done = len(row.curve)
-        row.checkpoint_path = checkpoint_path
+        session.get(TrainingRunRecord, run_id).append_epoch(point, checkpoint_path)
 
 
 def resume_run(db: Database, run_id: int, worker: str) -> None:

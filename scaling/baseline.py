@@ -24,7 +24,13 @@ PICK_LABELS = {"reward": "the reward winner",
                "accuracy": "the most accurate proxy-trained candidate within the target"}
 
 
-def add_pick_option(group: argparse._ActionsContainer) -> None:
+def add_baseline_options(group: argparse._ActionsContainer) -> None:
+    """--search, --trial, --arch, --baseline (one of them names the network) and --pick."""
+    group.add_argument("--search", type=int, metavar="ID",
+                       help="a trial of search ID: its reward winner, or what --pick names")
+    group.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
+    group.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
+    group.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
     group.add_argument("--pick", choices=PICKS, default="reward",
                        help="with --search: reward, its reward winner (default); accuracy, its most accurate "
                        "proxy-trained candidate within the FLOPs target")

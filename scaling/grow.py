@@ -23,7 +23,7 @@ from nas.search.config import SearchConfig
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DataError, ProxyConfig, TaskConfig, TrainingRecipe, default
 from nas.training.data import native_resolution
-from scaling.baseline import BASELINE_OPTIONS, add_pick_option, resolve_baseline
+from scaling.baseline import BASELINE_OPTIONS, add_baseline_options, resolve_baseline
 from scaling.compound import (
     DEFAULT_RULE,
     DEFAULT_RULE_BASIS,
@@ -64,13 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m scaling.grow",
         description=f"Grow a baseline into a B0..B7 family by a scaling rule. {FLOPS_CONVENTION}.",
     )
-    source = parser.add_argument_group("baseline (one of)")
-    source.add_argument("--search", type=int, metavar="ID",
-                        help="a trial of search ID: its reward winner, or what --pick names")
-    source.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
-    source.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
-    source.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
-    add_pick_option(source)
+    add_baseline_options(parser.add_argument_group("baseline (one of)"))
     parser.add_argument("--rule", choices=RULES, default=None,
                         help=f"width, depth or resolution: that dimension alone, about 2^phi times B0's FLOPs at member "
                         f"phi; compound: depth, width and resolution together (default: {DEFAULT_RULE_LABEL}; "

@@ -27,7 +27,7 @@ from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from effnas.records import TrainingRun
 from nas.space.flops import FLOPS_CONVENTION, format_flops, format_params
 from nas.training.config import DATASETS, DEVICES, FLIP_DATASETS, TrainingRecipe
-from scaling.baseline import BASELINE_OPTIONS, add_pick_option
+from scaling.baseline import BASELINE_OPTIONS, add_baseline_options
 from scaling.launcher import launch
 from scaling.training_queue import TrainOptions, build_queue, rank_jobs, resume_jobs
 from scaling.training_run import Job, JobStopped, run_queue
@@ -45,16 +45,11 @@ def build_parser() -> CommandParser:
         f"{FLOPS_CONVENTION}, counted at the training resolution.",
     )
     what = parser.add_argument_group("what to train (one of)")
-    what.add_argument("--search", type=int, metavar="ID",
-                        help="a trial of search ID: its reward winner, or what --pick names")
-    what.add_argument("--trial", type=int, metavar="ID", help="trial ID (its database id)")
-    what.add_argument("--arch", metavar="FILE.json", help="an architecture spec file (effnas JSON format)")
-    what.add_argument("--baseline", metavar="NAME", help="an official network by name, e.g. efficientnet-b0")
+    add_baseline_options(what)
     what.add_argument("--family", type=int, metavar="ID", help="the members of family ID (from scaling.grow)")
     what.add_argument("--members", metavar="B0,B1,...", help="with --family: only these members (default: all "
                       "under --max-flops)")
     what.add_argument("--resume", type=int, metavar="RUN_ID", help="continue a stopped training run")
-    add_pick_option(what)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
                       help="data set with a test split (fashion-mnist)")
