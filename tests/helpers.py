@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import io
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 from unittest import mock
@@ -68,3 +69,11 @@ def mnist_idx(folder: Path, train: int = 3000, test: int = 1000, compress: bool 
         write_idx(folder / "t10k-images-idx3-ubyte", images[train:train + test], compress)
         write_idx(folder / "t10k-labels-idx1-ubyte", labels[train:train + test], compress)
     return folder
+
+
+def stored_runs(db: Path, complete_only: bool = False) -> list[dict]:
+    """The training_runs rows of a SQLite database, as dicts, in id order (only the complete ones if asked)."""
+    where = " where status = 'complete'" if complete_only else ""
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        return [dict(r) for r in c.execute(f"select * from training_runs{where} order by id")]

@@ -5,7 +5,6 @@ nothing behind."""
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import mnist_idx
+from helpers import mnist_idx, stored_runs
 from nas.space.spec import decode, to_json
 from nas.training.config import TaskConfig
 from nas.training.data import load_task_data
@@ -33,12 +32,6 @@ def cli(module, *args, cwd):
 def ok(result):
     assert result.returncode == 0, result.stderr
     return result
-
-
-def complete_runs(db):
-    with sqlite3.connect(db) as c:
-        c.row_factory = sqlite3.Row
-        return [dict(r) for r in c.execute("select * from training_runs where status='complete' order by id")]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +57,7 @@ def exported(tmp_path_factory):
     pixels, labels = next(test.pixel_batches(test.test, 100))
     return {"folder": folder, "data": data, "db": db, "family": family, "out": out, "stderr": result.stderr,
             "manifest": json.loads((out / "family.json").read_text()), "pixels": pixels.numpy(),
-            "labels": labels.numpy(), "runs": complete_runs(db)}
+            "labels": labels.numpy(), "runs": stored_runs(db, complete_only=True)}
 
 
 def exported_run_logits(exported, pixels):

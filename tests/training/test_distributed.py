@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from helpers import mnist_idx
+from helpers import mnist_idx, stored_runs
 from nas.space.spec import decode, to_json
 
 SMALL = decode(["r1_k3_s11_e1_i16_o16", "r1_k3_s22_e3_i16_o24_se0.25", "r1_k3_s22_e3_i24_o32"],
@@ -30,12 +30,6 @@ def train(folder, db, *extra, wait=True):
     if not wait:
         return subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600, env=env)
-
-
-def runs(db):
-    with sqlite3.connect(db) as c:
-        c.row_factory = sqlite3.Row
-        return [dict(r) for r in c.execute("select * from training_runs order by id")]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +53,7 @@ def test_two_processes_reach_one_process_accuracy_and_the_run_says_how_many(fold
     # The same global batch (64): two processes land within the seed spread of one.
     spread = max(statistics.stdev(alone), statistics.stdev(parallel), 0.02)
     assert abs(statistics.fmean(parallel) - statistics.fmean(alone)) <= 2 * spread, (alone, parallel)
-    stored = runs(db)
+    stored = stored_runs(db)
     assert [json.loads(r["data"])["processes"] for r in stored] == [1, 1, 2, 2]
     assert all(p["processes"] == 2 for r in stored[2:] for p in json.loads(r["curve"]))
     assert two.stderr.count("Training run") == 2 and "[1/2]" in two.stderr  # rank 0 alone reports
@@ -74,7 +68,7 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_the_same_command_continues_i
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
         try:
-            if db.exists() and runs(db) and runs(db)[0]["epochs_done"] >= 2:
+            if db.exists() and stored_runs(db) and stored_runs(db)[0]["epochs_done"] >= 2:
                 break
         except sqlite3.OperationalError:
             continue
@@ -87,17 +81,17 @@ def test_a_killed_rank_ends_the_job_in_one_line_and_the_same_command_continues_i
     assert len(lines) == 1 and "of 2 ended with signal 9; the other ranks were stopped" in lines[0], stderr
     assert "Traceback" not in stderr
     assert not [p for p in ranks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    [killed] = runs(db)
+    [killed] = stored_runs(db)
     assert killed["status"] == "interrupted" and 2 <= killed["epochs_done"] < 5
     again = train(folder, db, *job)
     assert again.returncode == 0, again.stderr
     assert f"continuing after epoch {killed['epochs_done']}" in again.stderr
-    [after] = runs(db)
+    [after] = stored_runs(db)
     assert after["id"] == killed["id"] and after["status"] == "complete"
     straight_db = folder / "straight.db"
     straight = train(folder, straight_db, *job)
     assert straight.returncode == 0, straight.stderr
-    [reference] = runs(straight_db)
+    [reference] = stored_runs(straight_db)
 
     def trained(curve):
         return [{k: v for k, v in p.items() if k not in ("seconds", "images_per_second")} for p in json.loads(curve)]
