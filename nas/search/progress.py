@@ -206,6 +206,30 @@ def _fidelity_lines(db: Database, search_id: int, config: SearchConfig) -> list[
     return notes
 
 
+def _comparison_lines(columns: list[tuple[str, Any]], objective: str) -> list[str]:
+    """The summary's networks side by side: block strings stage by stage, then FLOPs, params, accuracy, reward."""
+    lines = []
+    blocks = [column[1].block_strings.split() for column in columns]
+    width = max(len(title) for title, _ in columns)
+    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
+    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
+    for index in range(max(len(stages) for stages in blocks)):
+        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
+        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
+    rows: list[tuple[str, Any]] = [
+        ("FLOPs", lambda t: format_flops(t.flops)),
+        ("params", lambda t: format_params(t.params)),
+        ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
+        ("reward", lambda t: f"{t.reward:.4f}"),
+    ]
+    if objective == "latency":
+        rows += [("latency", lambda t: "-" if t.latency_ms is None else f"{t.latency_ms:.3f} ms predicted"),
+                 ("measured", lambda t: "-" if t.measured_latency_ms is None else f"{t.measured_latency_ms:.3f} ms")]
+    for label, show in rows:
+        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
+    return lines
+
+
 def search_summary(db: Database, search_id: int, config: SearchConfig, data: TaskData, seconds: float) -> str:
     search = searches.get_search(db, search_id)
     counts = trials.candidate_status_counts(db, search_id)
@@ -239,24 +263,7 @@ def search_summary(db: Database, search_id: int, config: SearchConfig, data: Tas
     if not columns:
         lines.append("No trial completed.")
         return "\n".join(lines)
-    blocks = [column[1].block_strings.split() for column in columns]
-    width = max(len(title) for title, _ in columns)
-    width = max([width] + [len(b) for stages in blocks for b in stages]) + 2
-    lines.append(f"{'':10}" + "".join(f"{title:<{width}}" for title, _ in columns))
-    for index in range(max(len(stages) for stages in blocks)):
-        cells = [stages[index] if index < len(stages) else "" for stages in blocks]
-        lines.append(f"{'stage ' + str(index + 1):10}" + "".join(f"{cell:<{width}}" for cell in cells))
-    rows: list[tuple[str, Any]] = [
-        ("FLOPs", lambda t: format_flops(t.flops)),
-        ("params", lambda t: format_params(t.params)),
-        ("proxy acc", lambda t: f"{t.accuracy:.4f}"),
-        ("reward", lambda t: f"{t.reward:.4f}"),
-    ]
-    if config.reward.objective == "latency":
-        rows += [("latency", lambda t: "-" if t.latency_ms is None else f"{t.latency_ms:.3f} ms predicted"),
-                 ("measured", lambda t: "-" if t.measured_latency_ms is None else f"{t.measured_latency_ms:.3f} ms")]
-    for label, show in rows:
-        lines.append(f"{label:10}" + "".join(f"{show(trial):<{width}}" for _, trial in columns))
+    lines += _comparison_lines(columns, config.reward.objective)
     db_arg = db_argument(db.url)
     lines += [
         "",
