@@ -7,7 +7,7 @@ Run: .venv/bin/python bench/final_training.py [--epochs 30] [--trials 40] [--ste
    32 px, where B0's own stem leaves 1x1);
 2. `python -m scaling.train --search 1` trains it from scratch (55k train / 5k validation), tests it on t10k;
 3. `python -m scaling.train --baseline efficientnet-b0 --resolution 32` trains EfficientNet-B0 the same way.
-It prints test accuracy, params, FLOPs at 32 px, wall time and images/s of each, checks the targets (found B0:
+It prints test accuracy, params, FLOPs at 32 px, training time and images/s of each, checks the targets (found B0:
 >= 0.94 test accuracy on CPU / 0.95 on a GPU, <= 1M params, at least EfficientNet-B0's accuracy at fewer FLOPs),
 and writes everything to bench/final_training.json (or --out). Each step is an effnas command, as a user runs it,
 into a fresh database (--db, replaced at the start unless --resume keeps it).
