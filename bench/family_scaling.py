@@ -155,6 +155,8 @@ class Bench:
         print("running: python -m", " ".join(args), flush=True)
         result = subprocess.run([sys.executable, "-m", *args], cwd=self.folder, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "EFFNAS_DB": "", "PYTHONPATH": str(REPO)})
+        if result.returncode == partial_runs.INTERRUPTED:
+            raise KeyboardInterrupt  # the command saved its state on Ctrl-C, whether or not this process saw it
         if result.returncode != 0:
             raise SystemExit(f"{' '.join(args[:2])} failed ({result.returncode})")
         return result.stdout

@@ -52,6 +52,8 @@ def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]
         process.wait()
         stdout.seek(0)
         result = subprocess.CompletedProcess(args, process.returncode, stdout.read(), "".join(lines))
+    if result.returncode == partial_runs.INTERRUPTED:
+        raise KeyboardInterrupt  # the command saved its state on Ctrl-C, whether or not this process saw it
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args[:2])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result, time.perf_counter() - start

@@ -22,6 +22,8 @@ from effnas.records import TrainingRun, TrainingStatus  # noqa: E402
 from nas.training.checkpoint import CHECKPOINT_NAME  # noqa: E402
 
 RUNS = "runs"
+# The exit status of an effnas command stopped by Ctrl-C (after saving what it had).
+INTERRUPTED = 130
 
 
 def stopped_runs(database: Path, runs: Path) -> list[TrainingRun]:
@@ -72,4 +74,4 @@ def exit_with(main: Callable[[], int], how_to_continue: str) -> NoReturn:
     except KeyboardInterrupt:
         print(f"stopped: {how_to_continue}; --save-partial --commit carries the stopped runs to a fresh clone",
               file=sys.stderr)
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
