@@ -21,10 +21,10 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
   budget the networks are far from trained (0.78 test accuracy).
 - `medium` (about 18 hours on 2 cores, resumable): all 55,000 images (5,000 held out) x 15 epochs, seeds 0 and 1,
   for the networks that decide the rule at phi = 2: the found B0, the found B2 by the paper's coefficients, by
-  width alone and by the short grid, and EfficientNet-B0, then the paper's B2 capped at 32 px; then phi = 1 of
-  the two best rules if their B2s lie within each other's spread, or a third seed of both B2s if the better wins
-  by less than twice the spread; then the grid refitted with 15-epoch runs (the
-  short grid's 3,000 images), to see whether the chosen coefficients change with the budget. Bello et al. 2021
+  width alone and by the short grid, and EfficientNet-B0; then the grid refitted with 15-epoch runs (the short
+  grid's 3,000 images), to see whether the chosen coefficients change with the budget; then phi = 1 of the two
+  best rules if their B2s lie within each other's spread, or a third seed of both B2s if the better wins by less
+  than twice the spread; last the paper's B2 capped at 32 px. Bello et al. 2021
   found width scaling winning at 10 epochs and depth at 350: this is the check that our short-budget answer holds
   beyond the short regime.
 - `full` (a GPU's job): 55,000 images x 30 epochs, seeds 0-2, phi 0-2 of every rule's family and of EfficientNet's
@@ -116,7 +116,9 @@ SHORT_OPTIONAL = [(f"found-{rule}", "B1", "short") for rule in ("width", "depth"
 SEEDS = (0, 1)
 THIRD_SEED = 2
 MEDIUM_NETWORKS = [("found-paper", "B0"), ("found-width", "B2"), ("found-paper", "B2"),
-                   ("efficientnet-official", "B0"), ("found-grid", "B2"), ("found-paper-capped", "B2")]
+                   ("efficientnet-official", "B0"), ("found-grid", "B2")]
+# Trained last: capping was measured at the short budget already, and the issue asks only to consider it.
+MEDIUM_OPTIONAL = [("found-paper-capped", "B2")]
 FULL_NETWORKS = [("found-paper", "B0"), ("efficientnet-official", "B0"),
                  *[(family, m) for m in ("B1", "B2") for family in (*RULE_FAMILIES, "efficientnet-official")]]
 FULL_SEEDS = (0, 1, 2)
@@ -745,10 +747,14 @@ def run_short(bench: Bench) -> bool:
 
 
 def run_medium(bench: Bench, budget: str) -> bool:
-    """The phi = 2 networks, phi = 1 of the two best rules if their B2s overlap (a third seed of both B2s if one
-    wins by a thin margin), then the grid at 15 epochs."""
+    """The phi = 2 networks, the grid at 15 epochs, phi = 1 of the two best rules if their B2s overlap (a third seed
+    of both B2s if one wins by a thin margin), then the capped B2."""
     networks = bench.selected(MEDIUM_NETWORKS)
     if not bench.train([(f, m, budget, seed) for f, m in networks for seed in SEEDS]):
+        return False
+    if not bench.args.networks:
+        bench.family_id("found-grid-medium")
+    if bench.out_of_time():
         return False
     rows = [row for row in ranking(bench.results["networks"], budget) if row["seeds"] >= 2]
     if len(rows) >= 2:
@@ -763,12 +769,8 @@ def run_medium(bench: Bench, budget: str) -> bool:
             b2s = bench.selected([(family_of_rule(r["rule"]), "B2") for r in rows[:2]])
             if not bench.train([(f, m, budget, THIRD_SEED) for f, m in b2s]):
                 return False
-    if bench.out_of_time():
-        return False
-    if not bench.args.networks:
-        bench.family_id("found-grid-medium")
-    return True
-
+    optional = bench.selected(MEDIUM_OPTIONAL)
+    return bench.train([(f, m, budget, seed) for f, m in optional for seed in SEEDS])
 
 if __name__ == "__main__":
     partial_runs.exit_with(main, "the next run continues each training from its last epoch")
