@@ -35,6 +35,7 @@ from bench_json import default_path, machine_description, read_json, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+TARGET_FLOPS = 8e6
 
 
 def run(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
@@ -113,10 +114,15 @@ def training_args(args: argparse.Namespace, folder: Path, db: list[str]) -> list
     return common
 
 
-def train(args: list[str], folder: Path) -> dict[str, Any]:
-    """One scaling.train run's JSON record, with its wall time and mean training throughput."""
+def train(args: list[str], folder: Path, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One scaling.train run's JSON record, with its wall time and mean training throughput. A --resume that finds
+    the run complete trains nothing: the wall time and throughput of `previous` (this run's earlier record) stay."""
     result, seconds = run(["scaling.train", *args], folder)
     [entry] = json.loads(result.stdout)
+    if "nothing left to train" in result.stderr and previous and previous.get("weights_sha256") == entry.get(
+            "weights_sha256"):
+        return {**entry, **{key: previous[key] for key in ("wall_seconds", "images_per_second", "device",
+                                                           "weights_path")}}
     entry["wall_seconds"] = seconds
     # Committed results name files relative to the repository, not where this machine keeps it.
     weights = Path(entry["weights_path"])
@@ -158,6 +164,21 @@ def finished_search_seconds(db_path: Path) -> float | None:
     if search is None or search.status is not SearchStatus.FINISHED:
         return None
     return (search.finished_at - search.started_at).total_seconds()
+
+
+def search_record(db_path: Path, target_flops: float) -> dict[str, Any]:
+    """What search 1 did, for the results page: candidates by status, the reward winner's proxy figures and the most
+    accurate candidate within the target (the summary's other answer, `--pick accuracy`)."""
+    from db import open_database
+    from db.trials import best_trial, candidate_status_counts, most_accurate_within
+
+    db = open_database(f"sqlite:///{db_path}", create=False)
+    counts = {status.value: count for status, count in candidate_status_counts(db, 1).items()}
+    winner, within = best_trial(db, 1), most_accurate_within(db, 1, target_flops)
+    return {"candidates": counts, "target_flops": target_flops,
+            "winner": {"flops": winner.flops, "proxy_accuracy": winner.accuracy, "reward": winner.reward},
+            "most_accurate_within_target": None if within is None else {
+                "flops": within.flops, "proxy_accuracy": within.accuracy, "reward": within.reward}}
 
 
 def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, checks: dict[str, bool], out: str) -> None:
@@ -203,7 +224,8 @@ def main() -> int:
         for stale in folder.glob(db_path.name + "*"):
             stale.unlink()
     db = ["--db", str(db_path)]
-    search_args = ["nas.search", *data_args(args), "--resolution", "32", "--target-flops", "8M",
+    search_args = ["nas.search", *data_args(args), "--resolution", "32", "--target-flops",
+                   f"{TARGET_FLOPS / 1e6:g}M",
                    "--stem-stride", args.stem_stride, "--trials", str(args.trials), "--time-budget", args.time_budget,
                    "--device", args.device, *db]
     if search_seconds is None:
@@ -211,7 +233,8 @@ def main() -> int:
     else:
         print(f"--resume: search 1 in {db_path.name} finished ({search_seconds:.0f} s); not run again", flush=True)
     common = training_args(args, folder, db)
-    found = train(["--search", "1", *common], folder)
+    previous = read_json(Path(args.out)).get("found_b0") if args.resume and Path(args.out).exists() else None
+    found = train(["--search", "1", *common], folder, previous)
     b0 = baseline or train(["--baseline", "efficientnet-b0", "--resolution", "32", *common], folder)
     gpu = found["device"] == "cuda"
     target_accuracy = 0.95 if gpu else 0.94
@@ -228,7 +251,7 @@ def main() -> int:
                   "search": " ".join(search_args[:-2]), "epochs": args.epochs, "subset": args.subset,
                   "device": found["device"], "machine": machine_description(),
                   "flops": "multiply-accumulates of conv and linear layers at 32x32"},
-        "search_seconds": search_seconds, "found_b0": found, "efficientnet_b0": b0, "checks": checks,
+        "search_seconds": search_seconds, "search": search_record(db_path, TARGET_FLOPS), "found_b0": found, "efficientnet_b0": b0, "checks": checks,
     }
     write_json(args.out, results)
     report(found, b0, search_seconds, checks, args.out)
