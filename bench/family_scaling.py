@@ -23,8 +23,8 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
   for the networks that decide the rule at phi = 2: the found B0, the found B2 by the paper's coefficients, by
   width alone and by the short grid, and EfficientNet-B0; then the grid refitted with 15-epoch runs (the short
   grid's 3,000 images), to see whether the chosen coefficients change with the budget; then phi = 1 of the two
-  best rules if their B2s lie within each other's spread, or a third seed of both B2s if the better wins by less
-  than twice the spread; last the paper's B2 capped at 32 px. Bello et al. 2021
+  best rules if their B2s lie within each other's spread, or a third seed of the best B2 and of every B2 it beats
+  by less than twice the spread; last the paper's B2 capped at 32 px. Bello et al. 2021
   found width scaling winning at 10 epochs and depth at 350: this is the check that our short-budget answer holds
   beyond the short regime.
 - `full` (a GPU's job): 55,000 images x 30 epochs, seeds 0-2, phi 0-2 of every rule's family and of EfficientNet's
@@ -490,6 +490,16 @@ def thin_margin(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(above(a, b)) and ma - mb < 2 * max(sa, sb)
 
 
+def third_seed_rules(b2s: dict[str, dict[str, Any]]) -> list[str]:
+    """Given each rule's B2 in ranking order, best first: the best rule and every rule it beats by a thin margin,
+    when the best wins beyond the spread over all (else [])."""
+    (best, winner), *rivals = b2s.items()
+    if not all(above(winner, b2) for _, b2 in rivals):
+        return []
+    thin = [rule for rule, b2 in rivals if thin_margin(winner, b2)]
+    return [best, *thin] if thin else []
+
+
 def overlapping(networks: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(family, member, budget) of networks in a compared pair whose spreads overlap: they get a third seed."""
     pairs = [(("found-paper", m), ("efficientnet-official", m)) for m in ("B1", "B2")]
@@ -747,8 +757,8 @@ def run_short(bench: Bench) -> bool:
 
 
 def run_medium(bench: Bench, budget: str) -> bool:
-    """The phi = 2 networks, the grid at 15 epochs, phi = 1 of the two best rules if their B2s overlap (a third seed
-    of both B2s if one wins by a thin margin), then the capped B2."""
+    """The phi = 2 networks, the grid at 15 epochs, phi = 1 of the two best rules if their B2s overlap (else a third
+    seed of the B2s the best beats by a thin margin, and of the best), then the capped B2."""
     networks = bench.selected(MEDIUM_NETWORKS)
     if not bench.train([(f, m, budget, seed) for f, m in networks for seed in SEEDS]):
         return False
@@ -758,16 +768,17 @@ def run_medium(bench: Bench, budget: str) -> bool:
         return False
     rows = [row for row in ranking(bench.results["networks"], budget) if row["seeds"] >= 2]
     if len(rows) >= 2:
-        first, second = (network(bench.results["networks"], family_of_rule(r["rule"]), "B2", budget) for r in rows[:2])
-        if not above(first, second):
-            phi1 = bench.selected([(family_of_rule(r["rule"]), "B1") for r in rows[:2]])
+        b2s = {r["rule"]: network(bench.results["networks"], family_of_rule(r["rule"]), "B2", budget) for r in rows}
+        first, second = rows[0]["rule"], rows[1]["rule"]
+        if not above(b2s[first], b2s[second]):
+            phi1 = bench.selected([(family_of_rule(rule), "B1") for rule in (first, second)])
             if not bench.train([(f, m, budget, seed) for f, m in phi1 for seed in SEEDS]):
                 return False
-        elif thin_margin(first, second):
+        else:
             # The default rule rests on this win; a margin inside twice the spread is two seeds' luck as much as
-            # the rule's, so both B2s get a third seed.
-            b2s = bench.selected([(family_of_rule(r["rule"]), "B2") for r in rows[:2]])
-            if not bench.train([(f, m, budget, THIRD_SEED) for f, m in b2s]):
+            # the rule's, so the winner's B2 and every B2 it beats that thinly get a third seed.
+            third = bench.selected([(family_of_rule(rule), "B2") for rule in third_seed_rules(b2s)])
+            if not bench.train([(f, m, budget, THIRD_SEED) for f, m in third]):
                 return False
     optional = bench.selected(MEDIUM_OPTIONAL)
     return bench.train([(f, m, budget, seed) for f, m in optional for seed in SEEDS])

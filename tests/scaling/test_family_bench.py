@@ -18,7 +18,7 @@ from helpers import mnist_idx
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "bench" / "family_scaling.py"
 sys.path.insert(0, str(BENCH.parent))
-from family_scaling import thin_margin  # noqa: E402  (a script folder, not a package)
+from family_scaling import thin_margin, third_seed_rules  # noqa: E402  (a script folder, not a package)
 
 
 def bench(*args, cwd):
@@ -93,3 +93,16 @@ def test_a_win_by_less_than_twice_the_spread_is_thin_and_gets_a_third_seed():
     assert thin_margin(paper, width)
     assert not thin_margin(width, paper)  # no win at all
     assert not thin_margin(seeds(0.9400, 0.9410), width)  # a win by far more than twice the spread
+
+
+def test_the_best_b2_and_every_b2_it_beats_thinly_get_a_third_seed():
+    """The medium budget's phi = 2 figures: the paper's B2 over the grid's by 0.0041 (sd 0.0023) and over width's by
+    0.0044 (sd 0.0044): both wins are thin, so all three are trained again."""
+    paper, grid, width = seeds(0.9241, 0.9245), seeds(0.9185, 0.9218), seeds(0.9168, 0.9230)
+    assert third_seed_rules({"compound": paper, "grid": grid, "width": width}) == ["compound", "grid", "width"]
+    clear = seeds(0.9400, 0.9410)
+    assert third_seed_rules({"compound": clear, "grid": grid, "width": width}) == []  # wins by far: settled
+    # Only the thin rivals join the winner; a rival inside the spread is phi = 1's case, not a third seed's.
+    best, thin, far = seeds(0.9300, 0.9302), seeds(0.9250, 0.9280), seeds(0.9000, 0.9002)
+    assert third_seed_rules({"a": best, "b": thin, "c": far}) == ["a", "b"]
+    assert third_seed_rules({"compound": paper, "grid": seeds(0.9240, 0.9246)}) == []
