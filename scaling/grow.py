@@ -322,16 +322,13 @@ def grid_table(family: Family) -> list[str]:
 
 
 class GrowProgress:
-    """What grow prints on stderr as it goes: each grid point with the time left, each member's proxy accuracy and
-    latency (nothing with --format json)."""
+    """What grow prints on stderr as it goes, whatever --format (stdout carries the result): each grid point with
+    the time left, each member's proxy accuracy and latency."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+    def __init__(self) -> None:
         self.started = time.monotonic()
 
     def grid_point(self, point: GridPoint, index: int, total: int) -> None:
-        if self.quiet:
-            return
         result = f"validation accuracy {point.accuracy:.4f}" if point.accuracy is not None else f"failed: {point.error}"
         left = (time.monotonic() - self.started) / index * (total - index)
         print(f"grid point {index}/{total}: alpha {point.alpha:g}, beta {point.beta:g}, gamma {point.gamma:g} "
@@ -339,14 +336,12 @@ class GrowProgress:
               "left", file=sys.stderr, flush=True)
 
     def member(self, member: FamilyMember) -> None:
-        if not self.quiet:
-            print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
+        print(f"{member.name}: proxy accuracy {member.accuracy:.4f}", file=sys.stderr, flush=True)
 
     def latency(self, member: FamilyMember) -> None:
-        if not self.quiet:
-            print(f"{member.name}: {member.latency['batch_1_ms']:.2f} ms at batch 1, "
-                  f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)",
-                  file=sys.stderr, flush=True)
+        print(f"{member.name}: {member.latency['batch_1_ms']:.2f} ms at batch 1, "
+              f"{member.latency['batch_32_ms']:.1f} ms at batch 32 ({member.resolution} px)", file=sys.stderr,
+              flush=True)
 
 
 @command(build_parser)
@@ -370,7 +365,7 @@ def main(args: argparse.Namespace, parser: CommandParser) -> int:
     evaluator = _proxy(args, search) if args.evaluate else None
     scorer = _grid_scorer(args, search) if args.coefficients == "grid" else None
     db = open_database(db_url)
-    progress = GrowProgress(quiet=args.format == "json")
+    progress = GrowProgress()
 
     if args.rule is None and args.coefficients is None:
         print(f"Scaling by the default rule, {DEFAULT_RULE_LABEL}: {DEFAULT_RULE_BASIS}. --rule width, depth or "

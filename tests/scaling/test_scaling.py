@@ -105,6 +105,8 @@ def test_grid_mode_on_a_tiny_proxy_stores_every_point_and_uses_the_best(tmp_path
     data = json.loads(result.stdout)
     expected = grid_points(0.2, 0.05)
     assert len(data["grid"]) == len(expected)
+    # JSON on stdout, progress on stderr: a script's log still shows how far the grid is.
+    assert f"grid point {len(expected)}/{len(expected)}: alpha" in result.stderr
     assert {(p["alpha"], p["beta"], p["gamma"]) for p in data["grid"]} == set(expected)
     best = max((p for p in data["grid"] if p["status"] == "complete"), key=lambda p: (p["val_accuracy"], -p["flops"]))
     assert (data["coefficients"]["alpha"], data["coefficients"]["beta"], data["coefficients"]["gamma"]) == (
