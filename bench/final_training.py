@@ -174,11 +174,13 @@ def search_record(db_path: Path, target_flops: float) -> dict[str, Any]:
 
     db = open_database(f"sqlite:///{db_path}", create=False)
     counts = {status.value: count for status, count in candidate_status_counts(db, 1).items()}
-    winner, within = best_trial(db, 1), most_accurate_within(db, 1, target_flops)
-    return {"candidates": counts, "target_flops": target_flops,
-            "winner": {"flops": winner.flops, "proxy_accuracy": winner.accuracy, "reward": winner.reward},
-            "most_accurate_within_target": None if within is None else {
-                "flops": within.flops, "proxy_accuracy": within.accuracy, "reward": within.reward}}
+
+    def figures(trial: Any) -> dict[str, Any] | None:
+        return None if trial is None else {"flops": trial.flops, "proxy_accuracy": trial.accuracy,
+                                           "reward": trial.reward}
+
+    return {"candidates": counts, "target_flops": target_flops, "winner": figures(best_trial(db, 1)),
+            "most_accurate_within_target": figures(most_accurate_within(db, 1, target_flops))}
 
 
 def report(found: dict[str, Any], b0: dict[str, Any], search_seconds: float, checks: dict[str, bool], out: str) -> None:
