@@ -109,15 +109,15 @@ def family_scaling(r: dict[str, Any]) -> str:
     if rankings:
         parts.append("**The rules at phi = 2** (the found B2 by each rule, best first):\n\n"
                      + table(["budget", "ranking"], rankings))
-    grids = [(key, r[key]) for key in ("grid", "grid_medium") if key in r]
+    grids = [r[key] for key in ("grid", "grid_medium") if key in r]
     if grids:
-        args = grids[0][1]["args"]
-        images, held_out = (int(args[args.index(option) + 1]) for option in ("--grid-subset", "--grid-val-images"))
+        images, held_out = (int(option_value(grids[0]["args"], option))
+                            for option in ("--grid-subset", "--grid-val-images"))
         parts.append("**The training-scored grid** (`--coefficients grid --grid-scoring training`: each point's B1 "
                      f"trained on {images:,} images, validated on {held_out:,}): validation accuracy of the points "
                      "that deepen (alpha > 1) against those that do not.\n\n" + table(
                          ["epochs per point", "points", "chosen (alpha, beta, gamma)", "alpha = 1", "alpha > 1",
-                          "minutes on 2 cores"], [grid_row(g) for _, g in grids]))
+                          "minutes on 2 cores"], [grid_row(g) for g in grids]))
     chosen = findings.get("default rule")
     if chosen:
         parts.append(f"**`scaling.grow`'s default**: {chosen['rule']}, from the {chosen['budget']} budget "
@@ -131,9 +131,12 @@ def family_scaling(r: dict[str, Any]) -> str:
     return f"FLOPs: {r['setup']['flops']}.\n\n" + "\n\n".join(parts)
 
 
+def option_value(args: list[str], option: str) -> str:
+    return args[args.index(option) + 1]
+
+
 def grid_row(grid: dict[str, Any]) -> list[str]:
     """One grid's epochs, chosen coefficients, the accuracy range with and without deepening, and its cost."""
-    args = grid["args"]
     c = grid["coefficients"]
     done = [point for point in grid["points"] if point["val_accuracy"] is not None]
 
@@ -141,7 +144,7 @@ def grid_row(grid: dict[str, Any]) -> list[str]:
         accuracies = [point["val_accuracy"] for point in points]
         return f"{min(accuracies):.3f}-{max(accuracies):.3f}" if accuracies else ""
 
-    return [args[args.index("--grid-epochs") + 1], str(len(done)), f"{c['alpha']:g}, {c['beta']:g}, {c['gamma']:g}",
+    return [option_value(grid["args"], "--grid-epochs"), str(len(done)), f"{c['alpha']:g}, {c['beta']:g}, {c['gamma']:g}",
             spread([p for p in done if p["alpha"] == 1.0]), spread([p for p in done if p["alpha"] > 1.0]),
             f"{grid['seconds'] / 60:.0f}"]
 
