@@ -761,7 +761,7 @@ def run_short(bench: Bench) -> bool:
 
 def run_medium(bench: Bench, budget: str) -> bool:
     """The phi = 2 networks, the grid at 15 epochs, phi = 1 of the two best rules if their B2s overlap (else a third
-    seed of the B2s the best beats by a thin margin, and of the best), then the capped B2."""
+    seed of the B2s the best beats by a thin margin, and of the best), then the optional B2s (resolution, capped)."""
     networks = bench.selected(MEDIUM_NETWORKS)
     if not bench.train([(f, m, budget, seed) for f, m in networks for seed in SEEDS]):
         return False
@@ -770,21 +770,22 @@ def run_medium(bench: Bench, budget: str) -> bool:
     if bench.out_of_time():
         return False
     rows = [row for row in ranking(bench.results["networks"], budget) if row["seeds"] >= 2]
+    settling: list[tuple[str, str, str, int]] = []
     if len(rows) >= 2:
         b2s = {r["rule"]: network(bench.results["networks"], family_of_rule(r["rule"]), "B2", budget) for r in rows}
         first, second = rows[0]["rule"], rows[1]["rule"]
         if not above(b2s[first], b2s[second]):
             phi1 = bench.selected([(family_of_rule(rule), "B1") for rule in (first, second)])
-            if not bench.train([(f, m, budget, seed) for f, m in phi1 for seed in SEEDS]):
-                return False
+            settling = [(f, m, budget, seed) for f, m in phi1 for seed in SEEDS]
         else:
             # The default rule rests on this win; a margin inside twice the spread is two seeds' luck as much as
             # the rule's, so the winner's B2 and every B2 it beats that thinly get a third seed.
             third = bench.selected([(family_of_rule(rule), "B2") for rule in third_seed_rules(b2s)])
-            if not bench.train([(f, m, budget, THIRD_SEED) for f, m in third]):
-                return False
+            settling = [(f, m, budget, THIRD_SEED) for f, m in third]
+    # One pool for both, settling runs first: an odd count of settling runs would otherwise leave a core idle
+    # while the last one trains alone.
     optional = bench.selected(MEDIUM_OPTIONAL)
-    return bench.train([(f, m, budget, seed) for f, m in optional for seed in SEEDS])
+    return bench.train([*settling, *[(f, m, budget, seed) for f, m in optional for seed in SEEDS]])
 
 if __name__ == "__main__":
     partial_runs.exit_with(main, "the next run continues each training from its last epoch")
