@@ -110,8 +110,10 @@ def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per method and budget, over the finished runs: candidates weighed and hypervolume (0 for a run that
     proxy-trained nothing), the best reward of runs with a winner, the winner's test accuracy of runs whose winner
-    is retrained at every reference seed; a metric's p against tpe once both have two values."""
+    is retrained at every reference seed; a metric's p against tpe once both have two values. In the reward's p a
+    run without a winner ranks below every run with one: it handed its user nothing to deploy."""
     values: dict[str, dict[str, list[float]]] = {}
+    ranked_rewards: dict[str, list[float]] = {}
     for key, run in runs.items():
         method, budget, _ = key.split("/")
         row = values.setdefault(f"{method}/{budget}", {metric: [] for metric in METRICS})
@@ -119,6 +121,8 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         row["hypervolume"].append(run["hypervolume"])
         if run["winner"] is not None:
             row["best_reward"].append(run["best_reward"])
+        ranked_rewards.setdefault(f"{method}/{budget}", []).append(
+            -math.inf if run["winner"] is None else run["best_reward"])
         if len(run.get("reference", {})) == len(REFERENCE_SEEDS):
             row["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
     summary: dict[str, Any] = {}
@@ -128,9 +132,11 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         **{metric: mean_sd(v) for metric, v in row.items() if v}}
         baseline = values.get(f"tpe/{budget}")
         if method != "tpe" and baseline:
+            tested = {**row, "best_reward": ranked_rewards[key]}
+            untested = {**baseline, "best_reward": ranked_rewards[f"tpe/{budget}"]}
             summary[key]["p_value_against_tpe"] = {
-                metric: float(mannwhitneyu(row[metric], baseline[metric], alternative="greater").pvalue)
-                for metric in METRICS if len(row[metric]) > 1 and len(baseline[metric]) > 1}
+                metric: float(mannwhitneyu(tested[metric], untested[metric], alternative="greater").pvalue)
+                for metric in METRICS if len(tested[metric]) > 1 and len(untested[metric]) > 1}
     return summary
 
 
