@@ -20,6 +20,7 @@ from nas.space.flops import count_flops
 from nas.space.spec import decode, efficientnet_b0, to_json
 from scaling.compound import (
     DEFAULT_RULE,
+    DEFAULT_RULE_BASIS,
     DEFAULT_RULE_BUDGET,
     PAPER_COEFFICIENTS,
     RULES,
@@ -136,6 +137,16 @@ def test_the_default_rule_is_the_one_the_family_bench_measured_best_at_its_longe
     assert (DEFAULT_RULE, DEFAULT_RULE_BUDGET) == (chosen["rule"], chosen["budget_label"])
     docs = (ROOT / "docs" / "how-to" / "scaling.md").read_text()
     assert f"default rule is **{DEFAULT_RULE}" in docs and DEFAULT_RULE_BUDGET in docs
+
+
+def test_the_line_grow_prints_about_its_default_quotes_the_bench_figures():
+    """The basis names each ranked rule's B2 accuracy and seed count as the JSON holds them, so that a rerun that
+    moves a figure cannot leave the printed line stale."""
+    ranking = json.loads((ROOT / "bench" / "family_scaling.json").read_text())["findings"]["default rule"]["ranking"]
+    for row in ranking:
+        assert f"{row['mean']:.4f} +- {row['sd']:.4f}" in DEFAULT_RULE_BASIS, row["rule"]
+    seeds = sorted({row["seeds"] for row in ranking})
+    assert (f"{seeds[0]} seeds each" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds") in DEFAULT_RULE_BASIS
 
 
 @pytest.mark.parametrize("args,message", [
