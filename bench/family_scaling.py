@@ -494,13 +494,11 @@ def thin_margin(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def third_seed_rules(b2s: dict[str, dict[str, Any]]) -> list[str]:
-    """Given each rule's B2 in ranking order, best first: the best rule and every rule it beats by a thin margin,
-    when the best wins beyond the spread over all (else [])."""
+    """Given each rule's B2 in ranking order, best first: the best rule and every rule it does not beat by twice the
+    spread (inside the spread or thinly beyond it), or [] when it beats them all by that much."""
     (best, winner), *rivals = b2s.items()
-    if not all(above(winner, b2) for _, b2 in rivals):
-        return []
-    thin = [rule for rule, b2 in rivals if thin_margin(winner, b2)]
-    return [best, *thin] if thin else []
+    unsettled = [rule for rule, b2 in rivals if not above(winner, b2) or thin_margin(winner, b2)]
+    return [best, *unsettled] if unsettled else []
 
 
 def overlapping(networks: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -778,8 +776,8 @@ def run_medium(bench: Bench, budget: str) -> bool:
             phi1 = bench.selected([(family_of_rule(rule), "B1") for rule in (first, second)])
             settling = [(f, m, budget, seed) for f, m in phi1 for seed in SEEDS]
         else:
-            # The default rule rests on this win; a margin inside twice the spread is two seeds' luck as much as
-            # the rule's, so the winner's B2 and every B2 it beats that thinly get a third seed.
+            # The default rule rests on the best B2's margins; one inside twice the spread is two seeds' luck as
+            # much as the rule's, so the best B2 and every B2 it does not beat by that much get a third seed.
             third = bench.selected([(family_of_rule(rule), "B2") for rule in third_seed_rules(b2s)])
             settling = [(f, m, budget, THIRD_SEED) for f, m in third]
     # One pool for both, settling runs first: an odd count of settling runs would otherwise leave a core idle

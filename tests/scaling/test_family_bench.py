@@ -102,7 +102,15 @@ def test_the_best_b2_and_every_b2_it_beats_thinly_get_a_third_seed():
     assert third_seed_rules({"compound": paper, "grid": grid, "width": width}) == ["compound", "grid", "width"]
     clear = seeds(0.9400, 0.9410)
     assert third_seed_rules({"compound": clear, "grid": grid, "width": width}) == []  # wins by far: settled
-    # Only the thin rivals join the winner; a rival inside the spread is phi = 1's case, not a third seed's.
+    # Only the rivals the best does not beat by twice the spread join it.
     best, thin, far = seeds(0.9300, 0.9302), seeds(0.9250, 0.9280), seeds(0.9000, 0.9002)
     assert third_seed_rules({"a": best, "b": thin, "c": far}) == ["a", "b"]
-    assert third_seed_rules({"compound": paper, "grid": seeds(0.9240, 0.9246)}) == []
+
+
+def test_a_rival_inside_the_spread_keeps_its_third_seed_when_the_others_third_seeds_land():
+    """The medium budget after the paper's and the grid's third seeds: the paper's B2 now beats the grid's by more
+    than twice the spread, but width's (two seeds, sd 0.0044) lies inside its spread. Width's third seed decides
+    the default, so it must still be trained."""
+    paper, grid = seeds(0.9241, 0.9245, 0.9230), seeds(0.9185, 0.9218, 0.9197)
+    width = seeds(0.9168, 0.9230)
+    assert third_seed_rules({"compound": paper, "grid": grid, "width": width}) == ["compound", "width"]
