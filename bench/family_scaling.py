@@ -23,10 +23,10 @@ Plans (the networks and seeds) and their budgets (training images x epochs):
   for the networks that decide the rule at phi = 2: the found B0, the found B2 by the paper's coefficients, by
   width alone and by the short grid, and EfficientNet-B0; then the grid refitted with 15-epoch runs (the short
   grid's 3,000 images), to see whether the chosen coefficients change with the budget; then phi = 1 of the two
-  best rules if their B2s lie within each other's spread, or a third seed of the best B2 and of every B2 it beats
-  by less than twice the spread; last the resolution rule's B2 (the 15-epoch grid's choice) and the paper's B2
-  capped at 32 px. Bello et al. 2021 found width scaling winning at 10 epochs and depth at 350: this is the check that our short-budget answer holds
-  beyond the short regime.
+  best rules if their B2s lie within each other's spread, or a third seed of the best B2 and of every B2 it does
+  not beat by twice the spread; last the resolution rule's B2 (the 15-epoch grid's choice) and the paper's B2
+  capped at 32 px. Bello et al. 2021 found width scaling winning at 10 epochs and depth at 350: this is the check
+  that our short-budget answer holds beyond the short regime.
 - `full` (a GPU's job): 55,000 images x 30 epochs, seeds 0-2, phi 0-2 of every rule's family and of EfficientNet's
   official table. `--concurrent N` trains N runs at once (separate processes sharing the device); the bench prints
   an estimate of its wall time, from a probe of 10 training steps of each network, before it starts:
@@ -759,7 +759,7 @@ def run_short(bench: Bench) -> bool:
 
 def run_medium(bench: Bench, budget: str) -> bool:
     """The phi = 2 networks, the grid at 15 epochs, phi = 1 of the two best rules if their B2s overlap (else a third
-    seed of the B2s the best beats by a thin margin, and of the best), then the optional B2s (resolution, capped)."""
+    seed of the best B2 and of those it does not beat by twice the spread), then the optional B2s (resolution, capped)."""
     networks = bench.selected(MEDIUM_NETWORKS)
     if not bench.train([(f, m, budget, seed) for f, m in networks for seed in SEEDS]):
         return False
