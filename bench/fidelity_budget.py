@@ -4,8 +4,8 @@ and without successive halving.
 Run: .venv/bin/python bench/fidelity_budget.py [--seeds 0,1] [--commit]
 
 Each run is the README's default search, `python -m nas.search --target-flops 400M` (embedded MNIST, 9-minute
-budget, EfficientNet-B0 reference included, every other option at its default), with `--seed S`, and once more
-with `--fidelity halving`, into bench/out/fidelity_budget.db. Per run: candidates evaluated (distinct
+budget, EfficientNet-B0 reference included, every other option at its default) with every candidate proxy-trained
+(`--evaluator proxy`, which halving implies) and `--seed S`, and once more with `--fidelity halving`, into bench/out/fidelity_budget.db. Per run: candidates evaluated (distinct
 architectures, the EfficientNet-B0 reference not counted), how many trained the full proxy, and the winner's
 reward and proxy accuracy (the winner is always a full-proxy candidate). FLOPs are multiply-accumulates of conv
 and linear layers at 224 px. The budget is wall time, so the counts belong to this machine and need it idle: run
@@ -30,7 +30,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 DEFAULT_RUN = ["--target-flops", "400M"]
-MODES = {"full": [], "halving": ["--fidelity", "halving"]}
+MODES = {"full": ["--evaluator", "proxy"], "halving": ["--fidelity", "halving"]}
 DB = HERE / "out" / "fidelity_budget.db"
 
 

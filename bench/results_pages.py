@@ -280,7 +280,10 @@ def supernet_search(r: dict[str, Any]) -> str:
         reference = run.get("reference", {})
         reuse = run.get("reuse_at_4M")
         rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]), str(run["proxy_trained"]),
-                     "" if run["best_reward"] is None else f"{run['best_reward']:.4f}", f"{run['hypervolume']:.3f}",
+                     "" if run["best_reward"] is None else f"{run['best_reward']:.4f}",
+                     "" if run["winner"] is None else
+                     f"{run['winner']['flops'] / 1e6:.1f}M, {run['winner']['proxy_accuracy']:.3f}",
+                     f"{run['hypervolume']:.3f}",
                      f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
                      f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed" if reuse else ""])
     text = (f"`{setup['search']}`; methods: "
@@ -289,7 +292,8 @@ def supernet_search(r: dict[str, Any]) -> str:
             + ", ".join(f"{epochs} at {budget}" for budget, epochs in setup["supernet_epochs"].items())
             + f". FLOPs: {setup['flops']}. Each run as it finished:\n\n"
             + table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained",
-                     "best reward", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows))
+                     "best reward", "winner's FLOPs, proxy accuracy", "hypervolume", "winner's test accuracy",
+                     "reuse at 4M"], rows))
     summary = r.get("summary", {})
     if summary:
         def cell(row: dict[str, Any], metric: str) -> str:
@@ -299,12 +303,13 @@ def supernet_search(r: dict[str, Any]) -> str:
             return mean_sd(row[metric], 3) + ("" if runs == row["seeds"] else f" ({runs} of them)")
 
         summary_rows = [[key, str(row["seeds"]), *(cell(row, metric) for metric in
-                                                   ("candidates", "best_reward", "hypervolume",
-                                                    "winner_test_accuracy")),
+                                                   ("candidates", "best_reward", "winner_proxy_accuracy",
+                                                    "hypervolume", "winner_test_accuracy")),
                          ", ".join(f"{metric} {p:.3g}" for metric, p in row.get("p_value_against_tpe", {}).items())]
                         for key, row in summary.items()]
-        text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward", "hypervolume",
-                                  "winner's test accuracy", "one-sided Mann-Whitney p against tpe"], summary_rows)
+        text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward",
+                                  "winner's proxy accuracy", "hypervolume", "winner's test accuracy",
+                                  "one-sided Mann-Whitney p against tpe"], summary_rows)
     return text
 
 
@@ -377,12 +382,21 @@ def surrogate_winners(r: dict[str, Any]) -> str:
 
 def search_speed(r: dict[str, Any]) -> str:
     per = r["seconds_per_trial"]
-    return table(["search", "strategy", "wall time", "candidates", "trials per minute", "train s per trial (mean, max)",
-                  "build + evaluate s per trial"],
-                 [[f"`{r['search']}`", r.get("strategy", "reinforce (the default then)"), minutes(r["wall_seconds"]),
-                   str(r["candidate_trials"]),
-                   f"{r['trials_per_minute']:.1f}", f"{per['train']['mean']:.1f}, {per['train']['max']:.1f}",
+    text = table(["search", "strategy", "evaluator", "wall time", "candidates weighed", "proxy-trained",
+                  "train s per proxy-trained trial (mean, max)", "build + evaluate s per proxy-trained trial"],
+                 [[f"`{r['search']}`", r.get("strategy", "reinforce (the default then)"), r.get("evaluator", "proxy"),
+                   minutes(r["wall_seconds"]), str(r["candidate_trials"]),
+                   str(r.get("proxy_trained_candidates", r["candidate_trials"] - r["rejected"] - r["failed"])),
+                   f"{per['train']['mean']:.1f}, {per['train']['max']:.1f}",
                    f"{per['build']['mean'] + per['evaluate']['mean']:.2f}"]])
+    if r.get("seconds_spent"):
+        scoring = r["seconds_per_supernet_score"]
+        text += ("\n\nWhere the wall time went" + (f" (one candidate scored on the supernet in "
+                                                    f"{scoring['mean']:.2f} s on average, {scoring['max']:.2f} s at "
+                                                    "most)" if scoring else "") + ":\n\n"
+                 + table(["", "seconds", "share"], [[what, f"{seconds:.0f}", f"{seconds / r['wall_seconds']:.0%}"]
+                                                   for what, seconds in r["seconds_spent"].items()]))
+    return text
 
 
 def fidelity_budget(r: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Speed of the default search: wall time, trials per minute, seconds per trial split into build/train/evaluate.
+"""Speed of the default search: wall time, candidates weighed, and where the time goes (supernet training, scoring
+on it, proxy training split into build/train/evaluate, the rest).
 
 Run: .venv/bin/python bench/search_speed.py [--out FILE] [extra nas.search options]
 It runs `python -m nas.search --target-flops 400M` (plus any options given) into a fresh temporary database,
@@ -19,9 +20,13 @@ from pathlib import Path
 
 from bench_json import default_path, write_json
 
-from db import open_database, trials
+from db import open_database, searches, supernets, trials
 from effnas.records import TrialRole, TrialStatus
 from nas.search.config import SearchConfig
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.mean(values), "median": statistics.median(values), "max": max(values)}
 
 
 def main() -> int:
@@ -40,37 +45,55 @@ def main() -> int:
             return result.returncode
         stored = open_database(f"sqlite:///{db}", create=False)
         rows = trials.list_trials(stored, 1)
+        config = SearchConfig.from_config(searches.get_search(stored, 1).config)
+        supernet = supernets.get_supernet(stored, 1)
         stored.close()
     candidates = [r for r in rows if r.role is TrialRole.CANDIDATE]
-    trained = [r for r in rows if r.status is TrialStatus.COMPLETE]
+    complete = [r for r in rows if r.status is TrialStatus.COMPLETE]
+    # A candidate the supernet scored and nothing else is a partial trial of 0 proxy epochs.
+    scored_only = [r for r in complete if r.partial and r.epochs == 0]
+    trained = [r for r in complete if not (r.partial and r.epochs == 0)]
     distinct = len({r.arch_key for r in candidates})
     rejected = sum(r.status is TrialStatus.REJECTED for r in candidates)
     failed = sum(r.status is TrialStatus.FAILED for r in candidates)
-    print(f"wall time of the run      : {wall:7.1f} s ({wall / 60:.2f} min)")
+    supernet_seconds = 0.0 if supernet is None else supernet.seconds or 0.0
+    print(f"wall time of the run      : {wall:7.1f} s ({wall / 60:.2f} min), evaluator {config.evaluator}")
     print(f"candidate trials          : {len(candidates)} ({distinct} distinct architectures, {rejected} rejected, "
           f"{failed} failed) + {len(rows) - len(candidates)} reference")
     print(f"trials per minute         : {len(rows) / (wall / 60):7.2f} (all trials incl. reference)")
     per_trial = {}
     for column, name in (("build_seconds", "build"), ("train_seconds", "train"), ("eval_seconds", "evaluate")):
-        values = [getattr(r, column) for r in trained]
-        per_trial[name] = {"mean": statistics.mean(values), "median": statistics.median(values), "max": max(values)}
-        print(f"seconds per trial, {name:8}: mean {per_trial[name]['mean']:6.2f}  median "
+        per_trial[name] = spread([getattr(r, column) for r in trained])
+        print(f"seconds per proxy-trained trial, {name:8}: mean {per_trial[name]['mean']:6.2f}  median "
               f"{per_trial[name]['median']:6.2f}  max {per_trial[name]['max']:6.2f}")
-    overhead = wall - sum(r.build_seconds + r.train_seconds + r.eval_seconds for r in trained)
-    print(f"outside training (startup, data, strategy, database): {overhead:.1f} s")
-    best = max((r for r in candidates if r.reward is not None), key=lambda r: r.reward, default=None)
+    scoring = spread([r.eval_seconds for r in scored_only]) if scored_only else None
+    if scoring:
+        print(f"supernet training         : {supernet_seconds:7.1f} s; seconds per candidate scored on it: mean "
+              f"{scoring['mean']:.2f}  median {scoring['median']:.2f}  max {scoring['max']:.2f}")
+    spent = {"supernet training": supernet_seconds,
+             "scoring on the supernet": sum(r.eval_seconds for r in scored_only),
+             "proxy training (reference included)": sum(r.build_seconds + r.train_seconds + r.eval_seconds
+                                                        for r in trained)}
+    spent["outside these (startup, data, strategy, database)"] = wall - sum(spent.values())
+    for what, seconds in spent.items():
+        print(f"{what:52}: {seconds:7.1f} s")
+    best = max((r for r in trained if r.role is TrialRole.CANDIDATE), key=lambda r: r.reward, default=None)
     write_json(args.out, {
         "search": " ".join(["nas.search", "--target-flops", "400M", *extra]),
-        "strategy": SearchConfig.strategy if "--strategy" not in extra else extra[extra.index("--strategy") + 1],
+        "strategy": config.strategy,
+        "evaluator": config.evaluator,
         "wall_seconds": wall,
         "candidate_trials": len(candidates),
         "distinct_architectures": distinct,
         "rejected": rejected,
         "failed": failed,
         "reference_trials": len(rows) - len(candidates),
+        "scored_on_the_supernet": len(scored_only),
+        "proxy_trained_candidates": sum(r.role is TrialRole.CANDIDATE for r in trained),
         "trials_per_minute": len(rows) / (wall / 60),
         "seconds_per_trial": per_trial,
-        "seconds_outside_training": overhead,
+        "seconds_per_supernet_score": scoring,
+        "seconds_spent": spent,
         "best_candidate": None if best is None else {
             "reward": best.reward, "proxy_accuracy": best.accuracy, "flops": best.flops,
             "flops_convention": "multiply-accumulates of conv and linear layers, at the search's --resolution "

@@ -6,15 +6,15 @@ Run: .venv/bin/python bench/supernet_search.py [--budgets 9m,30m] [--seeds 0,1,2
 Per method, time budget and seed, one `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops
 8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a supernet
 run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet` and as many
-`--supernet-epochs` as fit half the budget at about 5 minutes an epoch on 2 cores (9m: 1, 30m: 3; the default 6
-would run a 9-minute search for about half an hour, since a supernet's training does not stop at the budget), `tpe`
-today's default (every candidate proxy-trained) and `random` `--strategy random`. Per method and budget, mean and sd
-over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of: candidates weighed (scored
-or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained (FLOPs, proxy accuracy) front
-(FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test accuracy retrained with
-bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately: after each supernet run,
-a second search at 4M in the same folder reuses its stored supernet; its wall time and candidates weighed against
-the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
+`--supernet-epochs` as fit half the budget at about 5 minutes an epoch on 2 cores (9m: 1, the default; 30m: 3; a
+supernet's training does not stop at the budget), `tpe` the default before these figures made supernet scoring the
+default (every candidate proxy-trained) and `random` `--strategy random`, both with `--evaluator proxy`. Per method
+and budget, mean and sd over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of:
+candidates weighed (scored or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained
+(FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test
+accuracy retrained with bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately:
+after each supernet run, a second search at 4M in the same folder reuses its stored supernet; its wall time and
+candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
 about 6 minutes per winner and seed (30 winners x 2 seeds, 6 hours): about 9.5 hours. Results go to
@@ -48,10 +48,10 @@ from effnas.cli import UsageError, parse_duration  # noqa: E402
 
 TARGET_FLOPS = 8e6
 TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--no-reference"]
-METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"], "tpe": ["--strategy", "tpe"],
-           "random": ["--strategy", "random"]}
+METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"],
+           "tpe": ["--strategy", "tpe", "--evaluator", "proxy"], "random": ["--strategy", "random", "--evaluator", "proxy"]}
 OUT = HERE / "out" / "supernet_search"
-METRICS = ("candidates", "best_reward", "hypervolume", "winner_test_accuracy")
+METRICS = ("candidates", "best_reward", "winner_proxy_accuracy", "hypervolume", "winner_test_accuracy")
 # One supernet epoch on the search's 4,000 training images at 32 px, 2 cores (4-6 minutes as measured).
 SUPERNET_EPOCH_SECONDS = 300
 
@@ -109,7 +109,7 @@ def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per method and budget, over the finished runs: candidates weighed and hypervolume (0 for a run that
-    proxy-trained nothing), the best reward of runs with a winner, the winner's test accuracy of runs whose winner
+    proxy-trained nothing), the best reward and the winner's proxy accuracy of runs with a winner, the winner's test accuracy of runs whose winner
     is retrained at every reference seed; a metric's p against tpe once both have two values. In the reward's p a
     run without a winner ranks below every run with one: it handed its user nothing to deploy."""
     values: dict[str, dict[str, list[float]]] = {}
@@ -121,6 +121,7 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         row["hypervolume"].append(run["hypervolume"])
         if run["winner"] is not None:
             row["best_reward"].append(run["best_reward"])
+            row["winner_proxy_accuracy"].append(run["winner"]["proxy_accuracy"])
         ranked_rewards.setdefault(f"{method}/{budget}", []).append(
             -math.inf if run["winner"] is None else run["best_reward"])
         if len(run.get("reference", {})) == len(REFERENCE_SEEDS):
@@ -129,6 +130,7 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for key, row in values.items():
         method, budget = key.split("/")
         summary[key] = {"seeds": len(row["candidates"]),
+                        "runs_without_winner": sum(reward == -math.inf for reward in ranked_rewards[key]),
                         **{metric: mean_sd(v) for metric, v in row.items() if v}}
         baseline = values.get(f"tpe/{budget}")
         if method != "tpe" and baseline:

@@ -116,7 +116,8 @@ def _add_strategy_options(how: _DefiningGroup) -> None:
     how.add_argument("--evaluator", choices=EVALUATORS,
                      help="proxy: train every candidate on the proxy; supernet: score candidates on a weight-sharing "
                      "supernet of the space (trained once per task and space, stored, reused for any target), then "
-                     f"proxy-train the best --proxy-train of them {_d(SearchConfig, 'evaluator')}")
+                     "proxy-train the best --proxy-train of them (default supernet; proxy with --trials, --workers, "
+                     "--nni-config, --fidelity halving or --prescreen)")
     how.add_argument("--proxy-train", type=int, metavar="K", dest="proxy_trained",
                      help="with --evaluator supernet: proxy-train the K candidates with the best supernet rewards; "
                      f"only they can win {_d(SearchConfig, 'proxy_trained')}")
@@ -198,6 +199,26 @@ def _stem_reason(args: argparse.Namespace, config: SearchConfig) -> str:
     return stem_stride_from_args(args, config.reward.resolution)[1]
 
 
+def evaluator_from_args(args: argparse.Namespace) -> tuple[str, str]:
+    """The evaluator asked for, or the default's choice given the other options, and why. The default scores
+    candidates on a supernet unless an option sizes or spreads the search in proxy-trained candidates: --trials
+    counts them, --workers and --nni-config train them in other processes, halving and prescreening choose which."""
+    if args.evaluator is not None:
+        return args.evaluator, "--evaluator"
+    proxy_options = [flag for flag, given in (
+        ("--trials", args.trials is not None), ("--workers", args.workers is not None),
+        ("--nni-config", args.nni_config is not None), ("--fidelity halving", args.fidelity == "halving"),
+        ("--prescreen", args.prescreen is not None and args.prescreen > 1)) if given]
+    if proxy_options:
+        return "proxy", (f"the default with {', '.join(proxy_options)}, which count or spread proxy-trained "
+                         "candidates; --evaluator supernet scores on a supernet")
+    return default(SearchConfig, "evaluator"), "the default"
+
+
+def _evaluator_reason(args: argparse.Namespace) -> str:
+    return "stored with the search" if args.resume is not None else evaluator_from_args(args)[1]
+
+
 def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig:
     """Validate everything that needs no database or data; UsageError names the first problem. `workers` trials
     train at once."""
@@ -220,7 +241,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         kernel_transform=bool(_given(args, "kernel_transform", default(SupernetConfig, "kernel_transform"))),
         calibration_images=_given(args, "calibration_images", default(SupernetConfig, "calibration_images")),
     )
-    evaluator = _given(args, "evaluator", default(SearchConfig, "evaluator"))
+    evaluator = evaluator_from_args(args)[0]
     trials = SUPERNET_TRIALS if evaluator == "supernet" else default(SearchConfig, "trials")
     try:
         fixed = parse_fixed(args.fix or [])
@@ -402,7 +423,8 @@ def main(args: argparse.Namespace, parser: SearchParser) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
-    print_banner(search_id, config, data, trial_options, db_url, log_file, _stem_reason(args, config))
+    print_banner(search_id, config, data, trial_options, db_url, log_file, _stem_reason(args, config),
+                 _evaluator_reason(args))
     started = time.monotonic()
     study = Study(db, search_id, config, Evaluator(config.reward, config.proxy, data,
                                                    open_latency_table(db, config, search_space(config, data.num_classes, data.in_channels))))

@@ -88,12 +88,12 @@ class ProgressDisplay(SearchEvents):
         else:
             print(text, file=sys.stderr, flush=True)
 
-    def trial_started(self, number: int, role: TrialRole) -> None:
+    def trial_started(self, number: int, role: TrialRole, scoring: bool = False) -> None:
         label = trial_label(number, role)
         self.running.append(label)
         if self.bar is not None:
             self._describe_running()
-        else:
+        elif not scoring:  # a supernet scores a candidate in about a second: its result line follows at once
             print(f"{label}: training ...", file=sys.stderr, flush=True)
 
     def supernet_step(self, epoch: int, epochs: int, step: int, steps: int) -> None:
@@ -153,7 +153,7 @@ def busy_machine_note(threads: int, cores: int, load: float) -> str | None:
 
 
 def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_options: TrialProcessOptions | None,
-                 db_url: str, log_file: Path, stem_reason: str) -> None:
+                 db_url: str, log_file: Path, stem_reason: str, evaluator_reason: str) -> None:
     """What is about to run, and notes on threads and a busy machine."""
     where = "in this process" if trial_options is None else (
         f"{trial_options.workers} at a time in trial processes ({trial_options.platform} training service)"
@@ -163,7 +163,8 @@ def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_opt
         f"{f' (each the best of {config.prescreen} by {config.prescreen_score})' if config.prescreen > 1 else ''}"
         f"{f', successive halving (1 epoch, then the best 1/{config.eta} to {config.proxy.epochs})' if config.fidelity == 'halving' else ''}"
         f"{', time budget ' + format_duration(config.time_budget) if config.time_budget else ''}, "
-        f"{describe_target(config.reward)} ({FLOPS_CONVENTION}). Stem stride {config.stem_stride} ({stem_reason}). "
+        f"{describe_target(config.reward)} ({FLOPS_CONVENTION}). {describe_evaluator(config)} ({evaluator_reason}). "
+        f"Stem stride {config.stem_stride} ({stem_reason}). "
         f"Data: {data.describe()}. Training {where}. Database: {describe_url(db_url)}. NNI log: {log_file}",
         file=sys.stderr,
     )
@@ -183,6 +184,13 @@ def print_banner(search_id: int, config: SearchConfig, data: TaskData, trial_opt
         print(busy, file=sys.stderr)
 
 
+def describe_evaluator(config: SearchConfig) -> str:
+    if config.evaluator == "supernet":
+        return (f"Candidates scored on a supernet of the space ({config.supernet.epochs} epoch(s), trained once per "
+                f"task and reused), the best {config.proxy_trained} then proxy-trained")
+    return f"Candidates proxy-trained ({config.proxy.epochs} epochs)"
+
+
 def _fidelity_lines(db: Database, search_id: int, config: SearchConfig) -> list[str]:
     """What the summary says of candidates not trained to the full proxy: halving's stopped ones, or the ones a
     supernet scored."""
@@ -200,7 +208,7 @@ def _fidelity_lines(db: Database, search_id: int, config: SearchConfig) -> list[
         scored = [row for row in rows if row["role"] == TrialRole.CANDIDATE.value
                   and row["status"] == TrialStatus.COMPLETE.value and row["supernet_reward"] is not None]
         trained = sum(not row["partial"] for row in scored)
-        notes.append(f"Supernet scoring ({config.supernet.epochs} supernet epochs): {len(scored)} candidates "
+        notes.append(f"Supernet scoring ({config.supernet.epochs} supernet epoch(s)): {len(scored)} candidates "
                      f"scored on the supernet; the best {trained} by supernet reward were proxy-trained, and only "
                      "proxy-trained candidates can win.")
     return notes

@@ -50,7 +50,7 @@ class SearchEvents:
 
     def search_started(self, done: int) -> None: ...
 
-    def trial_started(self, number: int, role: TrialRole) -> None: ...
+    def trial_started(self, number: int, role: TrialRole, scoring: bool = False) -> None: ...
 
     def epoch_done(self, epoch: int, epochs: int) -> None: ...
 
@@ -117,10 +117,11 @@ class Study:
         self.config = config
         # The proxy trains the reference and every trained candidate; `scorer` scores the strategy's candidates
         # (the proxy too, unless a supernet scores them), and `held_back` seconds of the time budget are kept for
-        # what follows the strategy.
+        # what follows the strategy; the first `min_candidates` candidates are evaluated whatever the time budget.
         self.evaluator = evaluator
         self.scorer = evaluator
         self.held_back = 0.0
+        self.min_candidates = 0
         self.events = events or SearchEvents()
         self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -152,7 +153,8 @@ class Study:
         config = self.config
         if self._done + self._in_flight >= config.trials:
             return False
-        if config.time_budget is not None and self.elapsed() >= config.time_budget - self.held_back:
+        if (config.time_budget is not None and self._done >= self.min_candidates
+                and self.elapsed() >= config.time_budget - self.held_back):
             return False
         # A strategy that only proposes architectures already evaluated has run out of new ones.
         return self._idle_hits < 1000 + len(self._results)
@@ -216,8 +218,8 @@ class Study:
         trial = trials.claim_trial(self.db, self.search_id, self._new_trial(spec, role, sample), TrialStatus.RUNNING,
                                    self.worker)
         flops = trial.flops
-        self.events.trial_started(trial.number, role)
         evaluator = self.scorer if role is TrialRole.CANDIDATE else self.evaluator
+        self.events.trial_started(trial.number, role, scoring=evaluator is not self.evaluator)
         try:
             outcome = evaluator.evaluate(spec, capped=role is TrialRole.CANDIDATE,
                                          on_epoch=self.events.epoch_done, promote=self._promotion(trial, role))

@@ -37,6 +37,9 @@ SUPERNETS_DIR = Path(".effnas") / "supernets"
 WEIGHTS_NAME = "supernet.pt"
 # Without a reference training to time, the proxy trainings at the end get this share of the time budget.
 RESERVE_SHARE = 0.25
+# Candidates scored per one proxy-trained, even when the supernet's training took the whole time budget (a search
+# on a slow machine would otherwise hand over nothing): scoring costs about a second a candidate at 32 px.
+MIN_SCORED_PER_TRAINED = 10
 # Paths whose median accuracy is under this multiple of chance rank close to randomly: bench/supernet_fidelity.json
 # measured Kendall tau 0.02-0.08 against the proxy for a whole-space supernet whose paths scored 0.11 on ten classes.
 NEAR_CHANCE = 2.0
@@ -175,20 +178,21 @@ def prepare_supernet_scoring(study: Study) -> None:
     reference = trials.reference_trial(study.db, study.search_id)
     seconds = None if reference is None else reference.train_seconds
     study.held_back = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
-    note = no_scoring_note(study.elapsed(), config.time_budget, study.held_back)
+    study.min_candidates = MIN_SCORED_PER_TRAINED * config.proxy_trained
+    note = no_scoring_note(study.elapsed(), config.time_budget, study.held_back, study.min_candidates)
     if note:
         study.events.note(note)
 
 
-def no_scoring_note(elapsed: float, time_budget: float, held_back: float) -> str | None:
+def no_scoring_note(elapsed: float, time_budget: float, held_back: float, minimum: int) -> str | None:
     """What a search says when its supernet's training leaves no time to score candidates before the time kept
     back for proxy-training the best of them; None when there is time."""
     if elapsed < time_budget - held_back:
         return None
     return (f"note: the supernet's training took {format_duration(elapsed)} of the {format_duration(time_budget)} "
             f"time budget, and the last {format_duration(held_back)} are kept for proxy-training the best "
-            "candidates, so no candidate is scored in this run; --resume with a longer --time-budget scores them on "
-            "the stored supernet")
+            f"candidates, so only the first {minimum} candidates are scored (about a second each) and the best one "
+            "proxy-trained past the budget; --resume with a longer --time-budget scores more on the stored supernet")
 
 
 def near_chance_warning(accuracies: list[float], classes: int) -> str | None:
@@ -198,11 +202,12 @@ def near_chance_warning(accuracies: list[float], classes: int) -> str | None:
     if median is None or median >= NEAR_CHANCE / classes:
         return None
     return (f"warning: the supernet's paths score near chance (median accuracy {median:.3f} "
-            f"over {len(accuracies)} candidates, chance {1 / classes:.3f}), so it ranks them close to randomly. "
-            "Proxy scoring (--evaluator proxy, the default) ranks far better: on Fashion-MNIST, 1-4 supernet epochs "
-            "ranked no better than FLOPs alone, the proxy close to a second proxy run (bench/supernet_fidelity.py). "
-            "Pinning the block type and skip (e.g. --fix block=mbconv_e3 --fix skip=identity) lifts the paths' "
-            "accuracy; more --supernet-epochs is untested beyond 4")
+            f"over {len(accuracies)} candidates, chance {1 / classes:.3f}), so it ranks them little better than "
+            "their FLOPs do, and the proxy-trained best carry the result. --evaluator proxy ranks far better (on "
+            "Fashion-MNIST close to a second proxy run, where 1-4 supernet epochs ranked at FLOPs' level: "
+            "bench/supernet_fidelity.py) but weighs about 20 times fewer candidates in the same time. Pinning the "
+            "block type and skip (e.g. --fix block=mbconv_e3 --fix skip=identity) lifts the paths' accuracy; more "
+            "--supernet-epochs is untested beyond 4")
 
 
 def proxy_train_best(study: Study) -> None:

@@ -64,7 +64,9 @@ class SupernetConfig:
     """Training a weight-sharing supernet of the search space (`nas.training.supernet`) with the sandwich rule and
     in-place distillation, on the proxy's optimizer, batch, learning rate and seed; and scoring its paths."""
 
-    epochs: int = 6
+    # One epoch fits half the default 9-minute search on 2 cores (about 2 minutes on 4,000 images at 32 px), and
+    # 2 or 4 ranked the evaluation table no better (bench/supernet_fidelity.py).
+    epochs: int = 1
     # Per step, besides the largest and the smallest path: BigNAS's two.
     random_paths: int = 2
     # OFA's learned transform from the 5x5 kernel's centre to the 3x3 kernel.

@@ -126,6 +126,28 @@ def test_durations():
         parse_duration("soon")
 
 
+@pytest.mark.parametrize(("options", "evaluator", "reason"), [
+    ([], "supernet", "the default"),
+    (["--strategy", "random", "--time-budget", "30m"], "supernet", "the default"),
+    (["--trials", "40"], "proxy", "with --trials"),
+    (["--workers", "2"], "proxy", "with --workers"),
+    (["--fidelity", "halving", "--prescreen", "4", "--strategy", "random"], "proxy", "--fidelity halving, --prescreen"),
+    (["--trials", "40", "--evaluator", "supernet"], "supernet", "--evaluator"),
+])
+def test_the_default_evaluator_is_the_supernet_unless_an_option_counts_proxy_trained_candidates(
+        options, evaluator, reason):
+    """The default 9-minute run scores on a supernet (bench/supernet_search.py measured it best there); a user who
+    sizes the search in trials, or trains them in parallel processes, gets every candidate trained."""
+    from nas.search.command import build_parser, config_from_args, evaluator_from_args
+
+    args = build_parser().parse_args(["--target-flops", "8M", *options])
+    assert evaluator_from_args(args)[0] == evaluator and reason in evaluator_from_args(args)[1]
+    if "--workers" not in options:
+        config = config_from_args(args)
+        assert config.evaluator == evaluator
+        assert config.trials == (40 if "--trials" in options else 5000 if evaluator == "supernet" else 40)
+
+
 # -- space ------------------------------------------------------------------------------------------------------
 
 def test_b0_choices_decode_to_exactly_the_official_b0():
