@@ -3,14 +3,15 @@ and without successive halving.
 
 Run: .venv/bin/python bench/fidelity_budget.py [--seeds 0,1] [--commit]
 
-Each run is the README's default search, `python -m nas.search --target-flops 400M` (embedded MNIST, 9-minute
+Each run is the README's default search `python -m nas.search --target-flops 400M` (embedded MNIST, 9-minute
 budget, EfficientNet-B0 reference included, every other option at its default) with every candidate proxy-trained
-(`--evaluator proxy`, which halving implies) and `--seed S`, and once more with `--fidelity halving`, into bench/out/fidelity_budget.db. Per run: candidates evaluated (distinct
-architectures, the EfficientNet-B0 reference not counted), how many trained the full proxy, and the winner's
-reward and proxy accuracy (the winner is always a full-proxy candidate). FLOPs are multiply-accumulates of conv
-and linear layers at 224 px. The budget is wall time, so the counts belong to this machine and need it idle: run
-nothing beside it. A rerun keeps the runs already in bench/fidelity_budget.json that were measured with today's
-default strategy, and measures the others again. Budget: 2 x 9.5 minutes per seed.
+(`--evaluator proxy`, which halving implies) and `--seed S`, and once more with `--fidelity halving`, into
+bench/out/fidelity_budget.db. Per run: candidates evaluated (distinct architectures, the EfficientNet-B0 reference
+not counted), how many trained the full proxy, and the winner's reward and proxy accuracy (the winner is always a
+full-proxy candidate). FLOPs are multiply-accumulates of conv and linear layers at 224 px. The budget is wall time,
+so the counts belong to this machine and need it idle: run nothing beside it. A rerun keeps the runs already in
+bench/fidelity_budget.json that were measured with today's default strategy, and measures the others again. Budget:
+2 x 9.5 minutes per seed.
 """
 
 from __future__ import annotations

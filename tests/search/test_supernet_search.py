@@ -103,7 +103,7 @@ def test_a_supernet_training_logged_to_a_file_says_about_every_minute_where_it_s
 
 
 def test_a_supernet_that_will_run_the_search_past_its_time_budget_is_announced_with_epochs_that_fit():
-    """The default 9-minute search with 6 supernet epochs of about 4-6 minutes each on 2 cores (bench/
+    """A 9-minute search with 6 supernet epochs (the default once) of about 4-6 minutes each on 2 cores (bench/
     supernet_search.py's first run) would end after about 35 minutes without a word."""
     note = overrun_note(epochs_left=5, seconds_per_epoch=100, elapsed=120, time_budget=540)
     assert "5 remaining epoch(s) take about 8m20s" in note and "past its time budget (9m00s)" in note
