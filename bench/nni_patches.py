@@ -55,6 +55,9 @@ PATCHES: dict[str, tuple[str, str, str, list[str]]] = {
     "evaluator gets the sample": (INTERNALS, "    def _execute(self, model: Any) -> Any:",
                                   "    def _execute_unpatched(self, model: Any) -> Any:", [
         f"{INTERNAL_TESTS}test_the_evaluator_gets_the_sample_and_builds_nothing"]),
+    "TPE without the pause in process": (INTERNALS, "        if not isinstance(self.engine, SequentialExecutionEngine):",
+                                         "        if True:", [
+        f"{INTERNAL_TESTS}test_tpe_in_process_proposes_what_nni_does_without_pausing"]),
     "trial end callback": (INTERNALS, "    def _trial_end_callback(self, command: Any) -> None:",
                            "    def _trial_end_callback_unpatched(self, command: Any) -> None:", [
         f"{PARALLEL}test_a_killed_trial_process_is_recorded_failed_and_the_search_goes_on"]),

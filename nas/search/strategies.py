@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 # nni_internals imports NNI first: it checks NNI's version and keeps NNI's known import warnings out.
-from nas.search.nni_internals import SampleEvaluator
+from nas.search.nni_internals import InProcessTPE, SampleEvaluator
 
 # isort: split
 import nni
 from nni.nas.execution import SequentialExecutionEngine
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import ExecutableModelSpace, SimplifiedModelSpace
-from nni.nas.strategy import TPE, GridSearch, Random, RegularizedEvolution, Strategy
+from nni.nas.strategy import GridSearch, Random, RegularizedEvolution, Strategy
 from nni.nas.strategy.utils import DuplicationError
 from torch import nn
 
@@ -188,7 +188,7 @@ def make_strategy(name: str, seed: int, trials: int, space: SearchSpace, *, batc
     if name == "random":
         return PrescreenedRandom(**screened, dedup=True, seed=seed) if screened else Random(dedup=True, seed=seed)
     if name == "tpe":
-        return TPE(optimize_mode="maximize", seed=seed)
+        return InProcessTPE(optimize_mode="maximize", seed=seed)
     return GridSearch(shuffle=True, seed=seed, dedup=True)
 
 
