@@ -540,7 +540,7 @@ def test_a_configuration_stored_by_earlier_versions_reads_back_unchanged():
     added = {"proxy_optimizer": "sgd", "label_smoothing": 0.0, "weight_decay": 1e-5, "prescreen": 1,
              "prescreen_score": "naswot", "stem_stride": 2, "fidelity": "full", "eta": 3, "evaluator": "proxy"}
     # A proxy-scored search never reads the supernet's settings: they read back as today's.
-    supernet = {"proxy_trained": 3, "supernet_epochs": 6, "supernet_random_paths": 2, "kernel_transform": False,
+    supernet = {"proxy_trained": 3, "supernet_epochs": 1, "supernet_random_paths": 2, "kernel_transform": False,
                 "calibration_images": 256}
     # Searches stored before latency targets were all FLOPs searches.
     latency = {"target_latency": None, "latency_runtime": "eager", "latency_batch": 1, "latency_threads": 1,
