@@ -185,8 +185,12 @@ def main() -> int:
                       flush=True)
                 save()
     save()
-    todo = [(key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
-            for reference_seed in REFERENCE_SEEDS if str(reference_seed) not in run["reference"]]
+    # Every winner at the first reference seed before any at the second, seed by seed, each method in turn: a
+    # session cut short leaves a figure for every method, not both seeds of a few runs.
+    order = {method: index for index, method in enumerate(METHODS)}
+    todo = sorted(((key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
+                   for reference_seed in REFERENCE_SEEDS if str(reference_seed) not in run["reference"]),
+                  key=lambda item: (item[1], int(item[0].split("/")[2]), order[item[0].split("/")[0]]))
 
     def trained(key: str, reference_seed: int, test_accuracy: float) -> None:
         runs[key]["reference"][str(reference_seed)] = test_accuracy
