@@ -84,7 +84,9 @@ def main() -> int:
     spent["outside these (startup, data, strategy, database)"] = wall - sum(spent.values())
     for what, seconds in spent.items():
         print(f"{what:52}: {seconds:7.1f} s")
-    best = max((r for r in trained if r.role is TrialRole.CANDIDATE), key=lambda r: r.reward, default=None)
+    # The search's own rule: only a candidate trained on the whole proxy can win.
+    best = max((r for r in trained if r.role is TrialRole.CANDIDATE and not r.partial), key=lambda r: r.reward,
+               default=None)
     write_json(args.out, {
         "search": " ".join(["nas.search", *search_args(extra)]),
         "strategy": config.strategy,
