@@ -384,19 +384,16 @@ def search_speed(r: dict[str, Any]) -> str:
     per = r["seconds_per_trial"]
     text = table(["search", "strategy", "evaluator", "wall time", "candidates weighed", "proxy-trained",
                   "train s per proxy-trained trial (mean, max)", "build + evaluate s per proxy-trained trial"],
-                 [[f"`{r['search']}`", r.get("strategy", "reinforce (the default then)"), r.get("evaluator", "proxy"),
-                   minutes(r["wall_seconds"]), str(r["candidate_trials"]),
-                   str(r.get("proxy_trained_candidates", r["candidate_trials"] - r["rejected"] - r["failed"])),
+                 [[f"`{r['search']}`", r["strategy"], r["evaluator"], minutes(r["wall_seconds"]),
+                   str(r["candidate_trials"]), str(r["proxy_trained_candidates"]),
                    f"{per['train']['mean']:.1f}, {per['train']['max']:.1f}",
                    f"{per['build']['mean'] + per['evaluate']['mean']:.2f}"]])
-    if r.get("seconds_spent"):
-        scoring = r["seconds_per_supernet_score"]
-        text += ("\n\nWhere the wall time went" + (f" (one candidate scored on the supernet in "
-                                                    f"{scoring['mean']:.2f} s on average, {scoring['max']:.2f} s at "
-                                                    "most)" if scoring else "") + ":\n\n"
-                 + table(["", "seconds", "share"], [[what, f"{seconds:.0f}", f"{seconds / r['wall_seconds']:.0%}"]
-                                                   for what, seconds in r["seconds_spent"].items()]))
-    return text
+    scoring = r["seconds_per_supernet_score"]
+    return (text + "\n\nWhere the wall time went" + (f" (one candidate scored on the supernet in "
+                                                      f"{scoring['mean']:.2f} s on average, {scoring['max']:.2f} s "
+                                                      "at most)" if scoring else "") + ":\n\n"
+            + table(["", "seconds", "share"], [[what, f"{seconds:.0f}", f"{seconds / r['wall_seconds']:.0%}"]
+                                              for what, seconds in r["seconds_spent"].items()]))
 
 
 def fidelity_budget(r: dict[str, Any]) -> str:

@@ -69,8 +69,8 @@ class SearchConfig:
     fidelity: str = "full"
     # Successive halving keeps the best 1/eta of candidates (by first-rung reward) for the full proxy.
     eta: int = 3
-    # At the default 9-minute budget on 2 cores, supernet scoring weighed about 130 candidates where the proxy
-    # trained 7, and its proxy-trained winners' rewards beat the proxy's beyond the spread (bench/supernet_search.py).
+    # At the default 9-minute budget on 2 cores, supernet scoring weighed about ten times the candidates the proxy
+    # trained, and its proxy-trained winners' rewards beat the proxy's beyond the spread (bench/supernet_search.py).
     evaluator: str = "supernet"
     supernet: SupernetConfig = SupernetConfig()
     # With the supernet evaluator: the candidates with the best supernet rewards that are then proxy-trained.
