@@ -274,26 +274,34 @@ def supernet_fidelity(r: dict[str, Any]) -> str:
 def supernet_search(r: dict[str, Any]) -> str:
     """Each finished run of bench/supernet_search.py, then the per-method summary over them."""
     setup = r["setup"]
-    rows = []
-    for key, run in r["runs"].items():
-        method, budget, seed = key.split("/")
-        reference = run.get("reference", {})
-        reuse = run.get("reuse_at_4M")
-        rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]), str(run["proxy_trained"]),
-                     "" if run["best_reward"] is None else f"{run['best_reward']:.4f}",
-                     "" if run["winner"] is None else
-                     f"{run['winner']['flops'] / 1e6:.1f}M, {run['winner']['proxy_accuracy']:.3f}",
-                     f"{run['hypervolume']:.3f}",
-                     f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
-                     f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed" if reuse else ""])
+
+    def runs_table(runs: dict[str, Any]) -> str:
+        rows = []
+        for key, run in runs.items():
+            method, budget, seed = key.split("/")
+            reference = run.get("reference", {})
+            reuse = run.get("reuse_at_4M")
+            rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]),
+                         str(run["proxy_trained"]), "" if run["best_reward"] is None else f"{run['best_reward']:.4f}",
+                         "" if run["winner"] is None else
+                         f"{run['winner']['flops'] / 1e6:.1f}M, {run['winner']['proxy_accuracy']:.3f}",
+                         f"{run['hypervolume']:.3f}",
+                         f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
+                         f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed" if reuse else ""])
+        return table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained", "best reward",
+                      "winner's FLOPs, proxy accuracy", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows)
+
     text = (f"`{setup['search']}`; methods: "
             + "; ".join(f"{name}: `{args}`" for name, args in setup["methods"].items())
             + ", with `--supernet-epochs` "
             + ", ".join(f"{epochs} at {budget}" for budget, epochs in setup["supernet_epochs"].items())
-            + f". FLOPs: {setup['flops']}. Each run as it finished:\n\n"
-            + table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained",
-                     "best reward", "winner's FLOPs, proxy accuracy", "hypervolume", "winner's test accuracy",
-                     "reuse at 4M"], rows))
+            + f". FLOPs: {setup['flops']}. Winners retrained at reference seed {setup['retrain_seeds']}. "
+            + "Each run as it finished:\n\n" + runs_table(r["runs"]))
+    superseded = r.get("superseded", {})
+    if superseded:
+        commits = sorted({run["redone_after"] for run in superseded.values()})
+        text += (f"\n\nSet aside and run again after a change to the product (`--redo`, at {', '.join(commits)}); "
+                 "not in the summary:\n\n" + runs_table(superseded))
     summary = r.get("summary", {})
     if summary:
         def cell(row: dict[str, Any], metric: str) -> str:

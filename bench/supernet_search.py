@@ -12,14 +12,20 @@ default (every candidate proxy-trained) and `random` `--strategy random`, both w
 and budget, mean and sd over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of:
 candidates weighed (scored or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained
 (FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test
-accuracy retrained with bench/search_confirm.py's reference recipe (seeds 0 and 1, their mean). Reuse, separately:
+accuracy retrained with bench/search_confirm.py's reference recipe (at reference seed 0: the spread over search seeds
+holds the retraining's own seed noise, and a second seed would double hours of training; a winner another run
+already retrained is not trained again, since the same architecture, recipe and seed train to the same network).
+Reuse, separately:
 after each supernet run, a second search at 4M in the same folder reuses its stored supernet; its wall time and
 candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 
+`--redo supernet/9m` sets a method's runs at a budget aside under "superseded" (with the commit they ran at) and
+runs them again: for a change to the product that changes what they measure.
+
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
-about 6 minutes per winner and seed (30 winners x 2 seeds, 6 hours): about 9.5 hours. Results go to
-bench/supernet_search.json after every run and every winner, and a rerun continues from there (a run cut off
-mid-way is started again from scratch: a partial run's wall time means nothing).
+about 6 minutes per winner (30 winners, 3 hours): about 6.5 hours. Results go to bench/supernet_search.json after
+every run and every winner, and a rerun continues from there (a run cut off mid-way is started again from scratch:
+a partial run's wall time means nothing).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from typing import Any
 
 from bench_json import default_path, write_json
 from scipy.stats import mannwhitneyu
-from search_confirm import REFERENCE_SEEDS, mean_sd, train_winners
+from search_confirm import mean_sd, train_winners
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -54,6 +60,7 @@ OUT = HERE / "out" / "supernet_search"
 METRICS = ("candidates", "best_reward", "winner_proxy_accuracy", "hypervolume", "winner_test_accuracy")
 # One supernet epoch on the search's 4,000 training images at 32 px, 2 cores (4-6 minutes as measured).
 SUPERNET_EPOCH_SECONDS = 300
+RETRAIN_SEEDS = (0,)
 
 
 def supernet_epochs(budget: str) -> int:
@@ -124,8 +131,8 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             row["winner_proxy_accuracy"].append(run["winner"]["proxy_accuracy"])
         ranked_rewards.setdefault(f"{method}/{budget}", []).append(
             -math.inf if run["winner"] is None else run["best_reward"])
-        if len(run.get("reference", {})) == len(REFERENCE_SEEDS):
-            row["winner_test_accuracy"].append(statistics.fmean(run["reference"].values()))
+        if all(str(seed) in run.get("reference", {}) for seed in RETRAIN_SEEDS):
+            row["winner_test_accuracy"].append(statistics.fmean(run["reference"][str(seed)] for seed in RETRAIN_SEEDS))
     summary: dict[str, Any] = {}
     for key, row in values.items():
         method, budget = key.split("/")
@@ -148,6 +155,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--stop-after", help="start no run or winner training after this long, e.g. 3h")
+    parser.add_argument("--redo", default="", help="METHOD/BUDGET: set its runs aside and run them again")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -165,13 +173,19 @@ def main() -> int:
         return 2
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     runs = results.setdefault("runs", {})
+    if args.redo:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip()
+        for key in [key for key in runs if key.startswith(args.redo + "/")]:
+            results.setdefault("superseded", {})[key] = {**runs.pop(key), "redone_after": commit}
 
     def save() -> None:
         results["summary"] = summarise(runs)
         results["setup"] = {"search": " ".join(["nas.search", *TASK, "--target-flops 8M"]),
                             "methods": {m: " ".join(a) for m, a in METHODS.items()},
                             "supernet_epochs": {budget: supernet_epochs(budget) for budget in budgets},
-                            "flops": "multiply-accumulates of conv and linear layers at 32 px"}
+                            "flops": "multiply-accumulates of conv and linear layers at 32 px",
+                            "retrain_seeds": ", ".join(map(str, RETRAIN_SEEDS))}
         write_json(args.out, {k: v for k, v in results.items() if k not in ("command", "date", "machine")})
 
     for seed in seeds:
@@ -185,11 +199,20 @@ def main() -> int:
                       flush=True)
                 save()
     save()
-    # Every winner at the first reference seed before any at the second, seed by seed, each method in turn: a
-    # session cut short leaves a figure for every method, not both seeds of a few runs.
+    # Search seed by search seed, each method in turn: a session cut short leaves a figure for every method.
     order = {method: index for index, method in enumerate(METHODS)}
+    retrained = {(json.dumps(run["winner"]["arch"], sort_keys=True), seed): accuracy
+                 for run in [*results.get("superseded", {}).values(), *runs.values()] if run["winner"]
+                 for seed, accuracy in run["reference"].items()}
+    for run in runs.values():
+        if run["winner"]:
+            for seed in RETRAIN_SEEDS:
+                known = retrained.get((json.dumps(run["winner"]["arch"], sort_keys=True), str(seed)))
+                if known is not None:
+                    run["reference"].setdefault(str(seed), known)
+    save()
     todo = sorted(((key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
-                   for reference_seed in REFERENCE_SEEDS if str(reference_seed) not in run["reference"]),
+                   for reference_seed in RETRAIN_SEEDS if str(reference_seed) not in run["reference"]),
                   key=lambda item: (item[1], int(item[0].split("/")[2]), order[item[0].split("/")[0]]))
 
     def trained(key: str, reference_seed: int, test_accuracy: float) -> None:

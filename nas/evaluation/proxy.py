@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+
 from nas.space.spec import ArchSpec
 from nas.training.config import ProxyConfig
 from nas.training.data import TaskData
-from nas.training.engine import Trainer
+from nas.training.engine import Trainer, TrainingDiverged
 
 # Successive halving's first rung: this many epochs of the proxy's own schedule.
 FIRST_RUNG_EPOCHS = 1
+# Training steps timed for an estimate, after one untimed step (the first pays for allocations).
+TIMED_STEPS = 3
+# A validation forward pass costs about this share of a training step on as many images.
+FORWARD_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -61,3 +68,30 @@ def train_and_evaluate(
     accuracy = trainer.validation_accuracy()
     eval_seconds += time.perf_counter() - start
     return ProxyResult(accuracy, build_seconds, train_seconds, eval_seconds, config.epochs, first_rung)
+
+
+def estimated_seconds(spec: ArchSpec, data: TaskData, config: ProxyConfig) -> float:
+    """About how long `train_and_evaluate(spec, data, config)` takes here, from timing a few of its training
+    steps: the network's build, its steps per epoch times the epochs, and the validation pass."""
+    # Building a trainer seeds torch's global generator: what the caller draws next must not depend on this.
+    with torch.random.fork_rng(devices=[data.device] if data.device.type == "cuda" else []):
+        start = time.perf_counter()
+        trainer = Trainer(spec, data, config)
+        build_seconds = time.perf_counter() - start
+        images, labels = next(iter(data.in_order(data.train, config.batch_size, config.batch_size)))
+        images = images.contiguous(memory_format=torch.channels_last)
+        times = []
+        for step in range(TIMED_STEPS + 1):
+            start = time.perf_counter()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            try:
+                trainer.backward(images, labels, step)
+            except TrainingDiverged:  # its proxy training stops at the same step, after about its build
+                return build_seconds
+            trainer.optimizer.step()
+            if data.device.type == "cuda":
+                torch.cuda.synchronize(data.device)
+            times.append(time.perf_counter() - start)
+    step_seconds = statistics.median(times[1:])
+    validation_steps = len(data.val) / config.batch_size
+    return build_seconds + step_seconds * (trainer.steps_per_epoch * config.epochs + FORWARD_SHARE * validation_steps)

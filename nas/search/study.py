@@ -116,11 +116,12 @@ class Study:
         self.search_id = search_id
         self.config = config
         # The proxy trains the reference and every trained candidate; `scorer` scores the strategy's candidates
-        # (the proxy too, unless a supernet scores them), and `held_back` seconds of the time budget are kept for
-        # what follows the strategy; the first `min_candidates` candidates are evaluated whatever the time budget.
+        # (the proxy too, unless a supernet scores them), and `held_back()` seconds of the time budget, asked before
+        # each candidate, are kept for what follows the strategy; the first `min_candidates` candidates are
+        # evaluated whatever the time budget.
         self.evaluator = evaluator
         self.scorer = evaluator
-        self.held_back = 0.0
+        self.held_back: Callable[[], float] = lambda: 0.0
         self.min_candidates = 0
         self.events = events or SearchEvents()
         self.space = search_space(config, evaluator.data.num_classes, evaluator.data.in_channels)
@@ -154,7 +155,7 @@ class Study:
         if self._done + self._in_flight >= config.trials:
             return False
         if (config.time_budget is not None and self._done >= self.min_candidates
-                and self.elapsed() >= config.time_budget - self.held_back):
+                and self.elapsed() >= config.time_budget - self.held_back()):
             return False
         # A strategy that only proposes architectures already evaluated has run out of new ones.
         return self._idle_hits < 1000 + len(self._results)

@@ -22,12 +22,14 @@ import torch
 
 from db import Database, supernets, trials
 from effnas.cli import UsageError, format_duration
-from effnas.records import Supernet, TrainingStatus
+from effnas.records import Supernet, TrainingStatus, TrialInfo
 from nas.evaluation.evaluator import error_line
+from nas.evaluation.proxy import estimated_seconds
 from nas.evaluation.supernet import SupernetEvaluator
 from nas.search.config import SearchConfig
 from nas.search.study import Study, search_space
 from nas.space.search_space import SearchSpace
+from nas.space.spec import spec_from_dict
 from nas.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from nas.training.data import TaskData
 from nas.training.supernet import SupernetTrainer
@@ -35,8 +37,10 @@ from nas.training.weights import sha256_of
 
 SUPERNETS_DIR = Path(".effnas") / "supernets"
 WEIGHTS_NAME = "supernet.pt"
-# Without a reference training to time, the proxy trainings at the end get this share of the time budget.
+# Without a reference training to time, the proxy trainings at the end get this share of the time budget until
+# the search nears it; from there on, the time the best candidates' trainings are estimated to take, with a margin.
 RESERVE_SHARE = 0.25
+RESERVE_MARGIN = 1.25
 # Candidates scored per one proxy-trained, even when the supernet's training took the whole time budget (a search
 # on a slow machine would otherwise hand over nothing): scoring costs about a second a candidate at 32 px.
 MIN_SCORED_PER_TRAINED = 10
@@ -177,11 +181,41 @@ def prepare_supernet_scoring(study: Study) -> None:
         return
     reference = trials.reference_trial(study.db, study.search_id)
     seconds = None if reference is None else reference.train_seconds
-    study.held_back = (config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget)
+    first_guess = config.proxy_trained * seconds if seconds else RESERVE_SHARE * config.time_budget
+    study.held_back = ProxyTrainingReserve(study, first_guess)
     study.min_candidates = MIN_SCORED_PER_TRAINED * config.proxy_trained
-    note = no_scoring_note(study.elapsed(), config.time_budget, study.held_back, study.min_candidates)
+    note = no_scoring_note(study.elapsed(), config.time_budget, first_guess, study.min_candidates)
     if note:
         study.events.note(note)
+
+
+class ProxyTrainingReserve:
+    """The seconds a supernet search keeps back for proxy-training its best candidates. Until the search nears
+    its end, `first_guess`; from there on, what the proxy trainings of the best candidates so far are estimated to
+    take, timed on a few steps of each (the reference, the first guess's yardstick, is often many times the
+    candidates the supernet favours: the tutorial's search kept 201 s for 44 s of trainings)."""
+
+    def __init__(self, study: Study, first_guess: float) -> None:
+        self.study = study
+        self.first_guess = first_guess
+        self._seconds: dict[str, float] = {}
+
+    def __call__(self) -> float:
+        study = self.study
+        time_budget = study.config.time_budget
+        if time_budget is None or study.elapsed() < time_budget - self.first_guess:
+            return self.first_guess
+        best = [t for t in trials.best_supernet_scored(study.db, study.search_id, study.config.proxy_trained)
+                if t.partial]
+        if not best:
+            return self.first_guess
+        return RESERVE_MARGIN * sum(self.estimate(t) for t in best)
+
+    def estimate(self, trial: TrialInfo) -> float:
+        if trial.arch_key not in self._seconds:
+            self._seconds[trial.arch_key] = estimated_seconds(spec_from_dict(trial.arch), self.study.evaluator.data,
+                                                              self.study.config.proxy)
+        return self._seconds[trial.arch_key]
 
 
 def no_scoring_note(elapsed: float, time_budget: float, held_back: float, minimum: int) -> str | None:

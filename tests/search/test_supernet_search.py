@@ -141,6 +141,28 @@ def test_a_supernet_that_took_the_whole_budget_still_hands_over_a_proxy_trained_
     assert f"winner (trial {trained['number']})" in result.stdout
 
 
+def test_near_its_end_a_search_keeps_back_what_its_best_candidates_trainings_take_not_the_first_guess(searched):
+    """The tutorial's search kept 3 x the reference's training (201 s) for its best 3 and used 44 s of it."""
+    from db import open_database, searches
+    from nas.evaluation.evaluator import Evaluator
+    from nas.search.study import Study
+    from nas.search.supernet_search import ProxyTrainingReserve
+    from nas.training.data import load_task_data
+
+    folder, _ = searched
+    db = open_database(f"sqlite:///{folder / 's.db'}", create=False)
+    stored = SearchConfig.from_config(searches.get_search(db, 1).config)
+    # The search proxy-trained its best 2; asking for its best 4 leaves two of them untrained.
+    config = replace(stored, time_budget=100.0, proxy_trained=4)
+    study = Study(db, 1, config, Evaluator(config.reward, config.proxy, load_task_data(config.task, 32)))
+    assert ProxyTrainingReserve(study, first_guess=10.0)() == 10.0
+    near_end = ProxyTrainingReserve(study, first_guess=1000.0)()
+    # Two proxy trainings of one epoch on 240 images: seconds, not the first guess's quarter hour.
+    assert 0 < near_end < 60
+    study.config = replace(stored, time_budget=100.0)
+    assert ProxyTrainingReserve(study, first_guess=1000.0)() == 1000.0
+
+
 def test_the_best_candidates_proxy_training_stops_where_the_next_would_pass_the_time_budget():
     """bench/supernet_search.py's 9-minute run proxy-trained its best 3 for 7 minutes and ended after 15m48s."""
     assert proxy_training_stop_note(done=0, best=3, last_seconds=0, elapsed=600, time_budget=540) is None
