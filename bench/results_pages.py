@@ -293,9 +293,8 @@ def supernet_search(r: dict[str, Any]) -> str:
 
     text = (f"`{setup['search']}`; methods: "
             + "; ".join(f"{name}: `{args}`" for name, args in setup["methods"].items())
-            + ", with `--supernet-epochs` "
-            + ", ".join(f"{epochs} at {budget}" for budget, epochs in setup["supernet_epochs"].items())
-            + f". FLOPs: {setup['flops']}. Winners retrained at reference seed {setup['retrain_seeds']}. "
+            + f" (the default supernet epochs at every budget). FLOPs: {setup['flops']}. Winners retrained at "
+            + f"reference seed {setup['retrain_seeds']}. "
             + "Each run as it finished:\n\n" + runs_table(r["runs"]))
     superseded = r.get("superseded", {})
     if superseded:

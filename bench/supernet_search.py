@@ -5,9 +5,9 @@ Run: .venv/bin/python bench/supernet_search.py [--budgets 9m,30m] [--seeds 0,1,2
 
 Per method, time budget and seed, one `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops
 8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a supernet
-run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet` and as many
-`--supernet-epochs` as fit half the budget at about 5 minutes an epoch on 2 cores (9m: 1, the default; 30m: 3; a
-supernet's training does not stop at the budget), `tpe` the default before these figures made supernet scoring the
+run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet` and the default
+`--supernet-epochs` (1, about 2 minutes on 2 cores, at every budget: a search given 30 minutes gets that, and 2
+or 4 epochs ranked the evaluation table no better, bench/supernet_fidelity.py), `tpe` the default before these figures made supernet scoring the
 default (every candidate proxy-trained) and `random` `--strategy random`, both with `--evaluator proxy`. Per method
 and budget, mean and sd over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of:
 candidates weighed (scored or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained
@@ -58,14 +58,7 @@ METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"],
            "tpe": ["--strategy", "tpe", "--evaluator", "proxy"], "random": ["--strategy", "random", "--evaluator", "proxy"]}
 OUT = HERE / "out" / "supernet_search"
 METRICS = ("candidates", "best_reward", "winner_proxy_accuracy", "hypervolume", "winner_test_accuracy")
-# One supernet epoch on the search's 4,000 training images at 32 px, 2 cores (4-6 minutes as measured).
-SUPERNET_EPOCH_SECONDS = 300
 RETRAIN_SEEDS = (0,)
-
-
-def supernet_epochs(budget: str) -> int:
-    """The supernet epochs that fit half of a run's time budget: the other half scores and proxy-trains."""
-    return max(1, int(parse_duration(budget) / 2 // SUPERNET_EPOCH_SECONDS))
 
 
 def run_search(folder: Path, args: list[str]) -> float:
@@ -105,8 +98,6 @@ def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     common = [*TASK, *METHODS[method], "--time-budget", budget, "--seed", str(seed)]
-    if method == "supernet":
-        common += ["--supernet-epochs", str(supernet_epochs(budget))]
     result = search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
     if method == "supernet":
         reuse = run_search(folder, [*common, "--target-flops", "4M"])
@@ -183,7 +174,6 @@ def main() -> int:
         results["summary"] = summarise(runs)
         results["setup"] = {"search": " ".join(["nas.search", *TASK, "--target-flops 8M"]),
                             "methods": {m: " ".join(a) for m, a in METHODS.items()},
-                            "supernet_epochs": {budget: supernet_epochs(budget) for budget in budgets},
                             "flops": "multiply-accumulates of conv and linear layers at 32 px",
                             "retrain_seeds": ", ".join(map(str, RETRAIN_SEEDS))}
         write_json(args.out, {k: v for k, v in results.items() if k not in ("command", "date", "machine")})
