@@ -47,6 +47,8 @@ BENCHES = (
     Bench("distributed_training", 6, "data-parallel training: 1 process x all cores against one process per core",
           needs="make fashion-mnist"),
     Bench("search_speed", 10, "the default search: wall time, trials per minute, seconds per trial"),
+    Bench("proxy_time_estimate", 5, "the proxy training a supernet search keeps time back for, estimated from a "
+          "few steps, against the training itself", needs="make fashion-mnist"),
     Bench("training_memory", 10, "peak memory and images/s of final training with the whole data set loaded",
           resumable=True, needs="make fashion-mnist"),
     Bench("parallel_trials", 12, "the same search with --workers 1 and 2: wall times, lost or duplicated rows"),

@@ -403,6 +403,17 @@ def search_speed(r: dict[str, Any]) -> str:
                                               for what, seconds in r["seconds_spent"].items()]))
 
 
+def proxy_time_estimate(r: dict[str, Any]) -> str:
+    rows = [[n["winner_of"], f"{n['flops'] / 1e6:.1f}M", f"{n['estimate_seconds']:.1f}",
+             f"{n['estimating_seconds']:.1f}", f"{n['actual_seconds']:.1f}", f"{n['ratio']:.2f}"]
+            for n in r["networks"]]
+    ratio = r["ratio"]
+    return (f"{r['task']}, {r['threads']} threads; FLOPs: {r['flops']}. Actual / estimate: mean {ratio['mean']:.2f} "
+            f"± {ratio['sd']:.2f}, at most {ratio['max']:.2f}; a search keeps {r['margin']} x the estimate.\n\n"
+            + table(["winner of", "FLOPs", "estimate (s)", "estimating took (s)", "proxy training (s)",
+                     "actual / estimate"], rows))
+
+
 def fidelity_budget(r: dict[str, Any]) -> str:
     rows = [[mode, f"{s['candidates']['mean']:.1f} ± {s['candidates']['sd']:.1f}",
              f"{s['full_proxy']['mean']:.1f} ± {s['full_proxy']['sd']:.1f}", mean_sd(s["best_reward"], 3)]
@@ -539,7 +550,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "search_surrogate": search_surrogate, "proxy_fidelity": proxy_fidelity, "stem_stride": stem_stride,
     "search_efficacy_adamw": search_efficacy_adamw, "surrogate_fit": surrogate_fit,
     "surrogate_winners": surrogate_winners, "search_speed": search_speed,
-    "search_speed_fashion_mnist": search_speed, "fidelity_budget": fidelity_budget,
+    "search_speed_fashion_mnist": search_speed, "fidelity_budget": fidelity_budget, "proxy_time_estimate": proxy_time_estimate,
     "parallel_trials": parallel_trials, "flops_counters": flops_counters, "export_memory": export_memory,
     "export_int8": export_int8,
     "dashboard_pareto": dashboard_pareto, "training_memory": training_memory,
