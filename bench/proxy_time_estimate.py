@@ -7,7 +7,7 @@ estimated by `nas.evaluation.proxy.estimated_seconds` from a few timed training 
 `--count` distinct winners of bench/supernet_search.json (the networks such a search proxy-trains, 3-25M FLOPs at
 32 px), the estimate and then the proxy training it estimates (`train_and_evaluate`), one after the other, on the
 search's task: Fashion-MNIST, 4,000 training images at 32 px, the proxy's defaults, 2 threads. Per network: both
-seconds and actual / estimate; over them, that ratio's mean, sd and maximum (a search keeps 1.25 x the estimate).
+seconds and actual / estimate; over them, that ratio's mean, sd and maximum (with the margin a search keeps).
 About a minute a network on 2 cores (6 networks: 5 minutes). Results go to bench/proxy_time_estimate.json.
 """
 

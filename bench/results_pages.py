@@ -409,7 +409,7 @@ def proxy_time_estimate(r: dict[str, Any]) -> str:
             for n in r["networks"]]
     ratio = r["ratio"]
     return (f"{r['task']}, {r['threads']} threads; FLOPs: {r['flops']}. Actual / estimate: mean {ratio['mean']:.2f} "
-            f"± {ratio['sd']:.2f}, at most {ratio['max']:.2f}; a search keeps {r['margin']} x the estimate.\n\n"
+            f"± {ratio['sd']:.2f}, at most {ratio['max']:.2f}.\n\n"
             + table(["winner of", "FLOPs", "estimate (s)", "estimating took (s)", "proxy training (s)",
                      "actual / estimate"], rows))
 
