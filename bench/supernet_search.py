@@ -20,7 +20,8 @@ after each supernet run, a second search at 4M in the same folder reuses its sto
 candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 
 `--redo supernet/9m` sets a method's runs at a budget aside under "superseded" (with the commit they ran at) and
-runs them again: for a change to the product that changes what they measure.
+runs them again: for a change to the product that changes what they measure. `--no-reuse` skips the reuse run
+(the runs it skips have no reuse figures).
 
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
 about 6 minutes per winner (30 winners, 3 hours): about 6.5 hours. Results go to bench/supernet_search.json after
@@ -92,16 +93,16 @@ def search_figures(folder: Path, search_id: int, seconds: float) -> dict[str, An
     }
 
 
-def one_run(method: str, budget: str, seed: int) -> dict[str, Any]:
-    """A fresh run of `method` (and, for the supernet, the reuse run at 4M after it)."""
+def one_run(method: str, budget: str, seed: int, reuse: bool) -> dict[str, Any]:
+    """A fresh run of `method` (and, for the supernet with `reuse`, the reuse run at 4M after it)."""
     folder = OUT / f"{method}-{budget}-seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     common = [*TASK, *METHODS[method], "--time-budget", budget, "--seed", str(seed)]
     result = search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
-    if method == "supernet":
-        reuse = run_search(folder, [*common, "--target-flops", "4M"])
-        result["reuse_at_4M"] = {k: v for k, v in search_figures(folder, 2, reuse).items() if k != "winner"}
+    if method == "supernet" and reuse:
+        reuse_seconds = run_search(folder, [*common, "--target-flops", "4M"])
+        result["reuse_at_4M"] = {k: v for k, v in search_figures(folder, 2, reuse_seconds).items() if k != "winner"}
     return result
 
 
@@ -146,6 +147,7 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--stop-after", help="start no run or winner training after this long, e.g. 3h")
+    parser.add_argument("--no-reuse", action="store_true", help="no reuse run after a supernet run")
     parser.add_argument("--redo", default="", help="METHOD/BUDGET: set its runs aside and run them again")
     parser.add_argument("--out", type=Path, default=default_path(__file__))
     args = parser.parse_args()
@@ -184,7 +186,7 @@ def main() -> int:
                 key = f"{method}/{budget}/{seed}"
                 if key in runs or time.monotonic() >= deadline:
                     continue
-                runs[key] = {**one_run(method, budget, seed), "reference": {}}
+                runs[key] = {**one_run(method, budget, seed, not args.no_reuse), "reference": {}}
                 print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
                       flush=True)
                 save()
