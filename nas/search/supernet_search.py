@@ -194,8 +194,8 @@ def prepare_supernet_scoring(study: Study) -> None:
 class ProxyTrainingReserve:
     """The seconds a supernet search keeps back for proxy-training its best candidates. Until the search nears
     its end, `first_guess`; from there on, what the proxy trainings of the best candidates so far are estimated to
-    take, timed on a few steps of each (the reference, the first guess's yardstick, is often many times the
-    candidates the supernet favours: the tutorial's search kept 201 s for 44 s of trainings)."""
+    take, timed on a few steps of each (the reference, the first guess's yardstick, trains for many times as long
+    as the small candidates the supernet favours: the tutorial's search kept 201 s for 44 s of trainings)."""
 
     def __init__(self, study: Study, first_guess: float) -> None:
         self.study = study
