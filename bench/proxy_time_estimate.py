@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from nas.evaluation.proxy import estimated_seconds, train_and_evaluate  # noqa: E402
+from nas.search.study import arch_key  # noqa: E402
 from nas.search.supernet_search import RESERVE_MARGIN  # noqa: E402
 from nas.space.spec import spec_from_dict  # noqa: E402
 from nas.training.config import ProxyConfig, TaskConfig  # noqa: E402
@@ -46,7 +47,7 @@ def main() -> int:
     winners: dict[str, dict] = {}
     for key, run in searched["runs"].items():
         if run["winner"] is not None:
-            winners.setdefault(json.dumps(run["winner"]["arch"], sort_keys=True), {"run": key, **run["winner"]})
+            winners.setdefault(arch_key(spec_from_dict(run["winner"]["arch"])), {"run": key, **run["winner"]})
     chosen = list(winners.values())[:args.count]
     data = load_task_data(TaskConfig(dataset="fashion-mnist", threads=THREADS), 32)
     proxy = ProxyConfig()

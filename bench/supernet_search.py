@@ -193,13 +193,16 @@ def main() -> int:
     save()
     # Search seed by search seed, each method in turn: a session cut short leaves a figure for every method.
     order = {method: index for index, method in enumerate(METHODS)}
-    retrained = {(json.dumps(run["winner"]["arch"], sort_keys=True), seed): accuracy
+    from nas.search.study import arch_key
+    from nas.space.spec import spec_from_dict
+
+    retrained = {(arch_key(spec_from_dict(run["winner"]["arch"])), seed): accuracy
                  for run in [*results.get("superseded", {}).values(), *runs.values()] if run["winner"]
                  for seed, accuracy in run["reference"].items()}
     for run in runs.values():
         if run["winner"]:
             for seed in RETRAIN_SEEDS:
-                known = retrained.get((json.dumps(run["winner"]["arch"], sort_keys=True), str(seed)))
+                known = retrained.get((arch_key(spec_from_dict(run["winner"]["arch"])), str(seed)))
                 if known is not None:
                     run["reference"].setdefault(str(seed), known)
     save()
