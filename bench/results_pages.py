@@ -287,7 +287,8 @@ def supernet_search(r: dict[str, Any]) -> str:
                          f"{run['winner']['flops'] / 1e6:.1f}M, {run['winner']['proxy_accuracy']:.3f}",
                          f"{run['hypervolume']:.3f}",
                          f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
-                         f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed" if reuse else ""])
+                         (f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed, {reuse['proxy_trained']} "
+                          "proxy-trained") if reuse else ""])
         return table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained", "best reward",
                       "winner's FLOPs, proxy accuracy", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows)
 

@@ -20,8 +20,8 @@ after each supernet run, a second search at 4M in the same folder reuses its sto
 candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
 
 `--redo supernet/9m` sets a method's runs at a budget aside under "superseded" (with the commit they ran at) and
-runs them again: for a change to the product that changes what they measure. `--no-reuse` skips the reuse run
-(the runs it skips have no reuse figures).
+runs them again: for a change to the product that changes what they measure. `--no-reuse` skips the reuse run;
+a later run without it adds the reuse run to a finished supernet run that has none, while its folder is there.
 
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
 about 6 minutes per winner (30 winners, 3 hours): about 6.5 hours. Results go to bench/supernet_search.json after
@@ -93,17 +93,33 @@ def search_figures(folder: Path, search_id: int, seconds: float) -> dict[str, An
     }
 
 
-def one_run(method: str, budget: str, seed: int, reuse: bool) -> dict[str, Any]:
-    """A fresh run of `method` (and, for the supernet with `reuse`, the reuse run at 4M after it)."""
-    folder = OUT / f"{method}-{budget}-seed{seed}"
+def run_folder(method: str, budget: str, seed: int) -> Path:
+    return OUT / f"{method}-{budget}-seed{seed}"
+
+
+def fresh_run(method: str, budget: str, seed: int) -> dict[str, Any]:
+    """A run of `method` from scratch in a folder of its own."""
+    folder = run_folder(method, budget, seed)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     common = [*TASK, *METHODS[method], "--time-budget", budget, "--seed", str(seed)]
-    result = search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
-    if method == "supernet" and reuse:
-        reuse_seconds = run_search(folder, [*common, "--target-flops", "4M"])
-        result["reuse_at_4M"] = {k: v for k, v in search_figures(folder, 2, reuse_seconds).items() if k != "winner"}
-    return result
+    return search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
+
+
+def reuse_run(budget: str, seed: int) -> dict[str, Any] | None:
+    """The search at 4M on the supernet that the finished supernet run of `budget` and `seed` stored; None when
+    that run's folder is gone (a fresh clone: bench/out is not committed)."""
+    from db import open_database, searches
+
+    folder = run_folder("supernet", budget, seed)
+    if not (folder / "s.db").is_file():
+        return None
+    common = [*TASK, *METHODS["supernet"], "--time-budget", budget, "--seed", str(seed)]
+    seconds = run_search(folder, [*common, "--target-flops", "4M"])
+    # A reuse run cut off earlier left a search of its own: the one just run is the newest.
+    database = open_database(f"sqlite:///{folder / 's.db'}", create=False)
+    search_id = max(row.id for row in searches.list_searches(database))
+    return {k: v for k, v in search_figures(folder, search_id, seconds).items() if k != "winner"}
 
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -184,12 +200,21 @@ def main() -> int:
         for budget in budgets:
             for method in methods:
                 key = f"{method}/{budget}/{seed}"
-                if key in runs or time.monotonic() >= deadline:
-                    continue
-                runs[key] = {**one_run(method, budget, seed, not args.no_reuse), "reference": {}}
-                print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
-                      flush=True)
-                save()
+                if key not in runs and time.monotonic() < deadline:
+                    runs[key] = {**fresh_run(method, budget, seed), "reference": {}}
+                    print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
+                          flush=True)
+                    save()
+                if (method == "supernet" and key in runs and "reuse_at_4M" not in runs[key] and not args.no_reuse
+                        and time.monotonic() < deadline):
+                    reuse = reuse_run(budget, seed)
+                    if reuse is None:
+                        print(f"{key}: its stored supernet is gone, no reuse run", flush=True)
+                    else:
+                        runs[key]["reuse_at_4M"] = reuse
+                        print(f"{key} reuse at 4M: {reuse['candidates']} candidates in {reuse['seconds']:.0f} s",
+                              flush=True)
+                        save()
     save()
     # Search seed by search seed, each method in turn: a session cut short leaves a figure for every method.
     order = {method: index for index, method in enumerate(METHODS)}
