@@ -313,11 +313,12 @@ def supernet_search(r: dict[str, Any]) -> str:
         summary_rows = [[key, str(row["seeds"]), *(cell(row, metric) for metric in
                                                    ("candidates", "best_reward", "winner_proxy_accuracy",
                                                     "hypervolume", "winner_test_accuracy")),
-                         ", ".join(f"{metric} {p:.3g}" for metric, p in row.get("p_value_against_tpe", {}).items())]
+                         *(", ".join(f"{metric} {p:.3g}" for metric, p in row.get(side, {}).items())
+                           for side in ("p_value_against_tpe", "p_value_below_tpe"))]
                         for key, row in summary.items()]
         text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward",
                                   "winner's proxy accuracy", "hypervolume", "winner's test accuracy",
-                                  "one-sided Mann-Whitney p against tpe"], summary_rows)
+                                  "one-sided Mann-Whitney p: above tpe", "below tpe"], summary_rows)
     return text
 
 

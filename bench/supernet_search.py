@@ -6,15 +6,16 @@ Run: .venv/bin/python bench/supernet_search.py [--budgets 9m,30m] [--seeds 0,1,2
 Per method, time budget and seed, one `python -m nas.search --dataset fashion-mnist --resolution 32 --target-flops
 8M --time-budget B --seed S` run from scratch in a folder of its own under bench/out/supernet_search/ (so a supernet
 run trains its supernet within its budget): `supernet` is TPE with `--evaluator supernet` and the default
-`--supernet-epochs` (1, about 2 minutes on 2 cores, at every budget: a search given 30 minutes gets that, and 2
-or 4 epochs ranked the evaluation table no better, bench/supernet_fidelity.py), `tpe` the default before these figures made supernet scoring the
-default (every candidate proxy-trained) and `random` `--strategy random`, both with `--evaluator proxy`. Per method
-and budget, mean and sd over seeds, and the one-sided Mann-Whitney p that the method's values exceed tpe's, of:
-candidates weighed (scored or trained), the proxy-trained winner's reward, the hypervolume of the proxy-trained
-(FLOPs, proxy accuracy) front (FLOPs / (4 x target) and 1 - accuracy, reference point (1, 1)), and the winner's test
-accuracy retrained with bench/search_confirm.py's reference recipe (at reference seed 0: the spread over search seeds
-holds the retraining's own seed noise, and a second seed would double hours of training; a winner another run
-already retrained is not trained again, since the same architecture, recipe and seed train to the same network).
+`--supernet-epochs` (1, about 2 minutes on 2 cores, at every budget: a search given 30 minutes gets that, and 2 or 4
+epochs ranked the evaluation table no better, bench/supernet_fidelity.py), `tpe` the default before these figures
+made supernet scoring the default (every candidate proxy-trained) and `random` `--strategy random`, both with
+`--evaluator proxy`. Per method and budget, mean and sd over seeds, and the one-sided Mann-Whitney p that the
+method's values exceed tpe's (and the p that they fall below it), of: candidates weighed (scored or trained), the
+proxy-trained winner's reward, the hypervolume of the proxy-trained (FLOPs, proxy accuracy) front (FLOPs / (4 x
+target) and 1 - accuracy, reference point (1, 1)), and the winner's test accuracy retrained with
+bench/search_confirm.py's reference recipe (at reference seed 0: the spread over search seeds holds the retraining's
+own seed noise, and a second seed would double hours of training; a winner another run already retrained is not
+trained again, since the same architecture, recipe and seed train to the same network).
 Reuse, separately:
 after each supernet run, a second search at 4M in the same folder reuses its stored supernet; its wall time and
 candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
@@ -151,9 +152,10 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if method != "tpe" and baseline:
             tested = {**row, "best_reward": ranked_rewards[key]}
             untested = {**baseline, "best_reward": ranked_rewards[f"tpe/{budget}"]}
-            summary[key]["p_value_against_tpe"] = {
-                metric: float(mannwhitneyu(tested[metric], untested[metric], alternative="greater").pvalue)
-                for metric in METRICS if len(tested[metric]) > 1 and len(untested[metric]) > 1}
+            for name, alternative in (("p_value_against_tpe", "greater"), ("p_value_below_tpe", "less")):
+                summary[key][name] = {
+                    metric: float(mannwhitneyu(tested[metric], untested[metric], alternative=alternative).pvalue)
+                    for metric in METRICS if len(tested[metric]) > 1 and len(untested[metric]) > 1}
     return summary
 
 
@@ -221,22 +223,30 @@ def main() -> int:
     from nas.search.study import arch_key
     from nas.space.spec import spec_from_dict
 
-    retrained = {(arch_key(spec_from_dict(run["winner"]["arch"])), seed): accuracy
+    def winner_key(run: dict[str, Any]) -> str:
+        return arch_key(spec_from_dict(run["winner"]["arch"]))
+
+    retrained = {(winner_key(run), seed): accuracy
                  for run in [*results.get("superseded", {}).values(), *runs.values()] if run["winner"]
                  for seed, accuracy in run["reference"].items()}
-    for run in runs.values():
+    # Runs whose winners share an architecture wait on one training: the same recipe and seed give the same network.
+    waiting: dict[tuple[str, int], list[str]] = {}
+    for key, run in runs.items():
         if run["winner"]:
             for seed in RETRAIN_SEEDS:
-                known = retrained.get((arch_key(spec_from_dict(run["winner"]["arch"])), str(seed)))
+                known = retrained.get((winner_key(run), str(seed)))
                 if known is not None:
                     run["reference"].setdefault(str(seed), known)
+                elif str(seed) not in run["reference"]:
+                    waiting.setdefault((winner_key(run), seed), []).append(key)
     save()
-    todo = sorted(((key, reference_seed, run["winner"]["arch"]) for key, run in runs.items() if run["winner"]
-                   for reference_seed in RETRAIN_SEEDS if str(reference_seed) not in run["reference"]),
+    todo = sorted(((keys[0], reference_seed, runs[keys[0]]["winner"]["arch"])
+                   for (_, reference_seed), keys in waiting.items()),
                   key=lambda item: (item[1], int(item[0].split("/")[2]), order[item[0].split("/")[0]]))
 
     def trained(key: str, reference_seed: int, test_accuracy: float) -> None:
-        runs[key]["reference"][str(reference_seed)] = test_accuracy
+        for same in waiting[(winner_key(runs[key]), reference_seed)]:
+            runs[same]["reference"][str(reference_seed)] = test_accuracy
         save()
 
     train_winners(todo, 1, deadline, trained)
