@@ -300,7 +300,7 @@ def supernet_search(r: dict[str, Any]) -> str:
     superseded = r.get("superseded", {})
     if superseded:
         commits = sorted({run["redone_after"] for run in superseded.values()})
-        text += (f"\n\nSet aside and run again after a change to the product (`--redo`, at {', '.join(commits)}); "
+        text += (f"\n\nSet aside and run again after a change to what they measure (`--redo`, at {', '.join(commits)}); "
                  "not in the summary:\n\n" + runs_table(superseded))
     summary = r.get("summary", {})
     if summary:
