@@ -314,11 +314,13 @@ def supernet_search(r: dict[str, Any]) -> str:
                                                    ("candidates", "best_reward", "winner_proxy_accuracy",
                                                     "hypervolume", "winner_test_accuracy")),
                          *(", ".join(f"{metric} {p:.3g}" for metric, p in row.get(side, {}).items())
-                           for side in ("p_value_against_tpe", "p_value_below_tpe"))]
+                           for side in ("p_value_against_tpe", "p_value_below_tpe")),
+                         f"{row['smallest_possible_p']:.3g}" if "smallest_possible_p" in row else ""]
                         for key, row in summary.items()]
         text += "\n\n" + table(["method/budget", "seeds", "candidates weighed", "best reward",
                                   "winner's proxy accuracy", "hypervolume", "winner's test accuracy",
-                                  "one-sided Mann-Whitney p: above tpe", "below tpe"], summary_rows)
+                                  "one-sided Mann-Whitney p: above tpe", "below tpe", "lowest p possible"],
+                                 summary_rows)
     return text
 
 

@@ -128,11 +128,13 @@ def reuse_run(budget: str, seed: int) -> dict[str, Any] | None:
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per method and budget, over the finished runs: candidates weighed and hypervolume (0 for a run that
-    proxy-trained nothing), the best reward and the winner's proxy accuracy of runs with a winner, the winner's test accuracy of runs whose winner
+    proxy-trained nothing), the best reward, the winner's proxy accuracy and the range of the winners' FLOPs (in
+    millions) of runs with a winner, the winner's test accuracy of runs whose winner
     is retrained at every reference seed; a metric's p against tpe once both have two values. In the reward's p a
     run without a winner ranks below every run with one: it handed its user nothing to deploy."""
     values: dict[str, dict[str, list[float]]] = {}
     ranked_rewards: dict[str, list[float]] = {}
+    winner_mflops: dict[str, list[float]] = {}
     for key, run in runs.items():
         method, budget, _ = key.split("/")
         row = values.setdefault(f"{method}/{budget}", {metric: [] for metric in METRICS})
@@ -141,6 +143,7 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if run["winner"] is not None:
             row["best_reward"].append(run["best_reward"])
             row["winner_proxy_accuracy"].append(run["winner"]["proxy_accuracy"])
+            winner_mflops.setdefault(f"{method}/{budget}", []).append(run["winner"]["flops"] / 1e6)
         ranked_rewards.setdefault(f"{method}/{budget}", []).append(
             -math.inf if run["winner"] is None else run["best_reward"])
         if all(str(seed) in run.get("reference", {}) for seed in RETRAIN_SEEDS):
@@ -151,8 +154,14 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         summary[key] = {"seeds": len(row["candidates"]),
                         "runs_without_winner": sum(reward == -math.inf for reward in ranked_rewards[key]),
                         **{metric: mean_sd(v) for metric, v in row.items() if v}}
+        if key in winner_mflops:
+            summary[key]["winner_mflops_range"] = [min(winner_mflops[key]), max(winner_mflops[key])]
         baseline = values.get(f"tpe/{budget}")
         if method != "tpe" and baseline:
+            # With n runs against m a one-sided Mann-Whitney p cannot fall under 1 / C(n + m, n), reached when every
+            # run lies on one side: with few seeds a p reads against this floor, not against 0.
+            summary[key]["smallest_possible_p"] = 1 / math.comb(len(row["candidates"]) + len(baseline["candidates"]),
+                                                                 len(row["candidates"]))
             tested = {**row, "best_reward": ranked_rewards[key]}
             untested = {**baseline, "best_reward": ranked_rewards[f"tpe/{budget}"]}
             for name, alternative in (("p_value_against_tpe", "greater"), ("p_value_below_tpe", "less")):
