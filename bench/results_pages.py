@@ -280,15 +280,16 @@ def supernet_search(r: dict[str, Any]) -> str:
         for key, run in runs.items():
             method, budget, seed = key.split("/")
             reference = run.get("reference", {})
-            reuse = run.get("reuse_at_4M")
+            reuses = [run[key] for key in ("reuse_at_4M", "reuse_at_4M_in_a_quarter") if key in run]
             rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]),
                          str(run["proxy_trained"]), "" if run["best_reward"] is None else f"{run['best_reward']:.4f}",
                          "" if run["winner"] is None else
                          f"{run['winner']['flops'] / 1e6:.1f}M, {run['winner']['proxy_accuracy']:.3f}",
                          f"{run['hypervolume']:.3f}",
                          f"{sum(reference.values()) / len(reference):.4f}" if reference else "not retrained yet",
-                         (f"{minutes(reuse['seconds'])}, {reuse['candidates']} weighed, {reuse['proxy_trained']} "
-                          "proxy-trained") if reuse else ""])
+                         "; ".join(f"{reuse.get('time_budget', budget)} budget: {minutes(reuse['seconds'])}, "
+                                   f"{reuse['candidates']} weighed, {reuse['proxy_trained']} proxy-trained"
+                                   for reuse in reuses)])
         return table(["method", "budget", "seed", "wall time", "candidates weighed", "proxy-trained", "best reward",
                       "winner's FLOPs, proxy accuracy", "hypervolume", "winner's test accuracy", "reuse at 4M"], rows)
 
@@ -321,6 +322,16 @@ def supernet_search(r: dict[str, Any]) -> str:
                                   "winner's proxy accuracy", "hypervolume", "winner's test accuracy",
                                   "one-sided Mann-Whitney p: above tpe", "below tpe", "lowest p possible"],
                                  summary_rows)
+        reuse_rows = [[key, f"{reuse['budget_fraction']:g} of the first's", str(reuse["runs"]),
+                       mean_sd(reuse["candidates"], 0), mean_sd(reuse["candidates_over_first"], 2),
+                       mean_sd(reuse["seconds"], 0), mean_sd(reuse["seconds_over_first"], 2),
+                       str(reuse["fewest_proxy_trained"])]
+                      for key, row in summary.items() for reuse in row.get("reuse", {}).values()]
+        if reuse_rows:
+            text += ("\n\nReuse: a second search at 4M on each supernet run's stored supernet, given the first "
+                     "run's time budget or a part of it; x first: as a fraction of the first run's figure.\n\n"
+                     + table(["method/budget", "time budget", "runs", "candidates weighed", "x first",
+                              "wall seconds", "x first", "fewest proxy-trained"], reuse_rows))
     return text
 
 

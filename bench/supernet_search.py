@@ -17,12 +17,14 @@ bench/search_confirm.py's reference recipe (at reference seed 0: the spread over
 own seed noise, and a second seed would double hours of training; a winner another run already retrained is not
 trained again, since the same architecture, recipe and seed train to the same network).
 Reuse, separately:
-after each supernet run, a second search at 4M in the same folder reuses its stored supernet; its wall time and
-candidates weighed against the first run's. FLOPs are multiply-accumulates of conv and linear layers at 32 px.
+after each supernet run, two more searches at 4M in the same folder reuse its stored supernet, one with the run's
+time budget (candidates weighed against the first run's) and one with a quarter of it (does a second target
+finish, its best proxy-trained, in under a third of the first run's wall time?). FLOPs are multiply-accumulates of
+conv and linear layers at 32 px.
 
 `--redo supernet/9m` sets a method's runs at a budget aside under "superseded" (with the commit they ran at) and
-runs them again: for a change to the product or the bench that changes what they measure. `--no-reuse` skips the reuse run;
-a later run without it adds the reuse run to a finished supernet run that has none, while its folder is there.
+runs them again: for a change to the product or the bench that changes what they measure. `--no-reuse` skips the reuse runs;
+a later run without it adds the reuse runs a finished supernet run lacks, while its folder is there.
 
 Budget on 2 cores: (9 + 30 minutes) x 3 methods x 5 seeds of searches, about 3.5 hours with the reuse runs, plus
 about 6 minutes per winner (30 winners, 3 hours): about 6.5 hours. Results go to bench/supernet_search.json after
@@ -56,14 +58,17 @@ from effnas.cli import UsageError, parse_duration  # noqa: E402
 
 TARGET_FLOPS = 8e6
 TASK = ["--dataset", "fashion-mnist", "--resolution", "32", "--no-reference"]
-# The proxy's default 40 trials would end a 30-minute run at about 18 minutes: the time budget must bind, as it does
-# for the supernet's 5,000 (no 9-minute run came near either).
+# The proxy's default 40 trials ended a 30-minute run at about 18 minutes: the time budget must bind, as it does for
+# the supernet's 5,000 (no 9-minute run came near either). nas.search now sets 5,000 itself for a proxy search given
+# a --time-budget; the flag stays so the methods' commands are the ones every recorded run used.
 METHODS = {"supernet": ["--strategy", "tpe", "--evaluator", "supernet"],
            "tpe": ["--strategy", "tpe", "--evaluator", "proxy", "--trials", "5000"],
            "random": ["--strategy", "random", "--evaluator", "proxy", "--trials", "5000"]}
 OUT = HERE / "out" / "supernet_search"
 METRICS = ("candidates", "best_reward", "winner_proxy_accuracy", "hypervolume", "winner_test_accuracy")
 RETRAIN_SEEDS = (0,)
+# Each reuse run's key and the fraction of the first run's time budget it gets.
+REUSES = {"reuse_at_4M": 1.0, "reuse_at_4M_in_a_quarter": 0.25}
 
 
 def run_search(folder: Path, args: list[str]) -> float:
@@ -110,20 +115,39 @@ def fresh_run(method: str, budget: str, seed: int) -> dict[str, Any]:
     return search_figures(folder, 1, run_search(folder, [*common, "--target-flops", "8M"]))
 
 
-def reuse_run(budget: str, seed: int) -> dict[str, Any] | None:
-    """The search at 4M on the supernet that the finished supernet run of `budget` and `seed` stored; None when
-    that run's folder is gone (a fresh clone: bench/out is not committed)."""
+def reuse_run(budget: str, seed: int, fraction: float) -> dict[str, Any] | None:
+    """The search at 4M, given `fraction` of `budget`, on the supernet that the finished supernet run of `budget`
+    and `seed` stored; None when that run's folder is gone (a fresh clone: bench/out is not committed)."""
     from db import open_database, searches
 
     folder = run_folder("supernet", budget, seed)
     if not (folder / "s.db").is_file():
         return None
-    common = [*TASK, *METHODS["supernet"], "--time-budget", budget, "--seed", str(seed)]
+    time_budget = f"{round(parse_duration(budget) * fraction)}s"
+    common = [*TASK, *METHODS["supernet"], "--time-budget", time_budget, "--seed", str(seed)]
     seconds = run_search(folder, [*common, "--target-flops", "4M"])
     # A reuse run cut off earlier left a search of its own: the one just run is the newest.
     database = open_database(f"sqlite:///{folder / 's.db'}", create=False)
     search_id = max(row.id for row in searches.list_searches(database))
-    return {k: v for k, v in search_figures(folder, search_id, seconds).items() if k != "winner"}
+    figures = {k: v for k, v in search_figures(folder, search_id, seconds).items() if k != "winner"}
+    return {"time_budget": time_budget, **figures}
+
+
+def reuse_summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per reuse run kind, over the runs that have one: its candidates weighed and wall seconds, each also as a
+    fraction of its first run's, and the fewest candidates it proxy-trained."""
+    summary: dict[str, Any] = {}
+    for reuse_key, fraction in REUSES.items():
+        pairs = [(run, run[reuse_key]) for run in runs.values() if reuse_key in run]
+        if pairs:
+            summary[reuse_key] = {
+                "budget_fraction": fraction, "runs": len(pairs),
+                "candidates": mean_sd([reuse["candidates"] for _, reuse in pairs]),
+                "candidates_over_first": mean_sd([reuse["candidates"] / run["candidates"] for run, reuse in pairs]),
+                "seconds": mean_sd([reuse["seconds"] for _, reuse in pairs]),
+                "seconds_over_first": mean_sd([reuse["seconds"] / run["seconds"] for run, reuse in pairs]),
+                "fewest_proxy_trained": min(reuse["proxy_trained"] for _, reuse in pairs)}
+    return summary
 
 
 def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -156,6 +180,9 @@ def summarise(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         **{metric: mean_sd(v) for metric, v in row.items() if v}}
         if key in winner_mflops:
             summary[key]["winner_mflops_range"] = [min(winner_mflops[key]), max(winner_mflops[key])]
+        reuses = reuse_summary({k: run for k, run in runs.items() if k.startswith(key + "/")})
+        if reuses:
+            summary[key]["reuse"] = reuses
         baseline = values.get(f"tpe/{budget}")
         if method != "tpe" and baseline:
             # With n runs against m a one-sided Mann-Whitney p cannot fall under 1 / C(n + m, n), reached when every
@@ -219,16 +246,18 @@ def main() -> int:
                     print(f"{key}: {runs[key]['candidates']} candidates, best reward {runs[key]['best_reward']}",
                           flush=True)
                     save()
-                if (method == "supernet" and key in runs and "reuse_at_4M" not in runs[key] and not args.no_reuse
-                        and time.monotonic() < deadline):
-                    reuse = reuse_run(budget, seed)
+                for reuse_key, fraction in REUSES.items():
+                    if (method != "supernet" or key not in runs or reuse_key in runs[key] or args.no_reuse
+                            or time.monotonic() >= deadline):
+                        continue
+                    reuse = reuse_run(budget, seed, fraction)
                     if reuse is None:
                         print(f"{key}: its stored supernet is gone, no reuse run", flush=True)
-                    else:
-                        runs[key]["reuse_at_4M"] = reuse
-                        print(f"{key} reuse at 4M: {reuse['candidates']} candidates in {reuse['seconds']:.0f} s",
-                              flush=True)
-                        save()
+                        break
+                    runs[key][reuse_key] = reuse
+                    print(f"{key} reuse at 4M in {reuse['time_budget']}: {reuse['candidates']} candidates, "
+                          f"{reuse['proxy_trained']} proxy-trained, in {reuse['seconds']:.0f} s", flush=True)
+                    save()
     save()
     # Search seed by search seed, each method in turn: a session cut short leaves a figure for every method.
     order = {method: index for index, method in enumerate(METHODS)}
