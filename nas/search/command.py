@@ -21,12 +21,12 @@ from db import DatabaseError, absolute_url, db_argument, describe_url, open_data
 from effnas.cli import CommandParser, UsageError, add_db_option, command, fail
 from nas.evaluation.config import ZERO_COST_SCORES
 from nas.search.config import (
+    BUDGET_BOUND_TRIALS,
     DEFAULT_TIME_BUDGET,
     EVALUATORS,
     FIDELITIES,
     PRESCREEN_STRATEGIES,
     STRATEGIES,
-    SUPERNET_TRIALS,
     SearchConfig,
     check_config,
 )
@@ -100,7 +100,8 @@ def _add_strategy_options(how: _DefiningGroup) -> None:
                      help="search strategy; tpe: NNI's TPE (20 random start-up trials, then its density model); "
                      "predictor: trees trained on the trials so far pick, by mean + spread, among mutations of the "
                      f"best trials (BANANAS-style) {_d(SearchConfig, 'strategy')}")
-    how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}")
+    how.add_argument("--trials", type=int, help=f"distinct architectures to evaluate {_d(SearchConfig, 'trials')}; with "
+                     f"supernet scoring or a --time-budget given, {BUDGET_BOUND_TRIALS}: the budget ends the search")
     how.add_argument("--time-budget", help="start no trial after this long, e.g. 30m, 1.5h, or none "
                      f"({cli.format_duration(DEFAULT_TIME_BUDGET)})")
     how.add_argument("--prescreen", type=int, metavar="N",
@@ -242,7 +243,9 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         calibration_images=_given(args, "calibration_images", default(SupernetConfig, "calibration_images")),
     )
     evaluator = evaluator_from_args(args)[0]
-    trials = SUPERNET_TRIALS if evaluator == "supernet" else default(SearchConfig, "trials")
+    time_budget = cli.parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET
+    budget_bound = evaluator == "supernet" or (args.time_budget is not None and time_budget is not None)
+    trials = BUDGET_BOUND_TRIALS if budget_bound else default(SearchConfig, "trials")
     try:
         fixed = parse_fixed(args.fix or [])
     except SpaceError as exc:
@@ -251,7 +254,7 @@ def config_from_args(args: argparse.Namespace, workers: int = 1) -> SearchConfig
         reward=reward, task=task, proxy=proxy,
         strategy=_given(args, "strategy", default(SearchConfig, "strategy")),
         trials=_given(args, "trials", trials),
-        time_budget=cli.parse_duration(args.time_budget) if args.time_budget is not None else DEFAULT_TIME_BUDGET,
+        time_budget=time_budget,
         fixed=fixed,
         stem_stride=stem_stride_from_args(args, reward.resolution)[0],
         reference=not args.no_reference,

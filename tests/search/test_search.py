@@ -148,6 +148,21 @@ def test_the_default_evaluator_is_the_supernet_unless_an_option_counts_proxy_tra
         assert config.trials == (40 if "--trials" in options else 5000 if evaluator == "supernet" else 40)
 
 
+@pytest.mark.parametrize("options, trials", [
+    (["--evaluator", "proxy"], 40),
+    (["--evaluator", "proxy", "--time-budget", "30m"], 5000),
+    (["--evaluator", "proxy", "--time-budget", "none"], 40),
+    (["--evaluator", "proxy", "--time-budget", "30m", "--trials", "60"], 60),
+])
+def test_a_proxy_search_given_a_time_budget_runs_until_the_budget_ends_it(options, trials):
+    """`--evaluator proxy --time-budget 30m`, as the docs suggest for spending a budget, once stopped at the default
+    40 trials after 18 minutes; a budget given now ends the search, and an explicit --trials still caps it."""
+    from nas.search.command import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--target-flops", "8M", *options]))
+    assert config.trials == trials
+
+
 # -- space ------------------------------------------------------------------------------------------------------
 
 def test_b0_choices_decode_to_exactly_the_official_b0():
