@@ -280,7 +280,7 @@ def supernet_search(r: dict[str, Any]) -> str:
         for key, run in runs.items():
             method, budget, seed = key.split("/")
             reference = run.get("reference", {})
-            reuses = [run[key] for key in ("reuse_at_4M", "reuse_at_4M_in_a_quarter") if key in run]
+            reuses = [value for name, value in run.items() if name.startswith("reuse_at_4M")]
             rows.append([method, budget, seed, minutes(run["seconds"]), str(run["candidates"]),
                          str(run["proxy_trained"]), "" if run["best_reward"] is None else f"{run['best_reward']:.4f}",
                          "" if run["winner"] is None else
